@@ -1,0 +1,386 @@
+//! Map keys, map values and constants shared by the XDP programs (`gateway-ebpf`) and the
+//! daemon (`gateway`). Everything here is `#[repr(C)]` with explicit padding so both sides agree
+//! byte for byte; there is no logic.
+//!
+//! Byte order: addresses and ports inside keys and values are stored as they appear on the wire
+//! (network byte order), so the data path never swaps bytes; fields documented as "host order"
+//! are the exception. Times are `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_ns`).
+#![no_std]
+
+/// Largest number of services (VIP:port/proto) one node serves.
+pub const MAX_SERVICES: u32 = 32;
+/// Largest number of backends over all services.
+pub const MAX_BACKENDS: u32 = 1024;
+/// Slots reserved for one half of one service's Maglev table. The daemon picks a prime table
+/// size > 100 x backends, at most this (so a service has at most 655 backends).
+pub const MAGLEV_MAX: u32 = 65537;
+/// Entries of the flat Maglev array: every service has two halves (active and staging), so a
+/// new table is written beside the live one and switched in with one `SERVICES` update.
+pub const MAGLEV_ENTRIES: u32 = MAX_SERVICES * 2 * MAGLEV_MAX;
+/// Default capacity of the connection tables (`CONNS` and `REPLIES`); the daemon may resize.
+pub const CONN_TABLE_SIZE: u32 = 262_144;
+/// Largest number of cluster interfaces.
+pub const MAX_IFACES: u32 = 16;
+/// Largest number of VIPs.
+pub const MAX_VIPS: u32 = 256;
+/// How long a next hop cached in a connection entry stays valid before `bpf_fib_lookup` is
+/// asked again, so neighbour changes are picked up without a lookup per packet.
+pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
+/// How many NAT ports the data path tries for one new connection before giving up.
+pub const NAT_PORT_PROBES: u32 = 8;
+
+/// Map names, as the daemon and the tests look them up and pin them.
+pub mod maps {
+    /// `HashMap<u32 ifindex, Iface>`: the cluster NICs this program runs on.
+    pub const IFACES: &str = "IFACES";
+    /// `HashMap<u32 VIP address, Vip>`: every VIP of the cluster, with this node's ownership.
+    pub const VIPS: &str = "VIPS";
+    /// `HashMap<ServiceKey, Service>`: services by VIP:port/proto.
+    pub const SERVICES: &str = "SERVICES";
+    /// `Array<u32 backend index>`, `MAGLEV_ENTRIES` long: the Maglev lookup tables.
+    pub const MAGLEV: &str = "MAGLEV";
+    /// `Array<Backend>`, `MAX_BACKENDS` long.
+    pub const BACKENDS: &str = "BACKENDS";
+    /// `LruHashMap<FlowKey client->VIP, Conn>`: connections by their client-side 5-tuple.
+    pub const CONNS: &str = "CONNS";
+    /// `LruHashMap<FlowKey backend->client NAT port, Reply>`: the same connections by the
+    /// 5-tuple of the back-end's replies.
+    pub const REPLIES: &str = "REPLIES";
+    /// `Array<Settings>`, one entry.
+    pub const SETTINGS: &str = "SETTINGS";
+    /// `PerCpuArray<RateWindow>`, one entry: the new-connection rate limiter.
+    pub const RATE: &str = "RATE";
+    /// `PerCpuArray<Counter>` indexed by XDP action code (`Action`).
+    pub const ACTIONS: &str = "ACTIONS";
+    /// `PerCpuArray<Counter>` indexed by `Path`.
+    pub const PATHS: &str = "PATHS";
+    /// `PerCpuArray<Counter>` indexed by `Reason`.
+    pub const REASONS: &str = "REASONS";
+    /// `PerCpuArray<Counter>` indexed by service id.
+    pub const SERVICE_STATS: &str = "SERVICE_STATS";
+    /// `PerCpuArray<Counter>` indexed by backend index.
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    /// Every map the daemon pins, so a restarted daemon finds them again.
+    pub const ALL: [&str; 14] = [
+        IFACES,
+        VIPS,
+        SERVICES,
+        MAGLEV,
+        BACKENDS,
+        CONNS,
+        REPLIES,
+        SETTINGS,
+        RATE,
+        ACTIONS,
+        PATHS,
+        REASONS,
+        SERVICE_STATS,
+        BACKEND_STATS,
+    ];
+}
+
+/// Program names in the object file.
+pub mod programs {
+    /// The gateway's data path, attached to every cluster NIC.
+    pub const GATEWAY: &str = "gateway";
+    /// A trivial `XDP_PASS` program: the benchmark baseline, and what the testbed attaches to
+    /// the far end of veths so native-mode `XDP_TX`/`XDP_REDIRECT` frames are received.
+    pub const PASS: &str = "xdp_pass";
+}
+
+/// The role of a cluster NIC.
+pub mod role {
+    /// Faces clients and the upstream router.
+    pub const EXTERNAL: u8 = 1;
+    /// Faces the back-end servers.
+    pub const INTERNAL: u8 = 2;
+}
+
+/// A cluster NIC, keyed by ifindex in `IFACES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Iface {
+    /// The NIC's MAC address, the source of ARP replies sent from it.
+    pub mac: [u8; 6],
+    /// `role::EXTERNAL` or `role::INTERNAL`.
+    pub role: u8,
+    pub _pad: u8,
+    /// The NIC's primary IPv4 address (network order).
+    pub addr: u32,
+}
+
+/// Bits of `Vip::flags`.
+pub mod vip_flags {
+    /// This node owns the VIP: it answers ARP for it and serves it.
+    pub const OWNED: u32 = 1;
+}
+
+/// A VIP, keyed by its address (network order) in `VIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Vip {
+    /// `vip_flags` bits.
+    pub flags: u32,
+    /// ifindex of the NIC whose subnet the VIP belongs to (ARP is answered only there).
+    pub ifindex: u32,
+}
+
+/// IP protocol numbers used in keys.
+pub mod proto {
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+}
+
+/// Key of `SERVICES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// VIP (network order).
+    pub vip: u32,
+    /// Service port (network order).
+    pub port: u16,
+    /// `proto::TCP` or `proto::UDP`.
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of `SERVICES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Service {
+    /// Index of the service, below `MAX_SERVICES`: its Maglev tables and its counters.
+    pub id: u32,
+    /// Size of the active Maglev table (a prime); 0 means no healthy backend.
+    pub table_size: u32,
+    /// Which half (0 or 1) of the service's Maglev slots is active.
+    pub half: u32,
+    pub _pad: u32,
+}
+
+/// A backend, at its index in `BACKENDS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    /// Address (network order).
+    pub addr: u32,
+    /// Port (network order).
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// A 5-tuple: key of `CONNS` and `REPLIES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// The next hop of one direction of a connection, cached from `bpf_fib_lookup`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// Output ifindex; 0 means not resolved yet.
+    pub ifindex: u32,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    /// When it was looked up; stale after `NEXT_HOP_TTL_NS`.
+    pub stamp_ns: u64,
+}
+
+/// TCP progress of one direction, in `Conn::state` and `Reply::state`.
+pub mod tcp_state {
+    /// Opened (SYN seen) or UDP.
+    pub const OPEN: u8 = 0;
+    /// A FIN was seen in this direction.
+    pub const FIN: u8 = 1;
+    /// A RST was seen in this direction.
+    pub const RST: u8 = 2;
+}
+
+/// Value of `CONNS`: a connection seen from the client side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conn {
+    /// Backend address (network order).
+    pub backend_addr: u32,
+    /// Backend port (network order).
+    pub backend_port: u16,
+    /// The client's source port is translated to this NAT port (network order).
+    pub nat_port: u16,
+    /// Index of the backend in `BACKENDS` (for counters).
+    pub backend_id: u32,
+    /// Service id (for counters).
+    pub service_id: u32,
+    /// `tcp_state` of the client-to-backend direction.
+    pub state: u8,
+    pub _pad: [u8; 7],
+    /// When the connection was opened.
+    pub created_ns: u64,
+    /// Last packet from the client.
+    pub last_seen_ns: u64,
+    /// Where client packets go after translation.
+    pub next_hop: NextHop,
+}
+
+/// Value of `REPLIES`: how to translate a back-end's reply back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reply {
+    /// The VIP the client connected to (network order): the reply's new source address.
+    pub vip: u32,
+    /// The service port (network order): the reply's new source port.
+    pub vip_port: u16,
+    /// The client's own port (network order): the reply's new destination port.
+    pub client_port: u16,
+    /// Service id (for counters).
+    pub service_id: u32,
+    /// `tcp_state` of the backend-to-client direction.
+    pub state: u8,
+    pub _pad: [u8; 3],
+    /// Last packet from the backend.
+    pub last_seen_ns: u64,
+    /// Where replies go after translation.
+    pub next_hop: NextHop,
+}
+
+/// Value of `SETTINGS[0]`: knobs the daemon sets for the data path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// First port of this node's NAT port block (host order).
+    pub nat_port_min: u16,
+    /// Last port of this node's NAT port block, inclusive (host order).
+    pub nat_port_max: u16,
+    /// New connections each CPU may open per second; 0 means no limit.
+    pub new_conns_per_cpu: u32,
+}
+
+/// Value of `RATE[0]` (per CPU): new connections counted in the current one-second window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateWindow {
+    pub window_start_ns: u64,
+    pub count: u32,
+    pub _pad: u32,
+}
+
+/// A packet and byte counter (per CPU in the maps; the daemon sums the CPUs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Defines a counter index enum with its names, so the daemon prints what XDP counts.
+macro_rules! counter_index {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:expr => $text:expr,)+ }) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant = $value,)+
+        }
+
+        impl $name {
+            /// Every variant, in index order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+            /// Number of map entries the counter map needs.
+            pub const COUNT: u32 = $name::ALL.len() as u32;
+
+            /// Stable snake_case name, used in CLI output and metrics.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+    };
+}
+
+counter_index! {
+    /// What the program did with a packet, indexed by the XDP return code.
+    Action {
+        Aborted = 0 => "aborted",
+        Drop = 1 => "drop",
+        Pass = 2 => "pass",
+        Tx = 3 => "tx",
+        Redirect = 4 => "redirect",
+    }
+}
+
+counter_index! {
+    /// Which way through the data path a packet took.
+    Path {
+        /// Opened a connection: new entry, translated, sent to a backend.
+        NewConn = 0 => "new_conn",
+        /// Matched a connection entry: translated, sent to its backend.
+        Established = 1 => "established",
+        /// A back-end's reply, translated back and sent to the client.
+        Reply = 2 => "reply",
+        /// Not for the gateway's data path: handed to the kernel untouched.
+        PassThrough = 3 => "pass_through",
+        /// An ARP request for an owned VIP, answered with XDP_TX.
+        ArpReply = 4 => "arp_reply",
+        /// Translated, but the next hop's MAC is unknown: handed to the kernel to resolve it.
+        KernelForward = 5 => "kernel_forward",
+    }
+}
+
+counter_index! {
+    /// Why a packet left the fast path: dropped, or passed untouched to the kernel.
+    Reason {
+        /// Shorter than an Ethernet header (passed).
+        TruncatedEth = 0 => "truncated_eth",
+        /// Shorter than its IPv4 header (passed).
+        TruncatedIp = 1 => "truncated_ip",
+        /// IHL below 5 or total length inconsistent (passed).
+        BadIhl = 2 => "bad_ihl",
+        /// IPv4 options on a packet to a VIP (dropped).
+        IpOptions = 3 => "ip_options",
+        /// A fragment to a VIP (dropped).
+        Fragment = 4 => "fragment",
+        /// TCP/UDP header cut short on a packet to a VIP (dropped).
+        TruncatedL4 = 5 => "truncated_l4",
+        /// ARP request for a VIP another node owns (dropped).
+        ArpForeignVip = 6 => "arp_foreign_vip",
+        /// To a VIP, but no service on that port/protocol (dropped).
+        NoService = 7 => "no_service",
+        /// The service has no healthy backend (dropped).
+        NoBackend = 8 => "no_backend",
+        /// Over the new-connection rate limit (dropped).
+        RateLimited = 9 => "rate_limited",
+        /// No connection entry and not an opening packet (dropped).
+        NotOpening = 10 => "not_opening",
+        /// No free NAT port for a new connection (dropped).
+        NatExhausted = 11 => "nat_exhausted",
+        /// `bpf_fib_lookup` found no route (dropped).
+        NoRoute = 12 => "no_route",
+        /// To a VIP with a protocol other than TCP/UDP (dropped).
+        UnsupportedProto = 13 => "unsupported_proto",
+        /// The VIP is not owned by this node (dropped).
+        NotOwner = 14 => "not_owner",
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all are `#[repr(C)]` plain data with explicit padding and no invalid bit patterns.
+    unsafe impl aya::Pod for Iface {}
+    unsafe impl aya::Pod for Vip {}
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for Service {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for Conn {}
+    unsafe impl aya::Pod for Reply {}
+    unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for RateWindow {}
+    unsafe impl aya::Pod for Counter {}
+}

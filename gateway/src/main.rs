@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", gateway::ebpf_object::BYTES.len());
+}
