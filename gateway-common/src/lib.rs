@@ -365,6 +365,8 @@ counter_index! {
         UnsupportedProto = 13 => "unsupported_proto",
         /// The VIP is not owned by this node (dropped).
         NotOwner = 14 => "not_owner",
+        /// An ARP frame shorter than an IPv4-over-Ethernet ARP packet (passed).
+        TruncatedArp = 15 => "truncated_arp",
     }
 }
 

@@ -1,19 +1,258 @@
-//! The gateway's XDP programs (skeleton; the data path lands here).
+//! The gateway's XDP data path. `gateway` reads top to bottom as DESIGN.md's data path:
+//! ARP for VIPs, client packets to VIP services (connection table, Maglev, NAT), back-end
+//! replies (reverse NAT), and everything else passed to the kernel untouched.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+mod arp;
 
-/// The gateway data path.
+mod conntrack;
+mod csum;
+mod forward;
+mod hash;
+mod maps;
+mod nat;
+mod parse;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, helpers::generated as gen, macros::xdp, programs::XdpContext};
+use gateway_common::{proto, tcp_state, vip_flags, FlowKey, Path, Reason, ServiceKey, Vip};
+
+use crate::{
+    maps::{CONNS, REPLIES, SERVICES, SETTINGS, VIPS},
+    nat::L4,
+    parse::{
+        ptr_at, EthHdr, Ipv4Hdr, TcpHdr, UdpHdr, ETH_LEN, ETH_P_ARP, ETH_P_IP, IPV4_LEN,
+        IP_MF_OFFSET, TCP_ACK, TCP_SYN,
+    },
+};
+
+/// The gateway data path, attached to every cluster NIC.
 #[xdp]
-pub fn gateway(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
+pub fn gateway(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let action = datapath(&ctx, len);
+    stats::action(action, len);
+    action
 }
 
-/// A trivial pass program: benchmark baseline and the testbed's veth far-end program.
+/// A trivial pass program: the benchmark baseline, and the program the testbed attaches to
+/// the far end of veths so native-mode redirects are received.
 #[xdp]
 pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Everything `gateway` does but counting its action; shared with the benchmark wrappers.
+#[inline(always)]
+pub fn datapath(ctx: &XdpContext, len: u64) -> u32 {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        stats::reason(Reason::TruncatedEth, len);
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: `eth` is bounds-checked.
+    let ethertype = unsafe { (*eth).proto };
+    if ethertype == ETH_P_ARP {
+        return arp::handle(ctx, eth, len);
+    }
+    if ethertype != ETH_P_IP {
+        return pass_through(len);
+    }
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN) else {
+        stats::reason(Reason::TruncatedIp, len);
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: `ip` is bounds-checked for a 20-byte header.
+    unsafe {
+        let ver_ihl = (*ip).ver_ihl;
+        let header_len = ((ver_ihl & 0x0f) as usize) * 4;
+        let total_len = u16::from_be((*ip).tot_len) as usize;
+        let vip = VIPS.get(&(*ip).daddr);
+        if ver_ihl >> 4 != 4
+            || header_len < IPV4_LEN
+            || total_len < header_len
+            || ETH_LEN + total_len > len as usize
+        {
+            stats::reason(Reason::BadIhl, len);
+            // A VIP packet must never reach the kernel's forwarding path.
+            return if vip.is_some() { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS };
+        }
+        match vip {
+            Some(vip) => to_vip(ctx, eth, ip, vip, header_len, len),
+            None => from_backend(ctx, eth, ip, header_len, len),
+        }
+    }
+}
+
+#[inline(always)]
+fn pass_through(len: u64) -> u32 {
+    stats::path(Path::PassThrough, len);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn drop(reason: Reason, len: u64) -> u32 {
+    stats::reason(reason, len);
+    xdp_action::XDP_DROP
+}
+
+/// The transport header of an IPv4 packet without options: its L4 view and TCP flags.
+#[inline(always)]
+fn transport(ctx: &XdpContext, l4_proto: u8) -> Option<(L4, u8)> {
+    const AT: usize = ETH_LEN + IPV4_LEN;
+    if l4_proto == proto::TCP {
+        let tcp = ptr_at::<TcpHdr>(ctx, AT)?;
+        // SAFETY: bounds-checked.
+        let (flags, check) = unsafe { ((*tcp).flags, core::ptr::addr_of_mut!((*tcp).check)) };
+        Some((L4 { ports: tcp.cast(), check, udp: false }, flags))
+    } else {
+        let udp = ptr_at::<UdpHdr>(ctx, AT)?;
+        // SAFETY: bounds-checked.
+        let check = unsafe { core::ptr::addr_of_mut!((*udp).check) };
+        Some((L4 { ports: udp.cast(), check, udp: true }, 0))
+    }
+}
+
+/// A client's packet to a VIP.
+#[inline(always)]
+unsafe fn to_vip(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *mut Ipv4Hdr,
+    vip: &Vip,
+    header_len: usize,
+    len: u64,
+) -> u32 {
+    if vip.flags & vip_flags::OWNED == 0 {
+        return drop(Reason::NotOwner, len);
+    }
+    if (*ip).frag_off & IP_MF_OFFSET.to_be() != 0 {
+        return drop(Reason::Fragment, len);
+    }
+    if header_len != IPV4_LEN {
+        return drop(Reason::IpOptions, len);
+    }
+    let l4_proto = (*ip).proto;
+    if l4_proto != proto::TCP && l4_proto != proto::UDP {
+        return drop(Reason::UnsupportedProto, len);
+    }
+    let Some((l4, tcp_flags)) = transport(ctx, l4_proto) else {
+        return drop(Reason::TruncatedL4, len);
+    };
+    let [src_port, dst_port] = *l4.ports;
+    let Some(service) = SERVICES.get(&ServiceKey {
+        vip: (*ip).daddr,
+        port: dst_port,
+        proto: l4_proto,
+        _pad: 0,
+    }) else {
+        return drop(Reason::NoService, len);
+    };
+    let key = FlowKey {
+        src_addr: (*ip).saddr,
+        dst_addr: (*ip).daddr,
+        src_port,
+        dst_port,
+        proto: l4_proto,
+        _pad: [0; 3],
+    };
+    let now = gen::bpf_ktime_get_ns();
+    let opening = l4_proto == proto::UDP || tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let (conn, path) = match CONNS.get_ptr_mut(&key) {
+        Some(conn) => {
+            if opening && l4_proto == proto::TCP && (*conn).state != tcp_state::OPEN {
+                // The client reuses the port of a finished connection: start afresh.
+                (*conn).state = tcp_state::OPEN;
+                (*conn).created_ns = now;
+                (conn, Path::NewConn)
+            } else {
+                (conn, Path::Established)
+            }
+        }
+        None if opening => match conntrack::open(&key, service, now) {
+            Ok(conn) => (conn, Path::NewConn),
+            Err(reason) => return drop(reason, len),
+        },
+        None => return drop(Reason::NotOpening, len),
+    };
+    (*conn).last_seen_ns = now;
+    if l4_proto == proto::TCP {
+        conntrack::track(&mut (*conn).state, tcp_flags);
+    }
+    stats::service_backend((*conn).service_id, (*conn).backend_id, len);
+    nat::to_backend(ip, &l4, (*conn).backend_addr, (*conn).backend_port, (*conn).nat_port);
+    forward::send(
+        ctx,
+        eth,
+        core::ptr::addr_of_mut!((*conn).next_hop),
+        l4_proto,
+        key.src_addr,
+        (*conn).backend_addr,
+        (*ip).tot_len,
+        now,
+        path,
+        len,
+    )
+}
+
+/// Any other IPv4 packet: a back-end's reply to a translated connection, or not ours.
+#[inline(always)]
+unsafe fn from_backend(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *mut Ipv4Hdr,
+    header_len: usize,
+    len: u64,
+) -> u32 {
+    let l4_proto = (*ip).proto;
+    if (l4_proto != proto::TCP && l4_proto != proto::UDP)
+        || header_len != IPV4_LEN
+        || (*ip).frag_off & IP_MF_OFFSET.to_be() != 0
+    {
+        return pass_through(len);
+    }
+    let Some((l4, tcp_flags)) = transport(ctx, l4_proto) else {
+        return pass_through(len);
+    };
+    let [src_port, dst_port] = *l4.ports;
+    // Only ports of this node's NAT block can be replies: a cheap test before the lookup.
+    let Some(settings) = SETTINGS.get(0) else {
+        return pass_through(len);
+    };
+    let port = u16::from_be(dst_port);
+    if port < settings.nat_port_min || port > settings.nat_port_max {
+        return pass_through(len);
+    }
+    let key = FlowKey {
+        src_addr: (*ip).saddr,
+        dst_addr: (*ip).daddr,
+        src_port,
+        dst_port,
+        proto: l4_proto,
+        _pad: [0; 3],
+    };
+    let Some(reply) = REPLIES.get_ptr_mut(&key) else {
+        return pass_through(len);
+    };
+    let now = gen::bpf_ktime_get_ns();
+    (*reply).last_seen_ns = now;
+    if l4_proto == proto::TCP {
+        conntrack::track(&mut (*reply).state, tcp_flags);
+    }
+    stats::service((*reply).service_id, len);
+    nat::to_client(ip, &l4, (*reply).vip, (*reply).vip_port, (*reply).client_port);
+    forward::send(
+        ctx,
+        eth,
+        core::ptr::addr_of_mut!((*reply).next_hop),
+        l4_proto,
+        (*reply).vip,
+        key.dst_addr,
+        (*ip).tot_len,
+        now,
+        Path::Reply,
+        len,
+    )
 }
 
 #[cfg(not(test))]

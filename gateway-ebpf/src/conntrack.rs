@@ -1,0 +1,122 @@
+//! The connection table: opening entries (rate limit, Maglev backend choice, NAT port from
+//! this node's block) and tracking TCP progress so the daemon can expire them.
+use aya_ebpf::bindings::BPF_NOEXIST;
+use gateway_common::{
+    tcp_state, Conn, FlowKey, Reason, Reply, Service, MAGLEV_MAX, NAT_PORT_PROBES,
+};
+
+use crate::{
+    hash,
+    maps::{BACKENDS, CONNS, MAGLEV, RATE, REPLIES, SETTINGS},
+    parse::{TCP_FIN, TCP_RST},
+};
+
+const SECOND_NS: u64 = 1_000_000_000;
+
+/// Counts one new connection against this CPU's share of the rate limit.
+#[inline(always)]
+fn admit(limit: u32, now: u64) -> bool {
+    if limit == 0 {
+        return true;
+    }
+    let Some(window) = RATE.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: this CPU's slot of a live per-CPU array entry.
+    unsafe {
+        if now.wrapping_sub((*window).window_start_ns) >= SECOND_NS {
+            (*window).window_start_ns = now;
+            (*window).count = 0;
+        }
+        if (*window).count >= limit {
+            return false;
+        }
+        (*window).count += 1;
+    }
+    true
+}
+
+/// Opens a connection for `key` (a client's opening packet to `service`): picks the backend
+/// and a free NAT port and inserts both table entries. Returns the new `CONNS` entry.
+#[inline(always)]
+pub fn open(key: &FlowKey, service: &Service, now: u64) -> Result<*mut Conn, Reason> {
+    let Some(settings) = SETTINGS.get(0) else {
+        return Err(Reason::NatExhausted);
+    };
+    if !admit(settings.new_conns_per_cpu, now) {
+        return Err(Reason::RateLimited);
+    }
+    let size = service.table_size;
+    if size == 0 || size > MAGLEV_MAX {
+        return Err(Reason::NoBackend);
+    }
+    let flow_hash = hash::flow(key);
+    let offset = flow_hash.checked_rem(size).ok_or(Reason::NoBackend)?;
+    let slot = (service.id * 2 + (service.half & 1)) * MAGLEV_MAX + offset;
+    let backend_id = *MAGLEV.get(slot).ok_or(Reason::NoBackend)?;
+    let backend = *BACKENDS.get(backend_id).ok_or(Reason::NoBackend)?;
+
+    let min = settings.nat_port_min as u32;
+    let max = settings.nat_port_max as u32;
+    if min == 0 || max < min {
+        return Err(Reason::NatExhausted);
+    }
+    let block = max - min + 1;
+    let start = hash::finish(flow_hash ^ 0x5bd1_e995);
+    let reply = Reply {
+        vip: key.dst_addr,
+        vip_port: key.dst_port,
+        client_port: key.src_port,
+        service_id: service.id,
+        last_seen_ns: now,
+        ..Default::default()
+    };
+    let mut reply_key = FlowKey {
+        src_addr: backend.addr,
+        dst_addr: key.src_addr,
+        src_port: backend.port,
+        dst_port: 0,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
+    let mut nat_port = 0u16;
+    for probe in 0..NAT_PORT_PROBES {
+        let Some(offset) = start.wrapping_add(probe).checked_rem(block) else {
+            break;
+        };
+        let port = (min + offset) as u16;
+        reply_key.dst_port = port.to_be();
+        if REPLIES.insert(&reply_key, &reply, BPF_NOEXIST as u64).is_ok() {
+            nat_port = port.to_be();
+            break;
+        }
+    }
+    if nat_port == 0 {
+        return Err(Reason::NatExhausted);
+    }
+    let conn = Conn {
+        backend_addr: backend.addr,
+        backend_port: backend.port,
+        nat_port,
+        backend_id,
+        service_id: service.id,
+        created_ns: now,
+        last_seen_ns: now,
+        ..Default::default()
+    };
+    if CONNS.insert(key, &conn, 0).is_err() {
+        let _ = REPLIES.remove(&reply_key);
+        return Err(Reason::NatExhausted);
+    }
+    CONNS.get_ptr_mut(key).ok_or(Reason::NatExhausted)
+}
+
+/// Moves a direction's TCP state on with the packet's flags (RST wins over FIN).
+#[inline(always)]
+pub fn track(state: &mut u8, tcp_flags: u8) {
+    if tcp_flags & TCP_RST != 0 {
+        *state = tcp_state::RST;
+    } else if tcp_flags & TCP_FIN != 0 && *state == tcp_state::OPEN {
+        *state = tcp_state::FIN;
+    }
+}

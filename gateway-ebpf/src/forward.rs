@@ -1,0 +1,65 @@
+//! Sending a translated packet on: next hop from the connection's cache or `bpf_fib_lookup`,
+//! MAC rewrite, redirect out of the right NIC.
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
+    helpers::generated as gen,
+    programs::XdpContext,
+};
+use gateway_common::{NextHop, Path, Reason, NEXT_HOP_TTL_NS};
+
+use crate::{parse::EthHdr, stats};
+
+const AF_INET: u8 = 2;
+
+/// Forwards the packet (already translated to `src` -> `dst`) using and refreshing `next_hop`.
+/// `path` is counted when the packet leaves by the fast path.
+#[inline(always)]
+pub fn send(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    next_hop: *mut NextHop,
+    l4_proto: u8,
+    src: u32,
+    dst: u32,
+    tot_len: u16,
+    now: u64,
+    path: Path,
+    len: u64,
+) -> u32 {
+    // SAFETY: `next_hop` points into a live map value, `eth` into the packet.
+    unsafe {
+        let fresh = (*next_hop).ifindex != 0 && now.wrapping_sub((*next_hop).stamp_ns) < NEXT_HOP_TTL_NS;
+        if !fresh {
+            let mut params: bpf_fib_lookup = core::mem::zeroed();
+            params.family = AF_INET;
+            params.l4_protocol = l4_proto;
+            params.__bindgen_anon_1.tot_len = u16::from_be(tot_len);
+            params.ifindex = ctx.ingress_ifindex() as u32;
+            params.__bindgen_anon_3.ipv4_src = src;
+            params.__bindgen_anon_4.ipv4_dst = dst;
+            let rc = gen::bpf_fib_lookup(
+                ctx.ctx.cast(),
+                &mut params,
+                core::mem::size_of::<bpf_fib_lookup>() as i32,
+                0,
+            ) as u32;
+            if rc == BPF_FIB_LKUP_RET_NO_NEIGH {
+                // The kernel forwards it and resolves the neighbour for the next packets.
+                stats::path(Path::KernelForward, len);
+                return xdp_action::XDP_PASS;
+            }
+            if rc != BPF_FIB_LKUP_RET_SUCCESS {
+                stats::reason(Reason::NoRoute, len);
+                return xdp_action::XDP_DROP;
+            }
+            (*next_hop).ifindex = params.ifindex;
+            (*next_hop).src_mac = params.smac;
+            (*next_hop).dst_mac = params.dmac;
+            (*next_hop).stamp_ns = now;
+        }
+        (*eth).src = (*next_hop).src_mac;
+        (*eth).dst = (*next_hop).dst_mac;
+        stats::path(path, len);
+        gen::bpf_redirect((*next_hop).ifindex, 0) as u32
+    }
+}
