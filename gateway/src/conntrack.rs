@@ -1,0 +1,235 @@
+//! The connection table as the daemon sees it: joins `CONNS` with `REPLIES`, lists
+//! connections for `conns`, and sweeps out the idle ones, using `CLOCK_MONOTONIC` like
+//! `bpf_ktime_get_ns`.
+use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
+
+use gateway_common::{proto, tcp_state, Conn, FlowKey, Reply};
+use serde_json::{json, Value};
+use tracing::debug;
+
+use crate::{config::Timeouts, tables::Maps};
+
+/// Now on the clock XDP stamps entries with.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One connection, both directions joined.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Client-side 5-tuple (the `CONNS` key).
+    pub key: FlowKey,
+    /// The `CONNS` value.
+    pub conn: Conn,
+    /// The reply direction, when present.
+    pub reply: Option<(FlowKey, Reply)>,
+}
+
+impl Entry {
+    /// "rst" if either side reset, else "fin" if either side closed, else "open".
+    pub fn state(&self) -> &'static str {
+        let states = [Some(self.conn.state), self.reply.map(|(_, r)| r.state)];
+        if states.contains(&Some(tcp_state::RST)) {
+            "rst"
+        } else if states.contains(&Some(tcp_state::FIN)) {
+            "fin"
+        } else {
+            "open"
+        }
+    }
+
+    /// Last packet in either direction.
+    pub fn last_seen_ns(&self) -> u64 {
+        self.reply
+            .map_or(0, |(_, r)| r.last_seen_ns)
+            .max(self.conn.last_seen_ns)
+    }
+
+    /// How long it may stay idle.
+    pub fn timeout(&self, t: &Timeouts) -> Duration {
+        match (self.key.proto, self.state()) {
+            (proto::UDP, _) => t.udp,
+            (_, "open") => t.tcp_established,
+            _ => t.tcp_closing,
+        }
+    }
+
+    /// The `conns` JSON of this entry.
+    pub fn view(&self, now_ns: u64) -> Value {
+        let ip = |a: u32| Ipv4Addr::from(u32::from_be(a));
+        let port = u16::from_be;
+        let secs = |ns: u64| (now_ns.saturating_sub(ns) as f64 / 1e9 * 1000.0).round() / 1000.0;
+        json!({
+            "client": format!("{}:{}", ip(self.key.src_addr), port(self.key.src_port)),
+            "vip": format!("{}:{}", ip(self.key.dst_addr), port(self.key.dst_port)),
+            "protocol": if self.key.proto == proto::UDP { "udp" } else { "tcp" },
+            "backend": format!("{}:{}", ip(self.conn.backend_addr), port(self.conn.backend_port)),
+            "nat_port": port(self.conn.nat_port),
+            "state": self.state(),
+            "age_s": secs(self.conn.created_ns),
+            "idle_s": secs(self.last_seen_ns()),
+        })
+    }
+}
+
+/// The reply direction's identity as seen from a `Conn`: backend address, backend port,
+/// NAT port and protocol (the NAT address is the data path's choice, so it is left out).
+type ReplyId = (u32, u16, u16, u8);
+
+/// Every connection with its reply direction; also returns replies without a connection.
+pub fn walk(maps: &Maps) -> (Vec<Entry>, Vec<(FlowKey, Reply)>) {
+    let mut replies: HashMap<ReplyId, (FlowKey, Reply)> = maps
+        .replies
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(k, r)| ((k.src_addr, k.src_port, k.dst_port, k.proto), (k, r)))
+        .collect();
+    let entries = maps
+        .conns
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(key, conn)| {
+            let id = (
+                conn.backend_addr,
+                conn.backend_port,
+                conn.nat_port,
+                key.proto,
+            );
+            Entry {
+                key,
+                conn,
+                reply: replies.remove(&id),
+            }
+        })
+        .collect();
+    (entries, replies.into_values().collect())
+}
+
+/// Deletes connections idle longer than their timeout, both directions; returns how many.
+pub fn sweep(maps: &mut Maps, timeouts: &Timeouts) -> usize {
+    let now = monotonic_ns();
+    let (entries, orphans) = walk(maps);
+    let mut removed = 0;
+    for e in entries {
+        if now.saturating_sub(e.last_seen_ns()) > e.timeout(timeouts).as_nanos() as u64 {
+            let _ = maps.conns.remove(&e.key);
+            if let Some((k, _)) = e.reply {
+                let _ = maps.replies.remove(&k);
+            }
+            removed += 1;
+        }
+    }
+    for (k, r) in orphans {
+        let limit = timeouts.tcp_established.max(timeouts.udp).as_nanos() as u64;
+        if now.saturating_sub(r.last_seen_ns) > limit {
+            let _ = maps.replies.remove(&k);
+        }
+    }
+    if removed > 0 {
+        debug!(removed, "conntrack sweep");
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against real kernel maps: the object is loaded (not attached), entries are written the
+    //! way XDP writes them, and the daemon's walk and sweep read them back.
+    use super::*;
+    use aya::EbpfLoader;
+    use gateway_common::maps as names;
+
+    fn ip(a: [u8; 4]) -> u32 {
+        u32::from(Ipv4Addr::from(a)).to_be()
+    }
+
+    /// A TCP connection client:port -> 10.0.0.100:80 on backend 10.1.0.11:8080.
+    fn pair(
+        client_port: u16,
+        nat_port: u16,
+        last_seen_ns: u64,
+        state: u8,
+    ) -> (FlowKey, Conn, FlowKey, Reply) {
+        let key = FlowKey {
+            src_addr: ip([192, 0, 2, 7]),
+            dst_addr: ip([10, 0, 0, 100]),
+            src_port: client_port.to_be(),
+            dst_port: 80u16.to_be(),
+            proto: proto::TCP,
+            _pad: [0; 3],
+        };
+        let conn = Conn {
+            backend_addr: ip([10, 1, 0, 11]),
+            backend_port: 8080u16.to_be(),
+            nat_port: nat_port.to_be(),
+            state,
+            created_ns: last_seen_ns,
+            last_seen_ns,
+            ..Default::default()
+        };
+        let rkey = FlowKey {
+            src_addr: conn.backend_addr,
+            dst_addr: ip([10, 1, 0, 1]),
+            src_port: conn.backend_port,
+            dst_port: conn.nat_port,
+            proto: proto::TCP,
+            _pad: [0; 3],
+        };
+        let reply = Reply {
+            vip: key.dst_addr,
+            vip_port: key.dst_port,
+            client_port: key.src_port,
+            last_seen_ns,
+            ..Default::default()
+        };
+        (key, conn, rkey, reply)
+    }
+
+    #[test]
+    fn walk_view_and_sweep_real_maps() {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::CONNS, 1024)
+            .map_max_entries(names::REPLIES, 1024)
+            .load(crate::ebpf_object::BYTES)
+            .expect("loading the XDP object (needs root)");
+        let mut maps = Maps::take(&mut ebpf).unwrap();
+        let now = monotonic_ns();
+        let s = 1_000_000_000u64;
+        let fresh = pair(40000, 20001, now - s, tcp_state::OPEN);
+        let idle = pair(40001, 20002, now - 400 * s, tcp_state::OPEN);
+        let closing = pair(40002, 20003, now - 20 * s, tcp_state::FIN);
+        for (k, c, rk, r) in [fresh, idle, closing] {
+            maps.conns.insert(k, c, 0).unwrap();
+            maps.replies.insert(rk, r, 0).unwrap();
+        }
+        let (entries, orphans) = walk(&maps);
+        assert_eq!(entries.len(), 3);
+        assert!(orphans.is_empty());
+        assert!(entries.iter().all(|e| e.reply.is_some()));
+        let view = entries
+            .iter()
+            .find(|e| e.key.src_port == 40000u16.to_be())
+            .unwrap()
+            .view(now);
+        assert_eq!(view["client"], "192.0.2.7:40000");
+        assert_eq!(view["vip"], "10.0.0.100:80");
+        assert_eq!(view["backend"], "10.1.0.11:8080");
+        assert_eq!(view["nat_port"], 20001);
+        assert_eq!(view["state"], "open");
+        assert!((view["idle_s"].as_f64().unwrap() - 1.0).abs() < 0.01);
+
+        let timeouts = Timeouts {
+            tcp_established: Duration::from_secs(300),
+            tcp_closing: Duration::from_secs(10),
+            udp: Duration::from_secs(30),
+        };
+        assert_eq!(sweep(&mut maps, &timeouts), 2);
+        let left: Vec<FlowKey> = maps.conns.keys().map(Result::unwrap).collect();
+        assert_eq!(left, vec![fresh.0]);
+        let left: Vec<FlowKey> = maps.replies.keys().map(Result::unwrap).collect();
+        assert_eq!(left, vec![fresh.2]);
+    }
+}

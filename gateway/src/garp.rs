@@ -1,0 +1,94 @@
+//! Gratuitous ARP for the VIPs this node takes, so switches and neighbours learn where they
+//! live: a burst at start and a second burst a little later.
+use std::{io, net::Ipv4Addr};
+
+use tracing::{info, warn};
+
+use crate::config::Arp;
+
+const ETH_P_ARP: u16 = 0x0806;
+
+/// A gratuitous ARP request frame announcing `vip` at `mac`.
+pub fn frame(mac: [u8; 6], vip: Ipv4Addr) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
+    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]); // Ethernet, IPv4, request
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&vip.octets());
+    f[38..42].copy_from_slice(&vip.octets());
+    f
+}
+
+/// Sends one frame out of `ifindex` through an AF_PACKET socket.
+fn send(ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    // SAFETY: plain socket syscalls on a descriptor we own and close; the address struct is
+    // zeroed and filled within its bounds.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW,
+            i32::from(ETH_P_ARP.to_be()),
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = ETH_P_ARP.to_be();
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        let rc = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        let result = if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        };
+        libc::close(fd);
+        result
+    }
+}
+
+/// Announces each `(ifindex, mac, vip)` in two bursts as `arp` says.
+pub async fn announce(arp: Arp, targets: Vec<(u32, [u8; 6], Ipv4Addr)>) {
+    for burst in 0..2 {
+        if burst == 1 {
+            tokio::time::sleep(arp.garp_second_burst).await;
+        }
+        for i in 0..arp.garp_count {
+            if i > 0 {
+                tokio::time::sleep(arp.garp_interval).await;
+            }
+            for (ifindex, mac, vip) in &targets {
+                if let Err(e) = send(*ifindex, &frame(*mac, *vip)) {
+                    warn!(%vip, "gratuitous ARP failed: {e}");
+                }
+            }
+        }
+    }
+    info!(vips = targets.len(), "gratuitous ARP bursts sent");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_layout() {
+        let f = frame([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 0, 0, 100));
+        assert_eq!(&f[12..14], &[0x08, 0x06]);
+        assert_eq!(&f[20..22], &[0, 1]);
+        assert_eq!(&f[28..32], &[10, 0, 0, 100]);
+        assert_eq!(&f[38..42], &[10, 0, 0, 100]);
+        assert_eq!(&f[32..38], &[0; 6]);
+    }
+}

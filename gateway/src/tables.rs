@@ -1,0 +1,358 @@
+//! The daemon's handles on the XDP maps, and how a configuration (plus backend health) is
+//! written into them. Maglev tables are staged in the inactive half and switched in with one
+//! `SERVICES` update, so XDP never sees a half-written table.
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
+
+use anyhow::{Context, Result};
+use aya::{
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray},
+    Ebpf,
+};
+use gateway_common::{
+    self as common, maps, role, vip_flags, Conn, Counter, FlowKey, Iface, Reply, ServiceKey,
+    Settings, MAGLEV_MAX,
+};
+
+use crate::{
+    config::{Config, Role, Service},
+    maglev,
+    netlink::Nic,
+};
+
+/// Backend identity within the config: service name, address, port.
+pub type BackendKey = (String, Ipv4Addr, u16);
+
+/// Typed handles on every map.
+pub struct Maps {
+    ifaces: BpfHashMap<MapData, u32, Iface>,
+    vips: BpfHashMap<MapData, u32, common::Vip>,
+    services: BpfHashMap<MapData, ServiceKey, common::Service>,
+    maglev: Array<MapData, u32>,
+    backends: Array<MapData, common::Backend>,
+    settings: Array<MapData, Settings>,
+    /// Connections by client 5-tuple.
+    pub conns: BpfHashMap<MapData, FlowKey, Conn>,
+    /// Connections by reply 5-tuple.
+    pub replies: BpfHashMap<MapData, FlowKey, Reply>,
+    /// Per-action counters.
+    pub actions: PerCpuArray<MapData, Counter>,
+    /// Per-path counters.
+    pub paths: PerCpuArray<MapData, Counter>,
+    /// Per-reason counters.
+    pub reasons: PerCpuArray<MapData, Counter>,
+    /// Per-service counters.
+    pub service_stats: PerCpuArray<MapData, Counter>,
+    /// Per-backend counters.
+    pub backend_stats: PerCpuArray<MapData, Counter>,
+}
+
+macro_rules! take {
+    ($ebpf:expr, $name:expr) => {
+        $ebpf
+            .take_map($name)
+            .with_context(|| format!("map `{}` missing from the XDP object", $name))?
+            .try_into()
+            .with_context(|| format!("map `{}` has an unexpected type", $name))?
+    };
+}
+
+/// The key of a service in `SERVICES`.
+pub fn service_key(s: &Service) -> ServiceKey {
+    ServiceKey {
+        vip: u32::from(s.vip).to_be(),
+        port: s.port.to_be(),
+        proto: s.protocol.number(),
+        _pad: 0,
+    }
+}
+
+impl Maps {
+    /// Takes every map out of the loaded object.
+    pub fn take(dp: &mut Ebpf) -> Result<Self> {
+        Ok(Self {
+            ifaces: take!(dp, maps::IFACES),
+            vips: take!(dp, maps::VIPS),
+            services: take!(dp, maps::SERVICES),
+            maglev: take!(dp, maps::MAGLEV),
+            backends: take!(dp, maps::BACKENDS),
+            settings: take!(dp, maps::SETTINGS),
+            conns: take!(dp, maps::CONNS),
+            replies: take!(dp, maps::REPLIES),
+            actions: take!(dp, maps::ACTIONS),
+            paths: take!(dp, maps::PATHS),
+            reasons: take!(dp, maps::REASONS),
+            service_stats: take!(dp, maps::SERVICE_STATS),
+            backend_stats: take!(dp, maps::BACKEND_STATS),
+        })
+    }
+
+    /// Writes the NICs and VIPs (this node runs alone, so it owns every VIP).
+    pub fn write_nics_and_vips(&mut self, config: &Config, nics: &[Nic]) -> Result<()> {
+        let stale: Vec<u32> = self.ifaces.keys().filter_map(Result::ok).collect();
+        for k in stale
+            .iter()
+            .filter(|k| !nics.iter().any(|n| n.ifindex == **k))
+        {
+            self.ifaces.remove(k)?;
+        }
+        for (nic, iface) in nics.iter().zip(&config.interfaces) {
+            let value = Iface {
+                mac: nic.mac,
+                role: match iface.role {
+                    Role::External => role::EXTERNAL,
+                    Role::Internal => role::INTERNAL,
+                },
+                _pad: 0,
+                addr: nic.address.map_or(0, |a| u32::from(a).to_be()),
+            };
+            self.ifaces
+                .insert(nic.ifindex, value, 0)
+                .context("writing IFACES")?;
+        }
+        let wanted: HashSet<u32> = config
+            .vips
+            .iter()
+            .map(|v| u32::from(v.address).to_be())
+            .collect();
+        let stale: Vec<u32> = self.vips.keys().filter_map(Result::ok).collect();
+        for k in stale.iter().filter(|k| !wanted.contains(k)) {
+            self.vips.remove(k)?;
+        }
+        for vip in &config.vips {
+            let ifindex = nics
+                .iter()
+                .find(|n| n.name == vip.interface)
+                .map_or(0, |n| n.ifindex);
+            let value = common::Vip {
+                flags: vip_flags::OWNED,
+                ifindex,
+            };
+            self.vips
+                .insert(u32::from(vip.address).to_be(), value, 0)
+                .context("writing VIPS")?;
+        }
+        Ok(())
+    }
+
+    /// Writes settings, backends and every service's Maglev table; removes services no longer
+    /// configured. `healthy` says which backends may take new connections.
+    pub fn write_services(
+        &mut self,
+        config: &Config,
+        healthy: &HashMap<BackendKey, bool>,
+    ) -> Result<()> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| e)
+            .context("counting CPUs")? as u32;
+        let settings = Settings {
+            nat_port_min: config.nat_ports.0,
+            nat_port_max: config.nat_ports.1,
+            new_conns_per_cpu: config.limits.new_connections_per_second.div_ceil(cpus),
+        };
+        self.settings
+            .set(0, settings, 0)
+            .context("writing SETTINGS")?;
+        let mut next_backend = 0u32;
+        for s in &config.services {
+            for b in &s.backends {
+                let value = common::Backend {
+                    addr: u32::from(b.address).to_be(),
+                    port: b.port.to_be(),
+                    _pad: 0,
+                };
+                self.backends
+                    .set(next_backend, value, 0)
+                    .context("writing BACKENDS")?;
+                next_backend += 1;
+            }
+        }
+        for (id, s) in config.services.iter().enumerate() {
+            self.write_service(config, id as u32, s, healthy)?;
+        }
+        let wanted: HashSet<ServiceKey> = config.services.iter().map(service_key).collect();
+        let stale: Vec<ServiceKey> = self.services.keys().filter_map(Result::ok).collect();
+        for k in stale.iter().filter(|k| !wanted.contains(k)) {
+            self.services.remove(k)?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes one service's Maglev table and switches it in.
+    pub fn write_service(
+        &mut self,
+        config: &Config,
+        id: u32,
+        service: &Service,
+        healthy: &HashMap<BackendKey, bool>,
+    ) -> Result<()> {
+        let first_backend: usize = config.services[..id as usize]
+            .iter()
+            .map(|s| s.backends.len())
+            .sum();
+        let entries: Vec<maglev::Entry> = service
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let up = healthy
+                    .get(&(service.name.clone(), b.address, b.port))
+                    .copied()
+                    .unwrap_or(true);
+                maglev::Entry {
+                    address: b.address,
+                    port: b.port,
+                    weight: if up { b.weight } else { 0 },
+                    id: (first_backend + i) as u32,
+                }
+            })
+            .collect();
+        let size = maglev::table_size(service.backends.len());
+        let table = maglev::populate(size, &entries);
+        let key = service_key(service);
+        // Stage in the half no live entry with this id reads. Looking up by id rather than by
+        // key keeps a reload that renumbers services from overwriting a table still in use.
+        let live_half = self
+            .services
+            .iter()
+            .filter_map(Result::ok)
+            .find(|(_, s)| s.id == id)
+            .map(|(_, s)| s.half);
+        let half = live_half.map_or(0, |h| 1 - h.min(1));
+        let base = (id * 2 + half) * MAGLEV_MAX;
+        for (slot, backend) in table.iter().enumerate() {
+            self.maglev
+                .set(base + slot as u32, backend, 0)
+                .context("writing MAGLEV")?;
+        }
+        let value = common::Service {
+            id,
+            table_size: table.len() as u32,
+            half,
+            _pad: 0,
+        };
+        self.services
+            .insert(key, value, 0)
+            .context("writing SERVICES")?;
+        Ok(())
+    }
+
+    /// The live table size of a service (0 = no healthy backend).
+    pub fn table_size(&self, service: &Service) -> u32 {
+        self.services
+            .get(&service_key(service), 0)
+            .map_or(0, |s| s.table_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against real kernel maps of the loaded (not attached) object.
+    use super::*;
+    use crate::config;
+
+    #[test]
+    fn maglev_tables_are_staged_then_flipped() {
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(maps::CONNS, 1024)
+            .map_max_entries(maps::REPLIES, 1024)
+            .load(crate::ebpf_object::BYTES)
+            .expect("loading the XDP object (needs root)");
+        let mut m = Maps::take(&mut ebpf).unwrap();
+        let config = config::parse(
+            std::path::Path::new("example.toml"),
+            include_str!("../examples/gateway.toml"),
+        )
+        .unwrap();
+        let web = &config.services[0];
+        m.write_services(&config, &HashMap::new()).unwrap();
+        let cpus = aya::util::nr_cpus().unwrap() as u32;
+        let settings = m.settings.get(&0, 0).unwrap();
+        assert_eq!(
+            (settings.nat_port_min, settings.nat_port_max),
+            (20000, 29999)
+        );
+        assert_eq!(settings.new_conns_per_cpu, 1_000_000u32.div_ceil(cpus));
+        let b1 = m.backends.get(&1, 0).unwrap();
+        assert_eq!(
+            Ipv4Addr::from(u32::from_be(b1.addr)),
+            Ipv4Addr::new(10, 1, 0, 12)
+        );
+        assert_eq!(u16::from_be(b1.port), 8080);
+
+        let first = m.services.get(&service_key(web), 0).unwrap();
+        assert_eq!((first.id, first.table_size, first.half), (0, 211, 0));
+        let slots = |m: &Maps, half: u32| -> Vec<u32> {
+            (0..211)
+                .map(|i| m.maglev.get(&(half * MAGLEV_MAX + i), 0).unwrap())
+                .collect()
+        };
+        let both = slots(&m, 0);
+        assert!(both.contains(&0) && both.contains(&1));
+
+        // Backend 10.1.0.11 goes down: the new table lands in half 1, half 0 is untouched.
+        let down = HashMap::from([((web.name.clone(), web.backends[0].address, 8080), false)]);
+        m.write_service(&config, 0, web, &down).unwrap();
+        let second = m.services.get(&service_key(web), 0).unwrap();
+        assert_eq!((second.table_size, second.half), (211, 1));
+        assert!(slots(&m, 1).iter().all(|&b| b == 1));
+        assert_eq!(slots(&m, 0), both);
+
+        // All down: table_size 0 (XDP drops with no_backend).
+        let all_down: HashMap<BackendKey, bool> = web
+            .backends
+            .iter()
+            .map(|b| ((web.name.clone(), b.address, b.port), false))
+            .collect();
+        m.write_service(&config, 0, web, &all_down).unwrap();
+        assert_eq!(m.table_size(web), 0);
+    }
+
+    /// Every live service's active half holds only that service's backends.
+    fn assert_consistent(m: &Maps, config: &Config) {
+        let mut first = 0u32;
+        for s in &config.services {
+            let live = m.services.get(&service_key(s), 0).unwrap();
+            let ids = first..first + s.backends.len() as u32;
+            first += s.backends.len() as u32;
+            for i in 0..live.table_size {
+                let slot = (live.id * 2 + live.half) * MAGLEV_MAX + i;
+                let b = m.maglev.get(&slot, 0).unwrap();
+                assert!(ids.contains(&b), "{}: slot {i} holds backend {b}", s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn reload_that_renumbers_services_keeps_tables_apart() {
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(maps::CONNS, 1024)
+            .map_max_entries(maps::REPLIES, 1024)
+            .load(crate::ebpf_object::BYTES)
+            .expect("loading the XDP object (needs root)");
+        let mut m = Maps::take(&mut ebpf).unwrap();
+        let example = include_str!("../examples/gateway.toml");
+        let dns =
+            "\n[[service]]\nname = \"dns\"\nvip = \"10.0.0.100\"\nport = 53\nprotocol = \"udp\"\n\
+                   [[service.backend]]\naddress = \"10.1.0.53\"\nport = 53\n";
+        let path = std::path::Path::new("t.toml");
+        let before = config::parse(path, &format!("{example}{dns}")).unwrap();
+        m.write_services(&before, &HashMap::new()).unwrap();
+        assert_consistent(&m, &before);
+        // The same services in the other order: ids swap.
+        let start = example.find("[[service]]").unwrap();
+        let end = example.find("[timeouts]").unwrap();
+        let swapped = format!(
+            "{}{dns}{}{}",
+            &example[..start],
+            &example[start..end],
+            &example[end..]
+        );
+        let after = config::parse(path, &swapped).unwrap();
+        assert_eq!(after.services[0].name, "dns");
+        m.write_services(&after, &HashMap::new()).unwrap();
+        assert_consistent(&m, &after);
+    }
+}

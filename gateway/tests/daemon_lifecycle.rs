@@ -1,0 +1,330 @@
+//! The daemon's life in a throwaway namespace with two veth pairs: start, query, stop keeping
+//! the data path, adopt it, reload (good and bad files), SIGTERM, and nothing left behind.
+//! Needs root; everything it creates is uniquely named and removed by guards.
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
+const EXAMPLE: &str = include_str!("../examples/gateway.toml");
+
+fn run(program: &str, args: &[&str]) -> Output {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Namespace, temp dir, pin dir and daemon of one test; all removed on drop.
+struct Bed {
+    ns: String,
+    dir: PathBuf,
+    pin_dir: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Bed {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let ns = format!("gwlc{}{}", std::process::id() % 10000, nanos % 1000);
+        let dir = std::env::temp_dir().join(&ns);
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/gwtest-{ns}"));
+        let bed = Bed {
+            ns,
+            dir,
+            pin_dir,
+            daemon: None,
+        };
+        std::fs::create_dir_all(&bed.dir).unwrap();
+        run("ip", &["netns", "add", &bed.ns]);
+        let n = &bed.ns;
+        let (ext, int) = (bed.ext(), bed.int());
+        for (a, b) in [(&ext, format!("p{ext}")), (&int, format!("p{int}"))] {
+            run(
+                "ip",
+                &[
+                    "-n", n, "link", "add", a, "type", "veth", "peer", "name", &b,
+                ],
+            );
+            run("ip", &["-n", n, "link", "set", a, "up"]);
+            run("ip", &["-n", n, "link", "set", &b, "up"]);
+        }
+        run("ip", &["-n", n, "link", "set", "lo", "up"]);
+        run("ip", &["-n", n, "addr", "add", "10.0.0.1/24", "dev", &ext]);
+        run(
+            "ip",
+            &["-n", n, "addr", "add", "10.1.0.254/24", "dev", &int],
+        );
+        bed.write_config("");
+        bed
+    }
+
+    fn ext(&self) -> String {
+        format!("e{}", self.ns)
+    }
+
+    fn int(&self) -> String {
+        format!("i{}", self.ns)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("run/gateway.sock")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("gateway.toml")
+    }
+
+    /// The example config, renamed for this bed, without health checks, plus `extra`.
+    fn write_config(&self, extra: &str) {
+        self.write(&(self.config_text() + extra));
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(self.config(), text).unwrap();
+    }
+
+    /// The example config renamed for this bed, without health checks.
+    fn config_text(&self) -> String {
+        EXAMPLE
+            .replace("\"ext0\"", &format!("\"{}\"", self.ext()))
+            .replace("\"int0\"", &format!("\"{}\"", self.int()))
+            .replace("/sys/fs/bpf/gateway/gw1", self.pin_dir.to_str().unwrap())
+            .replace("/run/gateway/gateway.sock", self.socket().to_str().unwrap())
+            .replace("kind = \"http\"", "kind = \"none\"")
+    }
+
+    fn start(&mut self) {
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns))
+            .args([GATEWAY, "daemon", "--config"])
+            .arg(self.config())
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.socket().exists() {
+            assert!(Instant::now() < deadline, "daemon not ready in 20s");
+            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited early: {status}");
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the daemon to exit and returns its exit code.
+    fn wait_exit(&mut self) -> i32 {
+        let mut child = self.daemon.take().expect("a running daemon");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "daemon did not exit");
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(GATEWAY)
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// How many of the bed's two links have an XDP program attached.
+    fn xdp_links(&self) -> usize {
+        [self.ext(), self.int()]
+            .iter()
+            .filter(|l| {
+                let out = run("ip", &["-n", &self.ns, "-d", "link", "show", "dev", l]);
+                String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+            })
+            .count()
+    }
+}
+
+fn pins(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("links")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn start_adopt_reload_and_clean_stop() {
+    let mut bed = Bed::new();
+    assert_eq!(
+        bed.cli(&["status"]).status.code(),
+        Some(3),
+        "no daemon yet: exit 3"
+    );
+
+    bed.start();
+    let status = bed.json(&["status", "--json"]);
+    assert_eq!(status["node"], "gw1");
+    assert_eq!(status["adopted"], false);
+    assert_eq!(status["xdp_mode"], "native");
+    assert_eq!(status["interfaces"].as_array().unwrap().len(), 2);
+    assert_eq!(status["interfaces"][0]["address"], "10.0.0.1");
+    assert_eq!(status["vips"][0]["owned"], true);
+    let services = bed.json(&["services", "--json"]);
+    assert_eq!(services[0]["table_size"], 211);
+    assert_eq!(services[0]["backends"][1]["healthy"], true);
+    let stats = bed.json(&["stats", "--json"]);
+    assert!(stats["actions"]["pass"].is_u64());
+    assert!(stats["services"]["web"]["packets"].is_u64());
+    assert_eq!(
+        bed.json(&["conns", "--json", "--limit", "5"]),
+        Value::Array(vec![])
+    );
+    assert_eq!(
+        bed.cli(&["conns", "--service", "nope"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(bed.xdp_links(), 2);
+
+    // Upgrade path: leave the data path behind, then adopt it.
+    assert!(bed.cli(&["stop", "--keep-datapath"]).status.success());
+    assert_eq!(bed.wait_exit(), 0);
+    assert_eq!(bed.xdp_links(), 2, "XDP stays attached between daemons");
+    assert_eq!(pins(&bed.pin_dir), 2);
+    assert!(!bed.socket().exists());
+    bed.start();
+    assert_eq!(bed.json(&["status", "--json"])["adopted"], true);
+    assert_eq!(bed.xdp_links(), 2);
+
+    // Reload: a new backend grows the table; a bad file changes nothing.
+    bed.write_config("[[service.backend]]\naddress = \"10.1.0.13\"\nport = 8080\nweight = 2\n");
+    assert!(bed.cli(&["reload"]).status.success());
+    let services = bed.json(&["services", "--json"]);
+    assert_eq!(services[0]["backends"].as_array().unwrap().len(), 3);
+    assert_eq!(services[0]["table_size"], 307);
+    bed.write_config("[[service.backend]]\naddress = \"10.1.0.13\"\nport = 8080\nweight = 500\n");
+    let bad = bed.cli(&["reload"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        message.contains("gateway.toml:69: service[0].backend[2].weight"),
+        "{message}"
+    );
+    assert_eq!(bed.json(&["services", "--json"]), services);
+
+    // SIGTERM: nothing of the gateway is left in the kernel.
+    let pid = bed.daemon.as_ref().unwrap().id() as i32;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert_eq!(bed.wait_exit(), 0);
+    assert_eq!(bed.xdp_links(), 0);
+    assert!(!bed.pin_dir.exists());
+    assert!(!bed.socket().exists());
+}
+
+/// Polls `services --json` until backend `index` of the first service has health `up`.
+fn wait_health(bed: &Bed, index: usize, up: bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let services = bed.json(&["services", "--json"]);
+        if services[0]["backends"][index]["healthy"] == up {
+            return services;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backend {index} never became {up}: {services}"
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn http_health_checks_drive_the_maglev_table() {
+    let mut bed = Bed::new();
+    // Backend 0 (10.1.0.11) does not exist; backend 1 is a real HTTP server in the namespace.
+    let text = bed
+        .config_text()
+        .replace("kind = \"none\"", "kind = \"http\"")
+        .replace("interval = \"500ms\"", "interval = \"100ms\"")
+        .replace("address = \"10.1.0.12\"", "address = \"10.1.0.254\"");
+    bed.write(&text);
+    let mut server = ChildGuard(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", bed.ns))
+            .args([
+                "python3",
+                "-m",
+                "http.server",
+                "--bind",
+                "10.1.0.254",
+                "8080",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    bed.start();
+    wait_health(&bed, 0, false);
+    // The server may start after the daemon: it comes (back) up after `rise` checks.
+    let services = wait_health(&bed, 1, true);
+    assert_eq!(services[0]["backends"][0]["healthy"], false, "{services}");
+    assert_eq!(
+        services[0]["table_size"], 211,
+        "one healthy backend fills the table"
+    );
+
+    // The server dies: the last backend goes down and the table empties.
+    server.stop();
+    let services = wait_health(&bed, 1, false);
+    assert_eq!(services[0]["table_size"], 0, "{services}");
+    assert!(bed.cli(&["stop"]).status.success());
+    assert_eq!(bed.wait_exit(), 0);
+    assert_eq!(bed.xdp_links(), 0);
+}
+
+/// A helper process killed when the test ends, however it ends.
+struct ChildGuard(Child);
+
+impl ChildGuard {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
