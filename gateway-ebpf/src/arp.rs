@@ -33,12 +33,12 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, len: u64) -> u32 {
             return xdp_action::XDP_PASS;
         }
         let target = u32::from_ne_bytes((*arp).tpa);
-        let Some(vip) = VIPS.get(&target) else {
+        let Some(vip) = VIPS.get(target) else {
             stats::path(Path::PassThrough, len);
             return xdp_action::XDP_PASS;
         };
         let ingress = ctx.ingress_ifindex() as u32;
-        let iface = match IFACES.get(&ingress) {
+        let iface = match IFACES.get(ingress) {
             Some(iface) if vip.flags & vip_flags::OWNED != 0 && vip.ifindex == ingress => iface,
             _ => {
                 stats::reason(Reason::ArpForeignVip, len);

@@ -24,7 +24,7 @@ fn admit(limit: u32, now: u64) -> bool {
     };
     // SAFETY: this CPU's slot of a live per-CPU array entry.
     unsafe {
-        if now.wrapping_sub((*window).window_start_ns) >= SECOND_NS {
+        if now.saturating_sub((*window).window_start_ns) >= SECOND_NS {
             (*window).window_start_ns = now;
             (*window).count = 0;
         }
@@ -63,22 +63,7 @@ pub fn open(key: &FlowKey, service: &Service, now: u64) -> Result<*mut Conn, Rea
     }
     let block = max - min + 1;
     let start = hash::finish(flow_hash ^ 0x5bd1_e995);
-    let reply = Reply {
-        vip: key.dst_addr,
-        vip_port: key.dst_port,
-        client_port: key.src_port,
-        service_id: service.id,
-        last_seen_ns: now,
-        ..Default::default()
-    };
-    let mut reply_key = FlowKey {
-        src_addr: backend.addr,
-        dst_addr: key.src_addr,
-        src_port: backend.port,
-        dst_port: 0,
-        proto: key.proto,
-        _pad: [0; 3],
-    };
+    let (mut reply_key, reply) = reply_entry(key, backend.addr, backend.port, 0, service.id, now);
     let mut nat_port = 0u16;
     for probe in 0..NAT_PORT_PROBES {
         let Some(offset) = start.wrapping_add(probe).checked_rem(block) else {
@@ -86,7 +71,7 @@ pub fn open(key: &FlowKey, service: &Service, now: u64) -> Result<*mut Conn, Rea
         };
         let port = (min + offset) as u16;
         reply_key.dst_port = port.to_be();
-        if REPLIES.insert(&reply_key, &reply, BPF_NOEXIST as u64).is_ok() {
+        if REPLIES.insert(reply_key, reply, BPF_NOEXIST as u64).is_ok() {
             nat_port = port.to_be();
             break;
         }
@@ -104,11 +89,62 @@ pub fn open(key: &FlowKey, service: &Service, now: u64) -> Result<*mut Conn, Rea
         last_seen_ns: now,
         ..Default::default()
     };
-    if CONNS.insert(key, &conn, 0).is_err() {
-        let _ = REPLIES.remove(&reply_key);
+    if CONNS.insert(key, conn, 0).is_err() {
+        let _ = REPLIES.remove(reply_key);
         return Err(Reason::NatExhausted);
     }
     CONNS.get_ptr_mut(key).ok_or(Reason::NatExhausted)
+}
+
+/// The `REPLIES` entry (key and value) of the client flow `key` translated to `backend_addr`
+/// and `backend_port` with `nat_port` (all network order).
+#[inline(always)]
+fn reply_entry(
+    key: &FlowKey,
+    backend_addr: u32,
+    backend_port: u16,
+    nat_port: u16,
+    service_id: u32,
+    now: u64,
+) -> (FlowKey, Reply) {
+    let reply_key = FlowKey {
+        src_addr: backend_addr,
+        dst_addr: key.src_addr,
+        src_port: backend_port,
+        dst_port: nat_port,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
+    let reply = Reply {
+        vip: key.dst_addr,
+        vip_port: key.dst_port,
+        client_port: key.src_port,
+        service_id,
+        last_seen_ns: now,
+        ..Default::default()
+    };
+    (reply_key, reply)
+}
+
+/// Starts a finished (FIN/RST) connection afresh when its client reuses the port with a new
+/// SYN: both directions open again, and the reply entry is rewritten in case it was evicted.
+///
+/// # Safety
+/// `conn` must point to a live `CONNS` value.
+#[inline(always)]
+pub unsafe fn reopen(key: &FlowKey, conn: *mut Conn, now: u64) {
+    (*conn).state = tcp_state::OPEN;
+    (*conn).created_ns = now;
+    let (reply_key, reply) = reply_entry(
+        key,
+        (*conn).backend_addr,
+        (*conn).backend_port,
+        (*conn).nat_port,
+        (*conn).service_id,
+        now,
+    );
+    // Best effort: if it fails the connection still goes out; replies will pass to the kernel.
+    let _ = REPLIES.insert(reply_key, reply, 0);
 }
 
 /// Moves a direction's TCP state on with the packet's flags (RST wins over FIN).

@@ -11,32 +11,43 @@ use crate::{parse::EthHdr, stats};
 
 const AF_INET: u8 = 2;
 
-/// Forwards the packet (already translated to `src` -> `dst`) using and refreshing `next_hop`.
+/// What `bpf_fib_lookup` needs to know of a translated packet (addresses in network order,
+/// `tot_len` as in the IPv4 header).
+pub struct Route {
+    pub l4_proto: u8,
+    pub src: u32,
+    pub dst: u32,
+    pub tot_len: u16,
+}
+
+/// Forwards the packet (already translated along `route`) using and refreshing `next_hop`.
 /// `path` is counted when the packet leaves by the fast path.
+///
+/// The TTL is left alone: to its client the gateway is the service's endpoint (an L4 NAT, as
+/// IPVS-NAT and Katran do), not a router hop. Packets handed to the kernel (`KernelForward`)
+/// do get one decrement there, from the kernel's own forwarding.
 #[inline(always)]
 pub fn send(
     ctx: &XdpContext,
     eth: *mut EthHdr,
     next_hop: *mut NextHop,
-    l4_proto: u8,
-    src: u32,
-    dst: u32,
-    tot_len: u16,
+    route: &Route,
     now: u64,
     path: Path,
     len: u64,
 ) -> u32 {
     // SAFETY: `next_hop` points into a live map value, `eth` into the packet.
     unsafe {
-        let fresh = (*next_hop).ifindex != 0 && now.wrapping_sub((*next_hop).stamp_ns) < NEXT_HOP_TTL_NS;
+        let fresh =
+            (*next_hop).ifindex != 0 && now.wrapping_sub((*next_hop).stamp_ns) < NEXT_HOP_TTL_NS;
         if !fresh {
             let mut params: bpf_fib_lookup = core::mem::zeroed();
             params.family = AF_INET;
-            params.l4_protocol = l4_proto;
-            params.__bindgen_anon_1.tot_len = u16::from_be(tot_len);
+            params.l4_protocol = route.l4_proto;
+            params.__bindgen_anon_1.tot_len = u16::from_be(route.tot_len);
             params.ifindex = ctx.ingress_ifindex() as u32;
-            params.__bindgen_anon_3.ipv4_src = src;
-            params.__bindgen_anon_4.ipv4_dst = dst;
+            params.__bindgen_anon_3.ipv4_src = route.src;
+            params.__bindgen_anon_4.ipv4_dst = route.dst;
             let rc = gen::bpf_fib_lookup(
                 ctx.ctx.cast(),
                 &mut params,

@@ -5,7 +5,7 @@
 #![no_main]
 
 mod arp;
-
+mod bench;
 mod conntrack;
 mod csum;
 mod forward;
@@ -15,10 +15,13 @@ mod nat;
 mod parse;
 mod stats;
 
-use aya_ebpf::{bindings::xdp_action, helpers::generated as gen, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::generated as gen, macros::xdp, programs::XdpContext,
+};
 use gateway_common::{proto, tcp_state, vip_flags, FlowKey, Path, Reason, ServiceKey, Vip};
 
 use crate::{
+    forward::Route,
     maps::{CONNS, REPLIES, SERVICES, SETTINGS, VIPS},
     nat::L4,
     parse::{
@@ -30,8 +33,14 @@ use crate::{
 /// The gateway data path, attached to every cluster NIC.
 #[xdp]
 pub fn gateway(ctx: XdpContext) -> u32 {
+    run(&ctx)
+}
+
+/// The data path and its action counter; shared with the benchmark wrappers.
+#[inline(always)]
+fn run(ctx: &XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let action = datapath(&ctx, len);
+    let action = datapath(ctx, len);
     stats::action(action, len);
     action
 }
@@ -43,9 +52,9 @@ pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Everything `gateway` does but counting its action; shared with the benchmark wrappers.
+/// Everything `gateway` does but counting its action.
 #[inline(always)]
-pub fn datapath(ctx: &XdpContext, len: u64) -> u32 {
+fn datapath(ctx: &XdpContext, len: u64) -> u32 {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         stats::reason(Reason::TruncatedEth, len);
         return xdp_action::XDP_PASS;
@@ -67,7 +76,7 @@ pub fn datapath(ctx: &XdpContext, len: u64) -> u32 {
         let ver_ihl = (*ip).ver_ihl;
         let header_len = ((ver_ihl & 0x0f) as usize) * 4;
         let total_len = u16::from_be((*ip).tot_len) as usize;
-        let vip = VIPS.get(&(*ip).daddr);
+        let vip = VIPS.get((*ip).daddr);
         if ver_ihl >> 4 != 4
             || header_len < IPV4_LEN
             || total_len < header_len
@@ -75,7 +84,11 @@ pub fn datapath(ctx: &XdpContext, len: u64) -> u32 {
         {
             stats::reason(Reason::BadIhl, len);
             // A VIP packet must never reach the kernel's forwarding path.
-            return if vip.is_some() { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS };
+            return if vip.is_some() {
+                xdp_action::XDP_DROP
+            } else {
+                xdp_action::XDP_PASS
+            };
         }
         match vip {
             Some(vip) => to_vip(ctx, eth, ip, vip, header_len, len),
@@ -104,12 +117,26 @@ fn transport(ctx: &XdpContext, l4_proto: u8) -> Option<(L4, u8)> {
         let tcp = ptr_at::<TcpHdr>(ctx, AT)?;
         // SAFETY: bounds-checked.
         let (flags, check) = unsafe { ((*tcp).flags, core::ptr::addr_of_mut!((*tcp).check)) };
-        Some((L4 { ports: tcp.cast(), check, udp: false }, flags))
+        Some((
+            L4 {
+                ports: tcp.cast(),
+                check,
+                udp: false,
+            },
+            flags,
+        ))
     } else {
         let udp = ptr_at::<UdpHdr>(ctx, AT)?;
         // SAFETY: bounds-checked.
         let check = unsafe { core::ptr::addr_of_mut!((*udp).check) };
-        Some((L4 { ports: udp.cast(), check, udp: true }, 0))
+        Some((
+            L4 {
+                ports: udp.cast(),
+                check,
+                udp: true,
+            },
+            0,
+        ))
     }
 }
 
@@ -140,7 +167,7 @@ unsafe fn to_vip(
         return drop(Reason::TruncatedL4, len);
     };
     let [src_port, dst_port] = *l4.ports;
-    let Some(service) = SERVICES.get(&ServiceKey {
+    let Some(service) = SERVICES.get(ServiceKey {
         vip: (*ip).daddr,
         port: dst_port,
         proto: l4_proto,
@@ -156,14 +183,15 @@ unsafe fn to_vip(
         proto: l4_proto,
         _pad: [0; 3],
     };
-    let now = gen::bpf_ktime_get_ns();
+    // The coarse monotonic clock (a tick's resolution, far cheaper than the precise one) is
+    // plenty for idle timeouts, next-hop age and the one-second rate window.
+    let now = gen::bpf_ktime_get_coarse_ns();
     let opening = l4_proto == proto::UDP || tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let (conn, path) = match CONNS.get_ptr_mut(&key) {
+    let (conn, path) = match CONNS.get_ptr_mut(key) {
         Some(conn) => {
             if opening && l4_proto == proto::TCP && (*conn).state != tcp_state::OPEN {
                 // The client reuses the port of a finished connection: start afresh.
-                (*conn).state = tcp_state::OPEN;
-                (*conn).created_ns = now;
+                conntrack::reopen(&key, conn, now);
                 (conn, Path::NewConn)
             } else {
                 (conn, Path::Established)
@@ -180,15 +208,23 @@ unsafe fn to_vip(
         conntrack::track(&mut (*conn).state, tcp_flags);
     }
     stats::service_backend((*conn).service_id, (*conn).backend_id, len);
-    nat::to_backend(ip, &l4, (*conn).backend_addr, (*conn).backend_port, (*conn).nat_port);
+    nat::to_backend(
+        ip,
+        &l4,
+        (*conn).backend_addr,
+        (*conn).backend_port,
+        (*conn).nat_port,
+    );
     forward::send(
         ctx,
         eth,
         core::ptr::addr_of_mut!((*conn).next_hop),
-        l4_proto,
-        key.src_addr,
-        (*conn).backend_addr,
-        (*ip).tot_len,
+        &Route {
+            l4_proto,
+            src: key.src_addr,
+            dst: (*conn).backend_addr,
+            tot_len: (*ip).tot_len,
+        },
         now,
         path,
         len,
@@ -231,24 +267,32 @@ unsafe fn from_backend(
         proto: l4_proto,
         _pad: [0; 3],
     };
-    let Some(reply) = REPLIES.get_ptr_mut(&key) else {
+    let Some(reply) = REPLIES.get_ptr_mut(key) else {
         return pass_through(len);
     };
-    let now = gen::bpf_ktime_get_ns();
+    let now = gen::bpf_ktime_get_coarse_ns();
     (*reply).last_seen_ns = now;
     if l4_proto == proto::TCP {
         conntrack::track(&mut (*reply).state, tcp_flags);
     }
     stats::service((*reply).service_id, len);
-    nat::to_client(ip, &l4, (*reply).vip, (*reply).vip_port, (*reply).client_port);
+    nat::to_client(
+        ip,
+        &l4,
+        (*reply).vip,
+        (*reply).vip_port,
+        (*reply).client_port,
+    );
     forward::send(
         ctx,
         eth,
         core::ptr::addr_of_mut!((*reply).next_hop),
-        l4_proto,
-        (*reply).vip,
-        key.dst_addr,
-        (*ip).tot_len,
+        &Route {
+            l4_proto,
+            src: (*reply).vip,
+            dst: key.dst_addr,
+            tot_len: (*ip).tot_len,
+        },
         now,
         Path::Reply,
         len,

@@ -1,5 +1,8 @@
-//! Every map of the data path, named and typed as `gateway_common` declares them. All are
-//! pinned by name so a restarted daemon finds them again (the daemon chooses the directory).
+//! Every map of the data path, named and typed as `gateway_common` declares them.
+//!
+//! None carries a pinning flag: aya's `EbpfLoader::map_pin_path` pins (or reuses) a map by name
+//! whatever its flag, so the daemon chooses the directory, while tests and benchmarks load fresh
+//! private maps (a by-name flag would pin them in /sys/fs/bpf behind their back).
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
@@ -11,30 +14,30 @@ use gateway_common::{
 };
 
 #[map]
-pub static IFACES: HashMap<u32, Iface> = HashMap::pinned(MAX_IFACES, 0);
+pub static IFACES: HashMap<u32, Iface> = HashMap::with_max_entries(MAX_IFACES, 0);
 #[map]
-pub static VIPS: HashMap<u32, Vip> = HashMap::pinned(MAX_VIPS, 0);
+pub static VIPS: HashMap<u32, Vip> = HashMap::with_max_entries(MAX_VIPS, 0);
 #[map]
-pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::pinned(MAX_SERVICES, 0);
+pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
 #[map]
-pub static MAGLEV: Array<u32> = Array::pinned(MAGLEV_ENTRIES, 0);
+pub static MAGLEV: Array<u32> = Array::with_max_entries(MAGLEV_ENTRIES, 0);
 #[map]
-pub static BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 #[map]
-pub static CONNS: LruHashMap<FlowKey, Conn> = LruHashMap::pinned(CONN_TABLE_SIZE, 0);
+pub static CONNS: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(CONN_TABLE_SIZE, 0);
 #[map]
-pub static REPLIES: LruHashMap<FlowKey, Reply> = LruHashMap::pinned(CONN_TABLE_SIZE, 0);
+pub static REPLIES: LruHashMap<FlowKey, Reply> = LruHashMap::with_max_entries(CONN_TABLE_SIZE, 0);
 #[map]
-pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map]
-pub static RATE: PerCpuArray<RateWindow> = PerCpuArray::pinned(1, 0);
+pub static RATE: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);
 #[map]
-pub static ACTIONS: PerCpuArray<Counter> = PerCpuArray::pinned(Action::COUNT, 0);
+pub static ACTIONS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Action::COUNT, 0);
 #[map]
-pub static PATHS: PerCpuArray<Counter> = PerCpuArray::pinned(Path::COUNT, 0);
+pub static PATHS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Path::COUNT, 0);
 #[map]
-pub static REASONS: PerCpuArray<Counter> = PerCpuArray::pinned(Reason::COUNT, 0);
+pub static REASONS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
 #[map]
-pub static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_SERVICES, 0);
+pub static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 #[map]
-pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_BACKENDS, 0);
+pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);

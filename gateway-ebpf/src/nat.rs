@@ -13,7 +13,15 @@ pub struct L4 {
 
 impl L4 {
     #[inline(always)]
-    unsafe fn update(&self, from: u32, to: u32, from_port: u16, to_port: u16, other_from: u16, other_to: u16) {
+    unsafe fn update(
+        &self,
+        from: u32,
+        to: u32,
+        from_port: u16,
+        to_port: u16,
+        other_from: u16,
+        other_to: u16,
+    ) {
         let old = *self.check;
         if self.udp && old == 0 {
             return;

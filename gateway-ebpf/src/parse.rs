@@ -3,7 +3,9 @@
 //! Multi-byte fields are kept in network byte order, as they are in the maps.
 use aya_ebpf::programs::XdpContext;
 
+/// Length of an Ethernet header (no VLAN tag: tagged frames pass through).
 pub const ETH_LEN: usize = 14;
+/// Length of an IPv4 header without options (the only kind the data path translates).
 pub const IPV4_LEN: usize = 20;
 
 /// EtherType of IPv4, as read from the wire into a native u16.
@@ -14,6 +16,7 @@ pub const ETH_P_ARP: u16 = 0x0806u16.to_be();
 /// IPv4 "more fragments" flag and fragment offset bits of `frag_off` (host order).
 pub const IP_MF_OFFSET: u16 = 0x3fff;
 
+/// An Ethernet header.
 #[repr(C)]
 pub struct EthHdr {
     pub dst: [u8; 6],
@@ -21,6 +24,7 @@ pub struct EthHdr {
     pub proto: u16,
 }
 
+/// An IPv4 header without options.
 #[repr(C)]
 pub struct Ipv4Hdr {
     pub ver_ihl: u8,
@@ -49,11 +53,13 @@ pub struct TcpHdr {
     pub urg_ptr: u16,
 }
 
+/// TCP flag bits of `TcpHdr::flags`: the ones connection tracking reads.
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
+/// A UDP header.
 #[repr(C)]
 pub struct UdpHdr {
     pub source: u16,

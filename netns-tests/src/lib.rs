@@ -1,1 +1,16 @@
-//! Testbed.
+//! A testbed of network namespaces for the gateway: hosts, bridges and veth links built from a
+//! description, processes started inside them, and everything removed on drop (even on panic).
+//! The end-to-end tests, the demo and the end-to-end benchmark all stand on it.
+pub mod binaries;
+pub mod client;
+pub mod cmd;
+pub mod cpu;
+pub mod daemon;
+pub mod netns;
+pub mod nft_baseline;
+pub mod process;
+pub mod scenario;
+pub mod testbed;
+pub mod topology;
+pub mod wrk;
+pub mod xdp_pass;

@@ -1,1 +1,54 @@
-fn main() {}
+//! `cargo xtask`: the project's own commands. Every command runs `setup` first, so a fresh
+//! machine (or CI) needs nothing but `cargo xtask test`.
+mod bench;
+mod build;
+mod demo;
+mod setup;
+mod step;
+mod test;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Command line.
+#[derive(Parser)]
+#[command(about = "Setup, build, test, demo and benchmarks of the gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing: Debian packages, bpf-linker, the bpffs mount.
+    Setup,
+    /// Build the workspace (the XDP object is built by gateway/build.rs).
+    Build,
+    /// Everything CI checks: format, lints, unit, XDP fixture, daemon and namespace tests.
+    Test,
+    /// Build, start the testbed and the daemon, send traffic, print what happened.
+    Demo,
+    /// XDP per-packet costs and end-to-end throughput against nftables; writes
+    /// target/bench/results.json.
+    Bench,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut steps = step::Steps::new();
+    let result = setup::run(&mut steps).and_then(|()| match cli.command {
+        Command::Setup => Ok(()),
+        Command::Build => build::run(&mut steps),
+        Command::Test => test::run(&mut steps),
+        Command::Demo => demo::run(&mut steps),
+        Command::Bench => bench::run(&mut steps),
+    });
+    steps.summary();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

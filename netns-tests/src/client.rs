@@ -1,0 +1,357 @@
+//! The clients of the tests: HTTP over a new connection per request or one kept-alive
+//! connection, UDP exchanges, each bound to a chosen source address; and background traffic
+//! that counts what broke. Call them on a thread inside the client namespace
+//! ([`crate::netns::Netns::run`]).
+use crate::netns::Netns;
+use anyhow::{bail, Context, Result};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long one connect, read or write may take before the request counts as failed.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Consecutive failures after which a request loop stops trying (a dead path would otherwise
+/// cost [`IO_TIMEOUT`] per request).
+const GIVE_UP_AFTER: u32 = 10;
+
+/// Opens a TCP connection from `src` (any port) to `dst`.
+pub fn connect(src: Ipv4Addr, dst: SocketAddrV4) -> Result<TcpStream> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))?;
+    socket
+        .connect_timeout(&SockAddr::from(dst), IO_TIMEOUT)
+        .with_context(|| format!("connect {src} -> {dst}"))?;
+    socket.set_read_timeout(Some(IO_TIMEOUT))?;
+    socket.set_write_timeout(Some(IO_TIMEOUT))?;
+    socket.set_tcp_nodelay(true)?;
+    Ok(socket.into())
+}
+
+/// One HTTP GET on a new connection (`Connection: close`); returns the body.
+pub fn http_get(src: Ipv4Addr, dst: SocketAddrV4) -> Result<String> {
+    let mut stream = connect(src, dst)?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")?;
+    read_response(&mut stream, &mut Vec::new())
+}
+
+/// A kept-alive HTTP connection: every request goes to the same back-end, as long as the
+/// gateway keeps the connection's entry.
+pub struct KeepAlive {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl KeepAlive {
+    /// Opens the connection.
+    pub fn connect(src: Ipv4Addr, dst: SocketAddrV4) -> Result<Self> {
+        Ok(Self {
+            stream: connect(src, dst)?,
+            buf: Vec::new(),
+        })
+    }
+
+    /// One request on the connection; returns the body.
+    pub fn get(&mut self) -> Result<String> {
+        self.stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
+        read_response(&mut self.stream, &mut self.buf)
+    }
+}
+
+/// Reads one response (status 200, `Content-Length` body); bytes after it stay in `buf`.
+fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<String> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            if !head.starts_with("HTTP/1.1 200") {
+                bail!("bad response: {head}");
+            }
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .context("response without Content-Length")?;
+            while buf.len() < end + 4 + length {
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    bail!("connection closed inside the body");
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+            buf.drain(..end + 4 + length);
+            return Ok(body);
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            bail!("connection closed before a response");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Sends `payload` from `src` to `dst` over UDP and waits for one reply; returns where the
+/// reply came from and its text.
+pub fn udp_exchange(
+    src: Ipv4Addr,
+    dst: SocketAddrV4,
+    payload: &str,
+) -> Result<(SocketAddr, String)> {
+    let socket = UdpSocket::bind(SocketAddrV4::new(src, 0))?;
+    socket.set_read_timeout(Some(IO_TIMEOUT))?;
+    socket.send_to(payload.as_bytes(), dst)?;
+    let mut buf = [0u8; 2048];
+    let (n, from) = socket
+        .recv_from(&mut buf)
+        .with_context(|| format!("no UDP reply {src} -> {dst}"))?;
+    Ok((from, String::from_utf8_lossy(&buf[..n]).into_owned()))
+}
+
+/// Outcomes of many requests: successes per answer (back-end name) and failures.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    /// Successful requests per body.
+    pub by_backend: BTreeMap<String, u64>,
+    /// Failed requests.
+    pub failures: u64,
+    /// The first few failure messages.
+    pub errors: Vec<String>,
+}
+
+impl Tally {
+    /// Counts one outcome.
+    pub fn record(&mut self, outcome: Result<String>) {
+        match outcome {
+            Ok(body) => *self.by_backend.entry(body).or_default() += 1,
+            Err(e) => {
+                self.failures += 1;
+                if self.errors.len() < 5 {
+                    self.errors.push(format!("{e:#}"));
+                }
+            }
+        }
+    }
+
+    /// Adds another tally's counts.
+    pub fn merge(&mut self, other: Tally) {
+        for (backend, n) in other.by_backend {
+            *self.by_backend.entry(backend).or_default() += n;
+        }
+        self.failures += other.failures;
+        self.errors.extend(other.errors);
+        self.errors.truncate(5);
+    }
+
+    /// Successful requests.
+    pub fn successes(&self) -> u64 {
+        self.by_backend.values().sum()
+    }
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (backend, n) in &self.by_backend {
+            write!(f, "{backend}={n} ")?;
+        }
+        write!(f, "failures={}", self.failures)?;
+        if !self.errors.is_empty() {
+            write!(f, " (first: {})", self.errors[0])?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends `count` HTTP requests, each on a new connection, from the client addresses in turn,
+/// over `threads` parallel threads inside `netns`.
+pub fn run_requests(
+    netns: &Netns,
+    srcs: &[Ipv4Addr],
+    dst: SocketAddrV4,
+    count: usize,
+    threads: usize,
+) -> Result<Tally> {
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let srcs = srcs.to_vec();
+            netns.spawn(move || {
+                let mut tally = Tally::default();
+                let mut consecutive = 0;
+                for i in (t..count).step_by(threads) {
+                    if consecutive >= GIVE_UP_AFTER {
+                        // The path is down; count the rest as failed instead of timing out.
+                        tally.failures += 1;
+                        continue;
+                    }
+                    let outcome = http_get(srcs[i % srcs.len()], dst);
+                    consecutive = if outcome.is_ok() { 0 } else { consecutive + 1 };
+                    tally.record(outcome);
+                }
+                Ok(tally)
+            })
+        })
+        .collect();
+    let mut total = Tally::default();
+    for handle in handles {
+        total.merge(handle.join().expect("client thread panicked")?);
+    }
+    Ok(total)
+}
+
+/// One long-lived connection's record in [`TrafficReport`].
+#[derive(Clone, Debug)]
+pub struct LongLived {
+    /// The back-end of the first answer.
+    pub backend: String,
+    /// Answers from the same back-end.
+    pub requests: u64,
+    /// Errors, or answers from another back-end.
+    pub failures: u64,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+}
+
+/// What background traffic saw.
+#[derive(Debug)]
+pub struct TrafficReport {
+    /// Requests on new connections.
+    pub new: Tally,
+    /// The long-lived connections.
+    pub long_lived: Vec<LongLived>,
+    /// How long the traffic ran.
+    pub duration: Duration,
+}
+
+impl TrafficReport {
+    /// Failed requests over all connections.
+    pub fn failures(&self) -> u64 {
+        self.new.failures + self.long_lived.iter().map(|l| l.failures).sum::<u64>()
+    }
+}
+
+impl std::fmt::Display for TrafficReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "traffic for {:.1?}:", self.duration)?;
+        writeln!(f, "  new connections: {}", self.new)?;
+        for (i, l) in self.long_lived.iter().enumerate() {
+            writeln!(
+                f,
+                "  long-lived #{i}: {} requests to {}, {} failures{}",
+                l.requests,
+                l.backend,
+                l.failures,
+                l.first_error
+                    .as_ref()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Continuous traffic through the VIP: `long_lived` kept-alive connections (one request every
+/// 10 ms each, which must all reach the connection's first back-end) and a stream of new
+/// connections, until [`Traffic::stop`].
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    new: JoinHandle<Result<Tally>>,
+    long_lived: Vec<JoinHandle<Result<LongLived>>>,
+    started: Instant,
+}
+
+impl Traffic {
+    /// Starts the traffic; returns once every long-lived connection has had its first answer.
+    pub fn start(
+        netns: &Netns,
+        srcs: &[Ipv4Addr],
+        dst: SocketAddrV4,
+        long_lived: usize,
+    ) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let long_lived = (0..long_lived)
+            .map(|i| {
+                let (stop, src, ready) = (stop.clone(), srcs[i % srcs.len()], ready_tx.clone());
+                netns.spawn(move || {
+                    let mut conn = KeepAlive::connect(src, dst)?;
+                    let backend = conn.get()?;
+                    let _ = ready.send(());
+                    let mut record = LongLived {
+                        backend,
+                        requests: 1,
+                        failures: 0,
+                        first_error: None,
+                    };
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(10));
+                        let error = match conn.get() {
+                            Ok(body) if body == record.backend => {
+                                record.requests += 1;
+                                continue;
+                            }
+                            Ok(body) => format!("answered by {body}"),
+                            Err(e) => format!("{e:#}"),
+                        };
+                        record.failures += 1;
+                        record.first_error.get_or_insert(error);
+                        if record.failures >= u64::from(GIVE_UP_AFTER) {
+                            // The connection is broken for good; reconnecting would hide it.
+                            break;
+                        }
+                    }
+                    Ok(record)
+                })
+            })
+            .collect::<Vec<_>>();
+        for _ in 0..long_lived.len() {
+            if ready_rx.recv_timeout(IO_TIMEOUT * 2).is_err() {
+                stop.store(true, Ordering::Relaxed);
+                bail!("a long-lived connection did not get its first answer");
+            }
+        }
+        let (stop_new, srcs) = (stop.clone(), srcs.to_vec());
+        let new = netns.spawn(move || {
+            let mut tally = Tally::default();
+            let mut i = 0;
+            while !stop_new.load(Ordering::Relaxed) {
+                tally.record(http_get(srcs[i % srcs.len()], dst));
+                i += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(tally)
+        });
+        Ok(Self {
+            stop,
+            new,
+            long_lived,
+            started: Instant::now(),
+        })
+    }
+
+    /// Stops the traffic and reports.
+    pub fn stop(self) -> Result<TrafficReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        let duration = self.started.elapsed();
+        let new = self.new.join().expect("traffic thread panicked")?;
+        let long_lived = self
+            .long_lived
+            .into_iter()
+            .map(|h| h.join().expect("traffic thread panicked"))
+            .collect::<Result<_>>()?;
+        Ok(TrafficReport {
+            new,
+            long_lived,
+            duration,
+        })
+    }
+}
