@@ -107,14 +107,6 @@ fn reply_entry(
     service_id: u32,
     now: u64,
 ) -> (FlowKey, Reply) {
-    let reply_key = FlowKey {
-        src_addr: backend_addr,
-        dst_addr: key.src_addr,
-        src_port: backend_port,
-        dst_port: nat_port,
-        proto: key.proto,
-        _pad: [0; 3],
-    };
     let reply = Reply {
         vip: key.dst_addr,
         vip_port: key.dst_port,
@@ -123,28 +115,36 @@ fn reply_entry(
         last_seen_ns: now,
         ..Default::default()
     };
-    (reply_key, reply)
+    (reply_key(key, backend_addr, backend_port, nat_port), reply)
 }
 
-/// Starts a finished (FIN/RST) connection afresh when its client reuses the port with a new
-/// SYN: both directions open again, and the reply entry is rewritten in case it was evicted.
+/// The `REPLIES` key of the client flow `key` translated to `backend_addr:backend_port` with
+/// `nat_port`: the back-end's reply as it arrives.
+#[inline(always)]
+fn reply_key(key: &FlowKey, backend_addr: u32, backend_port: u16, nat_port: u16) -> FlowKey {
+    FlowKey {
+        src_addr: backend_addr,
+        dst_addr: key.src_addr,
+        src_port: backend_port,
+        dst_port: nat_port,
+        proto: key.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Forgets a finished connection whose client reuses its ports: its reply entry goes at once
+/// (its NAT port is free again); the `CONNS` entry is overwritten by the new connection.
 ///
 /// # Safety
 /// `conn` must point to a live `CONNS` value.
 #[inline(always)]
-pub unsafe fn reopen(key: &FlowKey, conn: *mut Conn, now: u64) {
-    (*conn).state = tcp_state::OPEN;
-    (*conn).created_ns = now;
-    let (reply_key, reply) = reply_entry(
+pub unsafe fn close(key: &FlowKey, conn: *const Conn) {
+    let _ = REPLIES.remove(reply_key(
         key,
         (*conn).backend_addr,
         (*conn).backend_port,
         (*conn).nat_port,
-        (*conn).service_id,
-        now,
-    );
-    // Best effort: if it fails the connection still goes out; replies will pass to the kernel.
-    let _ = REPLIES.insert(reply_key, reply, 0);
+    ));
 }
 
 /// Moves a direction's TCP state on with the packet's flags (RST wins over FIN).

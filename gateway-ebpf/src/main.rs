@@ -167,14 +167,6 @@ unsafe fn to_vip(
         return drop(Reason::TruncatedL4, len);
     };
     let [src_port, dst_port] = *l4.ports;
-    let Some(service) = SERVICES.get(ServiceKey {
-        vip: (*ip).daddr,
-        port: dst_port,
-        proto: l4_proto,
-        _pad: 0,
-    }) else {
-        return drop(Reason::NoService, len);
-    };
     let key = FlowKey {
         src_addr: (*ip).saddr,
         dst_addr: (*ip).daddr,
@@ -187,21 +179,31 @@ unsafe fn to_vip(
     // plenty for idle timeouts, next-hop age and the one-second rate window.
     let now = gen::bpf_ktime_get_coarse_ns();
     let opening = l4_proto == proto::UDP || tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let (conn, path) = match CONNS.get_ptr_mut(key) {
-        Some(conn) => {
-            if opening && l4_proto == proto::TCP && (*conn).state != tcp_state::OPEN {
-                // The client reuses the port of a finished connection: start afresh.
-                conntrack::reopen(&key, conn, now);
-                (conn, Path::NewConn)
-            } else {
-                (conn, Path::Established)
+    let existing = CONNS.get_ptr_mut(key);
+    let (conn, path) = match existing {
+        // A SYN reusing the ports of a finished (FIN/RST) connection opens a new one: a fresh
+        // Maglev pick (the old backend may be down or drained) and a fresh NAT port.
+        Some(conn) if !(opening && l4_proto == proto::TCP && (*conn).state != tcp_state::OPEN) => {
+            (conn, Path::Established)
+        }
+        _ if opening => {
+            if let Some(old) = existing {
+                conntrack::close(&key, old);
+            }
+            let Some(service) = SERVICES.get(ServiceKey {
+                vip: key.dst_addr,
+                port: dst_port,
+                proto: l4_proto,
+                _pad: 0,
+            }) else {
+                return drop(Reason::NoService, len);
+            };
+            match conntrack::open(&key, service, now) {
+                Ok(conn) => (conn, Path::NewConn),
+                Err(reason) => return drop(reason, len),
             }
         }
-        None if opening => match conntrack::open(&key, service, now) {
-            Ok(conn) => (conn, Path::NewConn),
-            Err(reason) => return drop(reason, len),
-        },
-        None => return drop(Reason::NotOpening, len),
+        _ => return drop(Reason::NotOpening, len),
     };
     (*conn).last_seen_ns = now;
     if l4_proto == proto::TCP {

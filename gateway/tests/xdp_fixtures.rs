@@ -440,6 +440,58 @@ fn udp_rows(rows: &mut Vec<Row>) {
     }
 }
 
+/// A client reusing the ports of a finished connection after its backend left the Maglev
+/// table: the new SYN gets a fresh pick, and the old reply entry is gone.
+fn reuse_rows(rows: &mut Vec<Row>) {
+    let flow = to_vip(48000, PORT_TCP);
+    let to_backend = move |backend: usize, flags: Flags| {
+        move |bed: &Testbed| {
+            Ok(tcp(
+                &translated(
+                    bed,
+                    &flow,
+                    proto::TCP,
+                    backend,
+                    Some((INT_MAC, BACKEND_MACS[backend])),
+                )?,
+                flags,
+            ))
+        }
+    };
+    let fwd = |name: &str, flags: Flags, path: Path| {
+        Row::new(name, Nic::External, tcp(&flow, flags), Action::Redirect).path(path)
+    };
+    rows.push(
+        fwd("reuse: syn opens on backend 0", SYN, Path::NewConn)
+            .counts(0, Some(0))
+            .expect(to_backend(0, SYN)),
+    );
+    rows.push(
+        fwd("reuse: fin closes it", FIN, Path::Established)
+            .counts(0, Some(0))
+            .expect(to_backend(0, FIN))
+            .after(state_after(flow, proto::TCP, tcp_state::FIN)),
+    );
+    rows.push(
+        fwd(
+            "reuse: syn after backend 0 left picks afresh",
+            SYN,
+            Path::NewConn,
+        )
+        .counts(0, Some(1))
+        .before(|bed| bed.set_maglev(0, 1))
+        .expect(to_backend(1, SYN))
+        .after(move |bed| {
+            check_entries(flow, proto::TCP, 1, (NAT_MIN, NAT_MAX))(bed)?;
+            ensure!(
+                reply(bed, &flow, proto::TCP, BACKENDS[0]).is_err(),
+                "the finished connection's reply entry is still there"
+            );
+            bed.set_maglev(0, 0)
+        }),
+    );
+}
+
 /// A client behind the router: translated replies go back to the router's MAC.
 fn routed_rows(rows: &mut Vec<Row>) {
     let flow = Flow {
@@ -995,6 +1047,7 @@ fn xdp_fixtures() -> Result<()> {
     let mut rows = Vec::new();
     tcp_rows(&mut rows);
     udp_rows(&mut rows);
+    reuse_rows(&mut rows);
     routed_rows(&mut rows);
     edge_rows(&mut rows);
     settings_rows(&mut rows);

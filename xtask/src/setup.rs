@@ -9,6 +9,7 @@ use std::process::Command;
 /// LLVM 22 (bpf-linker), and the tools the testbed, the tests and the benchmarks run.
 const PACKAGES: &[&str] = &[
     "rustc-web",
+    "cargo-web",
     "rust-web-src",
     "llvm-22-dev",
     "libpolly-22-dev",

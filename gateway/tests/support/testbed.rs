@@ -246,6 +246,16 @@ impl Testbed {
         Ok(())
     }
 
+    /// Points every slot of service `id`'s live Maglev half at `backend` (as a health change
+    /// or a drain makes the daemon rebuild the table).
+    pub fn set_maglev(&mut self, id: u32, backend: u32) -> Result<()> {
+        let mut maglev: Array<_, u32> = Array::try_from(self.map(maps::MAGLEV))?;
+        for slot in 0..TABLE {
+            maglev.set((id * 2 + 1) * MAGLEV_MAX + slot, backend, 0)?;
+        }
+        Ok(())
+    }
+
     /// Sets every CPU's rate window to "started now with `count` connections" (the data path
     /// reads the coarse monotonic clock).
     pub fn set_rate_window(&mut self, count: u32) -> Result<()> {
