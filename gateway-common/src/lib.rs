@@ -23,6 +23,10 @@ pub const CONN_TABLE_SIZE: u32 = 262_144;
 pub const MAX_IFACES: u32 = 16;
 /// Largest number of VIPs.
 pub const MAX_VIPS: u32 = 256;
+/// Largest number of cluster nodes.
+pub const MAX_NODES: u32 = 64;
+/// Entries of `PEERS`: every node's primary address on every cluster NIC.
+pub const MAX_PEER_ADDRS: u32 = MAX_NODES * MAX_IFACES;
 /// How long a next hop cached in a connection entry stays valid before `bpf_fib_lookup` is
 /// asked again, so neighbour changes are picked up without a lookup per packet.
 pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
@@ -60,8 +64,19 @@ pub mod maps {
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     /// `PerCpuArray<Counter>` indexed by backend index.
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    /// `Array<u64>`, one entry: the daemon's lease, `CLOCK_MONOTONIC` ns until which the data
+    /// path may answer ARP for owned VIPs and open connections on them (the dead-man switch:
+    /// a crashed or hung daemon loses its VIPs to the cluster, while established connections
+    /// keep flowing). 0 means expired.
+    pub const LEASE: &str = "LEASE";
+    /// `LruHashMap<u32 VIP address, ArpClaim>`: another station answered or announced a VIP this
+    /// node owns (split brain); the daemon reads and clears it.
+    pub const ARP_CLAIMS: &str = "ARP_CLAIMS";
+    /// `HashMap<u32 address, u32 node index>`: the primary addresses of the configured cluster
+    /// nodes; cluster-protocol datagrams from any other address are dropped.
+    pub const PEERS: &str = "PEERS";
     /// Every map the daemon pins, so a restarted daemon finds them again.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 17] = [
         IFACES,
         VIPS,
         SERVICES,
@@ -76,6 +91,9 @@ pub mod maps {
         REASONS,
         SERVICE_STATS,
         BACKEND_STATS,
+        LEASE,
+        ARP_CLAIMS,
+        PEERS,
     ];
 }
 
@@ -258,6 +276,26 @@ pub struct Settings {
     pub nat_port_max: u16,
     /// New connections each CPU may open per second; 0 means no limit.
     pub new_conns_per_cpu: u32,
+    /// UDP port of the cluster protocol (host order); 0 when the node runs alone, so no
+    /// datagram is filtered.
+    pub cluster_port: u16,
+    pub _pad: [u8; 6],
+}
+
+/// Value of `ARP_CLAIMS`: the latest ARP packet in which another station claimed a VIP this
+/// node owns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArpClaim {
+    /// The other station's MAC address (the ARP sender hardware address).
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// The NIC it was seen on.
+    pub ifindex: u32,
+    /// Claims seen since the daemon last cleared the entry.
+    pub count: u32,
+    /// When the latest was seen.
+    pub last_ns: u64,
 }
 
 /// Value of `RATE[0]` (per CPU): new connections counted in the current one-second window.
@@ -367,6 +405,13 @@ counter_index! {
         NotOwner = 14 => "not_owner",
         /// An ARP frame shorter than an IPv4-over-Ethernet ARP packet (passed).
         TruncatedArp = 15 => "truncated_arp",
+        /// ARP for an owned VIP, or a new connection to one, after the daemon's lease ran out
+        /// (dropped: the dead-man switch).
+        LeaseExpired = 16 => "lease_expired",
+        /// Another station's ARP claims a VIP this node owns (recorded in `ARP_CLAIMS`, dropped).
+        ArpClaimed = 17 => "arp_claimed",
+        /// A cluster-protocol datagram from an address that is no configured node (dropped).
+        NotPeer = 18 => "not_peer",
     }
 }
 
@@ -383,6 +428,7 @@ mod pod {
     unsafe impl aya::Pod for Conn {}
     unsafe impl aya::Pod for Reply {}
     unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for ArpClaim {}
     unsafe impl aya::Pod for RateWindow {}
     unsafe impl aya::Pod for Counter {}
 }

@@ -1,10 +1,12 @@
-//! ARP for VIPs: answer requests for the VIPs this node owns, drop requests for VIPs another
-//! node owns so nothing else answers, pass everything else to the kernel.
+//! ARP for VIPs: answer requests for the VIPs this node owns while the daemon's lease is valid,
+//! drop requests for VIPs another node owns so nothing else answers, record (and drop) another
+//! station's claim on a VIP this node owns (split brain), pass everything else to the kernel.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use gateway_common::{vip_flags, Path, Reason};
+use gateway_common::{vip_flags, ArpClaim, Path, Reason};
 
 use crate::{
-    maps::{IFACES, VIPS},
+    lease,
+    maps::{ARP_CLAIMS, IFACES, VIPS},
     parse::{ptr_at, ArpHdr, EthHdr, ETH_LEN},
     stats,
 };
@@ -21,14 +23,26 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, len: u64) -> u32 {
         stats::reason(Reason::TruncatedArp, len);
         return xdp_action::XDP_PASS;
     };
+    let ingress = ctx.ingress_ifindex() as u32;
     // SAFETY: `arp` and `eth` point inside the packet (checked by `ptr_at`).
     unsafe {
         if (*arp).htype != HTYPE_ETHERNET
             || (*arp).ptype != PTYPE_IPV4
             || (*arp).hlen != 6
             || (*arp).plen != 4
-            || (*arp).op != OP_REQUEST
         {
+            stats::path(Path::PassThrough, len);
+            return xdp_action::XDP_PASS;
+        }
+        let sender = u32::from_ne_bytes((*arp).spa);
+        if let Some(vip) = VIPS.get(sender) {
+            if vip.flags & vip_flags::OWNED != 0 {
+                record_claim(sender, (*arp).sha, ingress);
+                stats::reason(Reason::ArpClaimed, len);
+                return xdp_action::XDP_DROP;
+            }
+        }
+        if (*arp).op != OP_REQUEST {
             stats::path(Path::PassThrough, len);
             return xdp_action::XDP_PASS;
         }
@@ -37,7 +51,6 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, len: u64) -> u32 {
             stats::path(Path::PassThrough, len);
             return xdp_action::XDP_PASS;
         };
-        let ingress = ctx.ingress_ifindex() as u32;
         let iface = match IFACES.get(ingress) {
             Some(iface) if vip.flags & vip_flags::OWNED != 0 && vip.ifindex == ingress => iface,
             _ => {
@@ -45,6 +58,10 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, len: u64) -> u32 {
                 return xdp_action::XDP_DROP;
             }
         };
+        if !lease::valid() {
+            stats::reason(Reason::LeaseExpired, len);
+            return xdp_action::XDP_DROP;
+        }
         (*eth).dst = (*arp).sha;
         (*eth).src = iface.mac;
         (*arp).op = OP_REPLY;
@@ -55,4 +72,29 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, len: u64) -> u32 {
     }
     stats::path(Path::ArpReply, len);
     xdp_action::XDP_TX
+}
+
+/// Notes that the station `mac` claimed `vip`, which this node owns, for the daemon to settle.
+/// (This node's own announcements leave by AF_PACKET and never come back through XDP.)
+#[inline(always)]
+fn record_claim(vip: u32, mac: [u8; 6], ifindex: u32) {
+    let now = crate::now();
+    if let Some(claim) = ARP_CLAIMS.get_ptr_mut(vip) {
+        // SAFETY: a live map value; a racing CPU can at worst lose one count.
+        unsafe {
+            (*claim).mac = mac;
+            (*claim).ifindex = ifindex;
+            (*claim).count = (*claim).count.wrapping_add(1);
+            (*claim).last_ns = now;
+        }
+        return;
+    }
+    let claim = ArpClaim {
+        mac,
+        _pad: [0; 2],
+        ifindex,
+        count: 1,
+        last_ns: now,
+    };
+    let _ = ARP_CLAIMS.insert(vip, claim, 0);
 }

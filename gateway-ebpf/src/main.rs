@@ -10,6 +10,7 @@ mod conntrack;
 mod csum;
 mod forward;
 mod hash;
+mod lease;
 mod maps;
 mod nat;
 mod parse;
@@ -22,7 +23,7 @@ use gateway_common::{proto, tcp_state, vip_flags, FlowKey, Path, Reason, Service
 
 use crate::{
     forward::Route,
-    maps::{CONNS, REPLIES, SERVICES, SETTINGS, VIPS},
+    maps::{CONNS, PEERS, REPLIES, SERVICES, SETTINGS, VIPS},
     nat::L4,
     parse::{
         ptr_at, EthHdr, Ipv4Hdr, TcpHdr, UdpHdr, ETH_LEN, ETH_P_ARP, ETH_P_IP, IPV4_LEN,
@@ -95,6 +96,14 @@ fn datapath(ctx: &XdpContext, len: u64) -> u32 {
             None => from_backend(ctx, eth, ip, header_len, len),
         }
     }
+}
+
+/// The coarse monotonic clock: a tick's resolution, far cheaper than the precise one, and
+/// plenty for idle timeouts, next-hop age, the one-second rate window and the lease.
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { gen::bpf_ktime_get_coarse_ns() }
 }
 
 #[inline(always)]
@@ -175,9 +184,7 @@ unsafe fn to_vip(
         proto: l4_proto,
         _pad: [0; 3],
     };
-    // The coarse monotonic clock (a tick's resolution, far cheaper than the precise one) is
-    // plenty for idle timeouts, next-hop age and the one-second rate window.
-    let now = gen::bpf_ktime_get_coarse_ns();
+    let now = now();
     let opening = l4_proto == proto::UDP || tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let existing = CONNS.get_ptr_mut(key);
     let (conn, path) = match existing {
@@ -187,6 +194,9 @@ unsafe fn to_vip(
             (conn, Path::Established)
         }
         _ if opening => {
+            if !lease::valid() {
+                return drop(Reason::LeaseExpired, len);
+            }
             if let Some(old) = existing {
                 conntrack::close(&key, old);
             }
@@ -258,6 +268,13 @@ unsafe fn from_backend(
         return pass_through(len);
     };
     let port = u16::from_be(dst_port);
+    if l4_proto == proto::UDP && port == settings.cluster_port && port != 0 {
+        // The cluster protocol: only configured nodes may speak it.
+        if PEERS.get((*ip).saddr).is_none() {
+            return drop(Reason::NotPeer, len);
+        }
+        return pass_through(len);
+    }
     if port < settings.nat_port_min || port > settings.nat_port_max {
         return pass_through(len);
     }
@@ -272,7 +289,7 @@ unsafe fn from_backend(
     let Some(reply) = REPLIES.get_ptr_mut(key) else {
         return pass_through(len);
     };
-    let now = gen::bpf_ktime_get_coarse_ns();
+    let now = now();
     (*reply).last_seen_ns = now;
     if l4_proto == proto::TCP {
         conntrack::track(&mut (*reply).state, tcp_flags);

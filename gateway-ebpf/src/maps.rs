@@ -8,9 +8,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use gateway_common::{
-    Action, Backend, Conn, Counter, FlowKey, Iface, Path, RateWindow, Reason, Reply, Service,
-    ServiceKey, Settings, Vip, CONN_TABLE_SIZE, MAGLEV_ENTRIES, MAX_BACKENDS, MAX_IFACES,
-    MAX_SERVICES, MAX_VIPS,
+    Action, ArpClaim, Backend, Conn, Counter, FlowKey, Iface, Path, RateWindow, Reason, Reply,
+    Service, ServiceKey, Settings, Vip, CONN_TABLE_SIZE, MAGLEV_ENTRIES, MAX_BACKENDS, MAX_IFACES,
+    MAX_PEER_ADDRS, MAX_SERVICES, MAX_VIPS,
 };
 
 #[map]
@@ -41,3 +41,9 @@ pub static REASONS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason:
 pub static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 #[map]
 pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+#[map]
+pub static LEASE: Array<u64> = Array::with_max_entries(1, 0);
+#[map]
+pub static ARP_CLAIMS: LruHashMap<u32, ArpClaim> = LruHashMap::with_max_entries(MAX_VIPS, 0);
+#[map]
+pub static PEERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PEER_ADDRS, 0);

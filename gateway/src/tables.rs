@@ -12,8 +12,8 @@ use aya::{
     Ebpf,
 };
 use gateway_common::{
-    self as common, maps, role, vip_flags, Conn, Counter, FlowKey, Iface, Reply, ServiceKey,
-    Settings, MAGLEV_MAX,
+    self as common, maps, role, vip_flags, ArpClaim, Conn, Counter, FlowKey, Iface, Reply,
+    ServiceKey, Settings, MAGLEV_MAX,
 };
 
 use crate::{
@@ -33,6 +33,11 @@ pub struct Maps {
     maglev: Array<MapData, u32>,
     backends: Array<MapData, common::Backend>,
     settings: Array<MapData, Settings>,
+    lease: Array<MapData, u64>,
+    /// Other stations' ARP claims on VIPs this node owns.
+    pub arp_claims: BpfHashMap<MapData, u32, ArpClaim>,
+    /// Primary addresses of the configured cluster nodes.
+    pub peers: BpfHashMap<MapData, u32, u32>,
     /// Connections by client 5-tuple.
     pub conns: BpfHashMap<MapData, FlowKey, Conn>,
     /// Connections by reply 5-tuple.
@@ -79,6 +84,9 @@ impl Maps {
             maglev: take!(dp, maps::MAGLEV),
             backends: take!(dp, maps::BACKENDS),
             settings: take!(dp, maps::SETTINGS),
+            lease: take!(dp, maps::LEASE),
+            arp_claims: take!(dp, maps::ARP_CLAIMS),
+            peers: take!(dp, maps::PEERS),
             conns: take!(dp, maps::CONNS),
             replies: take!(dp, maps::REPLIES),
             actions: take!(dp, maps::ACTIONS),
@@ -134,7 +142,14 @@ impl Maps {
                 .insert(u32::from(vip.address).to_be(), value, 0)
                 .context("writing VIPS")?;
         }
-        Ok(())
+        // Alone, nobody could take the VIPs over, so the dead-man switch never trips.
+        self.renew_lease(u64::MAX)
+    }
+
+    /// Sets the dead-man switch: XDP answers ARP for owned VIPs and opens connections on them
+    /// until `until_ns` (`CLOCK_MONOTONIC`).
+    pub fn renew_lease(&mut self, until_ns: u64) -> Result<()> {
+        self.lease.set(0, until_ns, 0).context("writing LEASE")
     }
 
     /// Writes settings, backends and every service's Maglev table; removes services no longer
@@ -151,6 +166,7 @@ impl Maps {
             nat_port_min: config.nat_ports.0,
             nat_port_max: config.nat_ports.1,
             new_conns_per_cpu: config.limits.new_connections_per_second.div_ceil(cpus),
+            ..Settings::default()
         };
         self.settings
             .set(0, settings, 0)

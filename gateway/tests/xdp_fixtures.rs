@@ -10,7 +10,8 @@ use anyhow::{ensure, Context, Result};
 use aya::maps::HashMap;
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 use gateway_common::{
-    maps, programs, proto, tcp_state, Action, Conn, FlowKey, Path, Reason, Reply, Settings,
+    maps, programs, proto, tcp_state, Action, ArpClaim, Conn, FlowKey, Path, Reason, Reply,
+    Settings,
 };
 use support::{
     packets::{self, arp, tcp, tcp_with, udp, Flags, Flow, ACK, FIN, RST, SYN},
@@ -492,6 +493,96 @@ fn reuse_rows(rows: &mut Vec<Row>) {
     );
 }
 
+/// `ARP_CLAIMS` holds the other station's claim on the VIP, seen `count` times.
+fn claimed(count: u32) -> impl Fn(&mut Testbed) -> Result<()> {
+    move |bed| {
+        let claims: HashMap<_, u32, ArpClaim> =
+            HashMap::try_from(bed.ebpf.map(maps::ARP_CLAIMS).unwrap())?;
+        let claim = claims.get(&be(VIP), 0).context("no ARP_CLAIMS entry")?;
+        ensure!(
+            claim.mac == PEER_MAC && claim.count == count && claim.ifindex == bed.ext_ifindex,
+            "claim {claim:?}"
+        );
+        Ok(())
+    }
+}
+
+/// The cluster's rows: the dead-man switch and the cluster protocol's sender filter.
+fn cluster_rows(rows: &mut Vec<Row>) {
+    const BCAST: [u8; 6] = [0xff; 6];
+    let flow = to_vip(49000, PORT_TCP);
+    let out = move |flags| {
+        move |bed: &Testbed| {
+            Ok(tcp(
+                &translated(bed, &flow, proto::TCP, 0, Some((INT_MAC, BACKEND_MACS[0])))?,
+                flags,
+            ))
+        }
+    };
+    rows.push(
+        Row::new(
+            "lease: syn opens while the lease runs",
+            Nic::External,
+            tcp(&flow, SYN),
+            Action::Redirect,
+        )
+        .path(Path::NewConn)
+        .counts(0, Some(0))
+        .expect(out(SYN)),
+    );
+    rows.push(
+        Row::new(
+            "lease: established packets flow after it ran out",
+            Nic::External,
+            tcp(&flow, ACK),
+            Action::Redirect,
+        )
+        .path(Path::Established)
+        .counts(0, Some(0))
+        .before(|bed| bed.set_lease(1))
+        .expect(out(ACK)),
+    );
+    rows.push(drop_row(
+        "lease: no new connection after it ran out",
+        tcp(&to_vip(49001, PORT_TCP), SYN),
+        Reason::LeaseExpired,
+    ));
+    rows.push(
+        drop_row(
+            "lease: no arp answer for an owned vip after it ran out",
+            arp(
+                (&CLIENT_MAC, &BCAST),
+                false,
+                CLIENT_MAC,
+                CLIENT,
+                [0; 6],
+                VIP,
+            ),
+            Reason::LeaseExpired,
+        )
+        .after(|bed| bed.set_lease(u64::MAX)),
+    );
+
+    let cluster = |src| Flow {
+        src_mac: PEER_MAC,
+        src,
+        dst: EXT_ADDR,
+        sport: CLUSTER_PORT,
+        dport: CLUSTER_PORT,
+        ..to_vip(0, 0)
+    };
+    rows.push(pass_row(
+        "cluster protocol from a peer",
+        Nic::External,
+        udp(&cluster(PEER), true),
+    ));
+    rows.push(drop_row(
+        "cluster protocol from a stranger",
+        udp(&cluster(CLIENT), true),
+        Reason::NotPeer,
+    ));
+}
+
 /// A client behind the router: translated replies go back to the router's MAC.
 fn routed_rows(rows: &mut Vec<Row>) {
     let flow = Flow {
@@ -584,16 +675,33 @@ fn edge_rows(rows: &mut Vec<Row>) {
         Nic::External,
         request(EXT_ADDR),
     ));
+    let claim = |reply, tpa| arp((&PEER_MAC, &BCAST), reply, PEER_MAC, VIP, [0; 6], tpa);
+    rows.push(
+        drop_row(
+            "arp reply from another station for an owned vip",
+            claim(true, CLIENT),
+            Reason::ArpClaimed,
+        )
+        .after(claimed(1)),
+    );
+    rows.push(
+        drop_row(
+            "gratuitous arp from another station for an owned vip",
+            claim(false, VIP),
+            Reason::ArpClaimed,
+        )
+        .after(claimed(2)),
+    );
     rows.push(pass_row(
-        "arp reply for a vip",
+        "arp reply for a foreign vip",
         Nic::External,
         arp(
-            (&CLIENT_MAC, &EXT_MAC),
+            (&PEER_MAC, &BCAST),
             true,
-            CLIENT_MAC,
-            VIP,
-            EXT_MAC,
-            CLIENT,
+            PEER_MAC,
+            FOREIGN_VIP,
+            [0; 6],
+            FOREIGN_VIP,
         ),
     ));
 
@@ -750,6 +858,8 @@ fn settings_rows(rows: &mut Vec<Row>) {
                 nat_port_min: NAT_MIN,
                 nat_port_max: NAT_MAX,
                 new_conns_per_cpu: 5,
+                cluster_port: CLUSTER_PORT,
+                ..Settings::default()
             })?;
             bed.set_rate_window(5)
         }),
@@ -781,6 +891,8 @@ fn settings_rows(rows: &mut Vec<Row>) {
                 nat_port_min: NAT_MIN,
                 nat_port_max: NAT_MAX,
                 new_conns_per_cpu: 0,
+                cluster_port: CLUSTER_PORT,
+                ..Settings::default()
             })
         }),
     );
@@ -832,6 +944,8 @@ fn settings_rows(rows: &mut Vec<Row>) {
                 nat_port_min: PORT,
                 nat_port_max: PORT + 1,
                 new_conns_per_cpu: 0,
+                cluster_port: CLUSTER_PORT,
+                ..Settings::default()
             })
         })
         .expect(fwd(first))
@@ -868,6 +982,8 @@ fn settings_rows(rows: &mut Vec<Row>) {
                 nat_port_min: NAT_MIN,
                 nat_port_max: NAT_MAX,
                 new_conns_per_cpu: 0,
+                cluster_port: CLUSTER_PORT,
+                ..Settings::default()
             })
         }),
     );
@@ -1048,6 +1164,7 @@ fn xdp_fixtures() -> Result<()> {
     tcp_rows(&mut rows);
     udp_rows(&mut rows);
     reuse_rows(&mut rows);
+    cluster_rows(&mut rows);
     routed_rows(&mut rows);
     edge_rows(&mut rows);
     settings_rows(&mut rows);

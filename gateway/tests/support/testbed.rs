@@ -40,6 +40,10 @@ pub const PORT_TCP: u16 = 80;
 pub const PORT_UDP: u16 = 53;
 pub const PORT_UNRESOLVED: u16 = 81;
 pub const PORT_NO_BACKEND: u16 = 82;
+/// The cluster protocol's UDP port, and another node's primary address (a peer).
+pub const CLUSTER_PORT: u16 = 7400;
+pub const PEER: [u8; 4] = [10, 0, 1, 2];
+pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 2];
 pub const NAT_MIN: u16 = 20000;
 pub const NAT_MAX: u16 = 20999;
 /// Maglev table size of the test services (prime).
@@ -229,8 +233,19 @@ impl Testbed {
         self.set_settings(Settings {
             nat_port_min: NAT_MIN,
             nat_port_max: NAT_MAX,
-            new_conns_per_cpu: 0,
-        })
+            cluster_port: CLUSTER_PORT,
+            ..Settings::default()
+        })?;
+        let mut peers: HashMap<_, u32, u32> = HashMap::try_from(self.map(maps::PEERS))?;
+        peers.insert(be(PEER), 1, 0)?;
+        self.set_lease(u64::MAX)
+    }
+
+    /// Sets the daemon's lease (`CLOCK_MONOTONIC` ns; 0 = expired).
+    pub fn set_lease(&mut self, until_ns: u64) -> Result<()> {
+        let mut lease: Array<_, u64> = Array::try_from(self.map(maps::LEASE))?;
+        lease.set(0, until_ns, 0)?;
+        Ok(())
     }
 
     fn map(&mut self, name: &str) -> &mut aya::maps::Map {
