@@ -1,13 +1,13 @@
 //! The connection table as the daemon sees it: joins `CONNS` with `REPLIES`, lists
 //! connections for `conns`, and sweeps out the idle ones, using `CLOCK_MONOTONIC` like
 //! `bpf_ktime_get_ns`.
-use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
+use std::{collections::HashMap, io, net::Ipv4Addr, time::Duration};
 
 use gateway_common::{proto, tcp_state, Conn, FlowKey, Reply};
 use serde_json::{json, Value};
 use tracing::debug;
 
-use crate::{config::Timeouts, tables::Maps};
+use crate::{batch, config::Timeouts, tables::Maps};
 
 /// Now on the clock XDP stamps entries with.
 pub fn monotonic_ns() -> u64 {
@@ -79,18 +79,18 @@ impl Entry {
 /// NAT port and protocol (the NAT address is the data path's choice, so it is left out).
 type ReplyId = (u32, u16, u16, u8);
 
+/// Reply entries whose connection entry is gone (evicted by the LRU).
+pub type Orphans = Vec<(FlowKey, Reply)>;
+
 /// Every connection with its reply direction; also returns replies without a connection.
-pub fn walk(maps: &Maps) -> (Vec<Entry>, Vec<(FlowKey, Reply)>) {
-    let mut replies: HashMap<ReplyId, (FlowKey, Reply)> = maps
-        .replies
-        .iter()
-        .filter_map(Result::ok)
+/// Both tables are read in batches (a few syscalls for the whole table).
+pub fn walk(maps: &Maps) -> io::Result<(Vec<Entry>, Orphans)> {
+    let mut replies: HashMap<ReplyId, (FlowKey, Reply)> = batch::entries(&maps.replies)?
+        .into_iter()
         .map(|(k, r)| ((k.src_addr, k.src_port, k.dst_port, k.proto), (k, r)))
         .collect();
-    let entries = maps
-        .conns
-        .iter()
-        .filter_map(Result::ok)
+    let entries = batch::entries(&maps.conns)?
+        .into_iter()
         .map(|(key, conn)| {
             let id = (
                 conn.backend_addr,
@@ -105,33 +105,34 @@ pub fn walk(maps: &Maps) -> (Vec<Entry>, Vec<(FlowKey, Reply)>) {
             }
         })
         .collect();
-    (entries, replies.into_values().collect())
+    Ok((entries, replies.into_values().collect()))
 }
 
 /// Deletes connections idle longer than their timeout, both directions; returns how many.
-pub fn sweep(maps: &mut Maps, timeouts: &Timeouts) -> usize {
+pub fn sweep(maps: &mut Maps, timeouts: &Timeouts) -> io::Result<usize> {
     let now = monotonic_ns();
-    let (entries, orphans) = walk(maps);
-    let mut removed = 0;
+    let (entries, orphans) = walk(maps)?;
+    let mut conns = Vec::new();
+    let mut replies = Vec::new();
     for e in entries {
         if now.saturating_sub(e.last_seen_ns()) > e.timeout(timeouts).as_nanos() as u64 {
-            let _ = maps.conns.remove(&e.key);
-            if let Some((k, _)) = e.reply {
-                let _ = maps.replies.remove(&k);
-            }
-            removed += 1;
+            conns.push(e.key);
+            replies.extend(e.reply.map(|(k, _)| k));
         }
     }
-    for (k, r) in orphans {
-        let limit = timeouts.tcp_established.max(timeouts.udp).as_nanos() as u64;
-        if now.saturating_sub(r.last_seen_ns) > limit {
-            let _ = maps.replies.remove(&k);
-        }
-    }
+    let limit = timeouts.tcp_established.max(timeouts.udp).as_nanos() as u64;
+    replies.extend(
+        orphans
+            .into_iter()
+            .filter(|(_, r)| now.saturating_sub(r.last_seen_ns) > limit)
+            .map(|(k, _)| k),
+    );
+    let removed = batch::delete(&maps.conns, &conns)?;
+    batch::delete(&maps.replies, &replies)?;
     if removed > 0 {
         debug!(removed, "conntrack sweep");
     }
-    removed
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -205,7 +206,7 @@ mod tests {
             maps.conns.insert(k, c, 0).unwrap();
             maps.replies.insert(rk, r, 0).unwrap();
         }
-        let (entries, orphans) = walk(&maps);
+        let (entries, orphans) = walk(&maps).unwrap();
         assert_eq!(entries.len(), 3);
         assert!(orphans.is_empty());
         assert!(entries.iter().all(|e| e.reply.is_some()));
@@ -226,7 +227,7 @@ mod tests {
             tcp_closing: Duration::from_secs(10),
             udp: Duration::from_secs(30),
         };
-        assert_eq!(sweep(&mut maps, &timeouts), 2);
+        assert_eq!(sweep(&mut maps, &timeouts).unwrap(), 2);
         let left: Vec<FlowKey> = maps.conns.keys().map(Result::unwrap).collect();
         assert_eq!(left, vec![fresh.0]);
         let left: Vec<FlowKey> = maps.replies.keys().map(Result::unwrap).collect();

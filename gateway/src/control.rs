@@ -168,7 +168,7 @@ async fn answer(
     }
     match request {
         Request::Status => Ok(views::status(&shared.lock().unwrap())),
-        Request::Services => Ok(views::services(&shared.lock().unwrap())),
+        Request::Services => views::services(&shared.lock().unwrap()),
         Request::Conns(filter) => views::conns(&shared.lock().unwrap(), &filter),
         Request::Stats => Ok(crate::stats::view(&shared.lock().unwrap())),
         Request::Reload => {

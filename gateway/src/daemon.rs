@@ -215,7 +215,9 @@ async fn serve(
             ticker.tick().await;
             let mut state = gc.lock().unwrap();
             let timeouts = state.config.timeouts;
-            conntrack::sweep(&mut state.maps, &timeouts);
+            if let Err(e) = conntrack::sweep(&mut state.maps, &timeouts) {
+                warn!("conntrack sweep: {e}");
+            }
         }
     });
     let mut checks = JoinSet::new();

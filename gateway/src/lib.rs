@@ -1,4 +1,5 @@
 //! The gateway daemon and CLI as a library, so tests and benchmarks reuse its parts.
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod conntrack;

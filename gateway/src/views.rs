@@ -50,8 +50,8 @@ pub fn status(state: &State) -> Value {
 }
 
 /// The `services` view.
-pub fn services(state: &State) -> Value {
-    let (entries, _) = conntrack::walk(&state.maps);
+pub fn services(state: &State) -> Result<Value, String> {
+    let (entries, _) = read_connections(state)?;
     let mut backend_id = 0u32;
     let list: Vec<Value> = state
         .config
@@ -79,7 +79,7 @@ pub fn services(state: &State) -> Value {
                    "backends": backends})
         })
         .collect();
-    Value::Array(list)
+    Ok(Value::Array(list))
 }
 
 /// The `conns` view, filtered; an unknown service or a malformed address is an error.
@@ -114,7 +114,7 @@ pub fn conns(state: &State, filter: &ConnFilter) -> Result<Value, String> {
         ),
     };
     let now = conntrack::monotonic_ns();
-    let (entries, _) = conntrack::walk(&state.maps);
+    let (entries, _) = read_connections(state)?;
     let list: Vec<Value> = entries
         .iter()
         .filter(|e| service.is_none_or(|id| e.conn.service_id == id))
@@ -129,4 +129,9 @@ pub fn conns(state: &State, filter: &ConnFilter) -> Result<Value, String> {
         .map(|e| e.view(now))
         .collect();
     Ok(Value::Array(list))
+}
+
+/// Both connection tables, or the reason they could not be read.
+fn read_connections(state: &State) -> Result<(Vec<conntrack::Entry>, conntrack::Orphans), String> {
+    conntrack::walk(&state.maps).map_err(|e| format!("reading the connection tables: {e}"))
 }

@@ -23,8 +23,11 @@ struct Args {
     #[arg(long)]
     json: PathBuf,
     /// Seconds per run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Runs per system and metric, alternating the systems; each row is the median.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// wrk connections.
     #[arg(long, default_value_t = 64)]
     connections: u32,
@@ -64,10 +67,13 @@ fn main() -> Result<()> {
         duration: Duration::from_secs(args.seconds),
         new_connection_per_request: !keep_alive,
     };
-    // Each metric runs on both systems back to back, so a drift in machine load (other jobs)
-    // hits both sides of a ratio alike.
+    // Each metric runs on both systems alternately, round after round, so a drift in machine
+    // load (other jobs) hits both sides of a ratio alike; the median of each side is reported.
     let mut measured = Vec::new();
-    for keep_alive in [true, false] {
+    for (keep_alive, _) in [true, false]
+        .into_iter()
+        .flat_map(|k| (0..args.rounds).map(move |r| (k, r)))
+    {
         if args.systems.iter().any(|s| s == "gateway") {
             let mut config = GatewayConfig::new(&bed, vec![ServiceConfig::web(&[1, 1, 1])]);
             config.nat_ports = "10000-32000";
@@ -89,27 +95,49 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     let mut notes = String::new();
     for m in &measured {
-        let name = format!("{}/{}", m.metric, m.system);
-        let baseline = (m.system == "gateway").then(|| format!("{}/nftables", m.metric));
-        let unit = if m.metric == "e2e_rps" {
-            "req/s"
-        } else {
-            "conn/s"
-        };
-        rows.push(json!({"name": name, "value": m.value, "unit": unit, "baseline": baseline, "ratio": Value::Null}));
         let _ = writeln!(
             notes,
-            "{name}: {:.0} {unit}, {} errors; {}; limited by: {}",
+            "{}/{}: {:.0} {}, {} errors; {}; limited by: {}",
+            m.metric,
+            m.system,
             m.value,
+            unit(m.metric),
             m.errors,
             m.cpu,
             limit(&m.cpu)
         );
     }
+    for metric in ["e2e_rps", "e2e_cps"] {
+        for system in ["gateway", "nftables"] {
+            let mut values: Vec<f64> = measured
+                .iter()
+                .filter(|m| m.metric == metric && m.system == system)
+                .map(|m| m.value)
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            values.sort_by(f64::total_cmp);
+            let median = values[values.len() / 2];
+            let name = format!("{metric}/{system}");
+            let baseline = (system == "gateway").then(|| format!("{metric}/nftables"));
+            rows.push(json!({"name": name, "value": median, "unit": unit(metric), "baseline": baseline, "ratio": Value::Null}));
+            let _ = writeln!(notes, "{name}: median of {values:.0?}");
+        }
+    }
     print!("{notes}");
     std::fs::write(&args.json, serde_json::to_string_pretty(&rows)?)?;
     std::fs::write(args.json.with_extension("notes.txt"), &notes)?;
     Ok(())
+}
+
+/// The unit of a metric's rows.
+fn unit(metric: &str) -> &'static str {
+    if metric == "e2e_rps" {
+        "req/s"
+    } else {
+        "conn/s"
+    }
 }
 
 /// Runs wrk once and measures the CPU of the machine and of `processes` meanwhile.
