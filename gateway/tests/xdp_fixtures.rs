@@ -282,21 +282,31 @@ fn check_entries(
     }
 }
 
+/// The expected output of `flow`'s TCP packet with `flags` once translated to backend
+/// `backend` (one with a static neighbour) and sent out of the internal NIC.
+fn tcp_out(flow: Flow, backend: usize, flags: Flags) -> impl Fn(&Testbed) -> Result<Vec<u8>> {
+    move |bed| {
+        let macs = Some((INT_MAC, BACKEND_MACS[backend]));
+        Ok(tcp(
+            &translated(bed, &flow, proto::TCP, backend, macs)?,
+            flags,
+        ))
+    }
+}
+
+/// A TCP packet of `flow` with `flags` to the service on `PORT_TCP`, translated to `backend`
+/// along `path`.
+fn tcp_fwd(name: &str, flow: Flow, flags: Flags, path: Path, backend: usize) -> Row {
+    Row::new(name, Nic::External, tcp(&flow, flags), Action::Redirect)
+        .path(path)
+        .counts(0, Some(backend as u32))
+        .expect(tcp_out(flow, backend, flags))
+}
+
 /// Rows for a connection's lifetime (TCP): open, use, reply, close, reopen, reset.
 fn tcp_rows(rows: &mut Vec<Row>) {
     let flow = to_vip(CLIENT_PORT, PORT_TCP);
-    let out = move |bed: &Testbed, flags: Flags| -> Result<Vec<u8>> {
-        Ok(tcp(
-            &translated(bed, &flow, proto::TCP, 0, Some((INT_MAC, BACKEND_MACS[0])))?,
-            flags,
-        ))
-    };
-    let fwd = |name: &str, flags: Flags, path: Path| {
-        Row::new(name, Nic::External, tcp(&flow, flags), Action::Redirect)
-            .path(path)
-            .counts(0, Some(0))
-            .expect(move |bed| out(bed, flags))
-    };
+    let fwd = |name: &str, flags: Flags, path: Path| tcp_fwd(name, flow, flags, path, 0);
     rows.push(
         fwd("tcp syn opens a connection", SYN, Path::NewConn).after(check_entries(
             flow,
@@ -403,29 +413,26 @@ fn udp_rows(rows: &mut Vec<Row>) {
                 checksum,
             ))
         };
-        rows.push(
+        let fwd = |event: &str, path| {
             Row::new(
-                format!("udp {what} opens a connection"),
+                format!("udp {what} {event}"),
                 Nic::External,
                 udp(&flow, checksum),
                 Action::Redirect,
             )
-            .path(Path::NewConn)
+            .path(path)
             .counts(1, Some(1))
             .expect(out)
-            .after(check_entries(flow, proto::UDP, 1, (NAT_MIN, NAT_MAX))),
-        );
+        };
         rows.push(
-            Row::new(
-                format!("udp {what} established"),
-                Nic::External,
-                udp(&flow, checksum),
-                Action::Redirect,
-            )
-            .path(Path::Established)
-            .counts(1, Some(1))
-            .expect(out),
+            fwd("opens a connection", Path::NewConn).after(check_entries(
+                flow,
+                proto::UDP,
+                1,
+                (NAT_MIN, NAT_MAX),
+            )),
         );
+        rows.push(fwd("established", Path::Established));
         let flags = Flags {
             syn: checksum,
             ..Flags::default()
@@ -445,43 +452,24 @@ fn udp_rows(rows: &mut Vec<Row>) {
 /// table: the new SYN gets a fresh pick, and the old reply entry is gone.
 fn reuse_rows(rows: &mut Vec<Row>) {
     let flow = to_vip(48000, PORT_TCP);
-    let to_backend = move |backend: usize, flags: Flags| {
-        move |bed: &Testbed| {
-            Ok(tcp(
-                &translated(
-                    bed,
-                    &flow,
-                    proto::TCP,
-                    backend,
-                    Some((INT_MAC, BACKEND_MACS[backend])),
-                )?,
-                flags,
-            ))
-        }
-    };
-    let fwd = |name: &str, flags: Flags, path: Path| {
-        Row::new(name, Nic::External, tcp(&flow, flags), Action::Redirect).path(path)
-    };
+    let fwd =
+        |name: &str, flags: Flags, path: Path, backend| tcp_fwd(name, flow, flags, path, backend);
+    rows.push(fwd("reuse: syn opens on backend 0", SYN, Path::NewConn, 0));
     rows.push(
-        fwd("reuse: syn opens on backend 0", SYN, Path::NewConn)
-            .counts(0, Some(0))
-            .expect(to_backend(0, SYN)),
-    );
-    rows.push(
-        fwd("reuse: fin closes it", FIN, Path::Established)
-            .counts(0, Some(0))
-            .expect(to_backend(0, FIN))
-            .after(state_after(flow, proto::TCP, tcp_state::FIN)),
+        fwd("reuse: fin closes it", FIN, Path::Established, 0).after(state_after(
+            flow,
+            proto::TCP,
+            tcp_state::FIN,
+        )),
     );
     rows.push(
         fwd(
             "reuse: syn after backend 0 left picks afresh",
             SYN,
             Path::NewConn,
+            1,
         )
-        .counts(0, Some(1))
         .before(|bed| bed.set_maglev(0, 1))
-        .expect(to_backend(1, SYN))
         .after(move |bed| {
             check_entries(flow, proto::TCP, 1, (NAT_MIN, NAT_MAX))(bed)?;
             ensure!(
@@ -511,36 +499,22 @@ fn claimed(count: u32) -> impl Fn(&mut Testbed) -> Result<()> {
 fn cluster_rows(rows: &mut Vec<Row>) {
     const BCAST: [u8; 6] = [0xff; 6];
     let flow = to_vip(49000, PORT_TCP);
-    let out = move |flags| {
-        move |bed: &Testbed| {
-            Ok(tcp(
-                &translated(bed, &flow, proto::TCP, 0, Some((INT_MAC, BACKEND_MACS[0])))?,
-                flags,
-            ))
-        }
-    };
+    rows.push(tcp_fwd(
+        "lease: syn opens while the lease runs",
+        flow,
+        SYN,
+        Path::NewConn,
+        0,
+    ));
     rows.push(
-        Row::new(
-            "lease: syn opens while the lease runs",
-            Nic::External,
-            tcp(&flow, SYN),
-            Action::Redirect,
-        )
-        .path(Path::NewConn)
-        .counts(0, Some(0))
-        .expect(out(SYN)),
-    );
-    rows.push(
-        Row::new(
+        tcp_fwd(
             "lease: established packets flow after it ran out",
-            Nic::External,
-            tcp(&flow, ACK),
-            Action::Redirect,
+            flow,
+            ACK,
+            Path::Established,
+            0,
         )
-        .path(Path::Established)
-        .counts(0, Some(0))
-        .before(|bed| bed.set_lease(1))
-        .expect(out(ACK)),
+        .before(|bed| bed.set_lease(1)),
     );
     rows.push(drop_row(
         "lease: no new connection after it ran out",
@@ -590,22 +564,13 @@ fn routed_rows(rows: &mut Vec<Row>) {
         src: REMOTE_CLIENT,
         ..to_vip(42000, PORT_TCP)
     };
-    rows.push(
-        Row::new(
-            "tcp syn from a routed client",
-            Nic::External,
-            tcp(&flow, SYN),
-            Action::Redirect,
-        )
-        .path(Path::NewConn)
-        .counts(0, Some(0))
-        .expect(move |bed| {
-            Ok(tcp(
-                &translated(bed, &flow, proto::TCP, 0, Some((INT_MAC, BACKEND_MACS[0])))?,
-                SYN,
-            ))
-        }),
-    );
+    rows.push(tcp_fwd(
+        "tcp syn from a routed client",
+        flow,
+        SYN,
+        Path::NewConn,
+        0,
+    ));
     rows.push(reply_row(
         "tcp reply to a routed client",
         flow,
@@ -865,27 +830,14 @@ fn settings_rows(rows: &mut Vec<Row>) {
         }),
     );
     rows.push(
-        Row::new(
+        tcp_fwd(
             "tcp syn just under the rate limit",
-            Nic::External,
-            tcp(&limited, SYN),
-            Action::Redirect,
+            limited,
+            SYN,
+            Path::NewConn,
+            0,
         )
-        .path(Path::NewConn)
-        .counts(0, Some(0))
         .before(|bed| bed.set_rate_window(4))
-        .expect(move |bed| {
-            Ok(tcp(
-                &translated(
-                    bed,
-                    &limited,
-                    proto::TCP,
-                    0,
-                    Some((INT_MAC, BACKEND_MACS[0])),
-                )?,
-                SYN,
-            ))
-        })
         .after(|bed| {
             bed.set_settings(Settings {
                 nat_port_min: NAT_MIN,
@@ -922,23 +874,14 @@ fn settings_rows(rows: &mut Vec<Row>) {
     const PORT: u16 = 30000;
     let first = to_vip(46000, PORT_TCP);
     let second = to_vip(46001, PORT_TCP);
-    let fwd = move |flow: Flow| {
-        move |bed: &Testbed| {
-            Ok(tcp(
-                &translated(bed, &flow, proto::TCP, 0, Some((INT_MAC, BACKEND_MACS[0])))?,
-                SYN,
-            ))
-        }
-    };
     rows.push(
-        Row::new(
+        tcp_fwd(
             "nat: first connection in a two-port block",
-            Nic::External,
-            tcp(&first, SYN),
-            Action::Redirect,
+            first,
+            SYN,
+            Path::NewConn,
+            0,
         )
-        .path(Path::NewConn)
-        .counts(0, Some(0))
         .before(|bed| {
             bed.set_settings(Settings {
                 nat_port_min: PORT,
@@ -948,19 +891,16 @@ fn settings_rows(rows: &mut Vec<Row>) {
                 ..Settings::default()
             })
         })
-        .expect(fwd(first))
         .after(check_entries(first, proto::TCP, 0, (PORT, PORT + 1))),
     );
     rows.push(
-        Row::new(
+        tcp_fwd(
             "nat: second connection probes to the other port",
-            Nic::External,
-            tcp(&second, SYN),
-            Action::Redirect,
+            second,
+            SYN,
+            Path::NewConn,
+            0,
         )
-        .path(Path::NewConn)
-        .counts(0, Some(0))
-        .expect(fwd(second))
         .after(move |bed| {
             check_entries(second, proto::TCP, 0, (PORT, PORT + 1))(bed)?;
             let (a, b) = (
