@@ -1,5 +1,6 @@
 //! The gateway daemon and CLI as a library, so tests and benchmarks reuse its parts.
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod conntrack;
 pub mod control;
