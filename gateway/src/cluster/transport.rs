@@ -25,6 +25,9 @@
 //!   An incomplete message is dropped after `reassembly_timeout`, which is longer than the
 //!   sender's give-up time, so its sender has already reported it Unreachable by then.
 //! - Every dropped datagram is counted by reason in [`TransportCounters`].
+//! - Trust comes from the key, not the source address: acks go back to the address and socket the
+//!   data came from, and only datagrams that authenticate, name us as receiver and pass the
+//!   sender's replay window are acted on (so a forgery or replay never even draws an ack).
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
@@ -677,6 +680,8 @@ impl Transport {
         let count = usize::from(header.fragment_count);
         let mut complete = None;
         if peer.delivered.check(id).is_err() {
+            // Received before (our ack was lost), or older than the id window: the in-flight
+            // bound means such a message was received or given up long ago. Ack, never deliver.
             self.counters.duplicates += 1;
         } else if count == 1 {
             complete = Some(payload.to_vec());
