@@ -1532,4 +1532,64 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn keys_rotate_without_a_flag_day() {
+        let mut net = Net::new(2, 1, TransportConfig::default());
+        let both = || Keyring::new(2, [(1, KEY), (2, [0x6b; 32])]).unwrap();
+        let peers = |paths| {
+            (0..2)
+                .map(|j| Peer {
+                    id: NodeId(j),
+                    addrs: addrs(j, paths),
+                })
+                .collect::<Vec<_>>()
+        };
+        let config = TransportConfig::default();
+        // Node 0 already signs with the new key 2; node 1 still only knows key 1.
+        net.nodes[0] = Transport::new(
+            NodeId(0),
+            addrs(0, 1),
+            peers(1),
+            both(),
+            config.clone(),
+            2_000,
+        )
+        .unwrap();
+        net.send(0, 1, b"too early".to_vec());
+        net.run(Duration::from_millis(1), |_| Fate::Deliver);
+        assert_eq!(net.counters(1).unknown_key, 1);
+        // Node 1 learns key 2 (still signing with key 1): both directions work.
+        let old_active = Keyring::new(1, [(1, KEY), (2, [0x6b; 32])]).unwrap();
+        net.nodes[1] =
+            Transport::new(NodeId(1), addrs(1, 1), peers(1), old_active, config, 2_000).unwrap();
+        net.run(Duration::from_secs(1), |_| Fate::Deliver);
+        net.send(1, 0, b"old key".to_vec());
+        net.run(Duration::from_secs(1), |_| Fate::Deliver);
+        assert_eq!(net.received(1), vec![(NodeId(0), b"too early".to_vec())]);
+        assert_eq!(net.received(0), vec![(NodeId(1), b"old key".to_vec())]);
+    }
+
+    #[test]
+    fn resends_follow_a_peers_new_address() {
+        let mut net = Net::new(3, 1, TransportConfig::default());
+        // Node 0 believes node 1 lives at node 2's address; the first try goes astray.
+        net.nodes[0].set_peers(vec![Peer {
+            id: NodeId(1),
+            addrs: addrs(2, 1),
+        }]);
+        let id = net.send(0, 1, b"find me".to_vec());
+        net.run(Duration::from_millis(1), |_| Fate::Deliver);
+        assert_eq!(net.counters(2).wrong_receiver, 1);
+        net.nodes[0].set_peers(vec![Peer {
+            id: NodeId(1),
+            addrs: addrs(1, 1),
+        }]);
+        net.run(Duration::from_secs(1), |_| Fate::Deliver);
+        assert_eq!(net.received(1), vec![(NodeId(0), b"find me".to_vec())]);
+        assert_eq!(
+            net.events_of(0),
+            vec![TransportEvent::Delivered { to: NodeId(1), id }]
+        );
+    }
 }
