@@ -304,7 +304,7 @@ impl<'a> Reader<'a> {
         size: usize,
         mut one: impl FnMut(&mut Reader<'a>) -> Result<T, DecodeError>,
     ) -> Result<Vec<T>, DecodeError> {
-        if self.bytes.len() % size != 0 {
+        if !self.bytes.len().is_multiple_of(size) {
             return Err(DecodeError::Invalid("carriage length"));
         }
         let mut out = Vec::with_capacity(self.bytes.len() / size);
