@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod demo;
 mod setup;
+mod sim;
 mod step;
 mod test;
 
@@ -31,6 +32,12 @@ enum Command {
     /// XDP per-packet costs and end-to-end throughput against nftables; writes
     /// target/bench/results.json.
     Bench,
+    /// Replay one seeded scenario of the ring simulator with a trace.
+    Sim {
+        /// The scenario's seed (a failing test prints it).
+        #[arg(long)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +49,7 @@ fn main() -> ExitCode {
         Command::Test => test::run(&mut steps),
         Command::Demo => demo::run(&mut steps),
         Command::Bench => bench::run(&mut steps),
+        Command::Sim { seed } => sim::run(&mut steps, seed),
     });
     steps.summary();
     match result {

@@ -35,6 +35,16 @@ pub fn run(steps: &mut Steps) -> Result<()> {
             "xdp_fixtures",
         ]))
     })?;
+    steps.run("ring simulator: seeded scenarios (release)", || {
+        step::status(&mut step::cargo(&[
+            "test",
+            "--release",
+            "-p",
+            "gateway",
+            "--test",
+            "ring_sim",
+        ]))
+    })?;
     for name in daemon_tests()? {
         steps.run(&format!("daemon tests: {name}"), || {
             step::status(&mut step::cargo(&[
@@ -68,7 +78,7 @@ fn daemon_tests() -> Result<Vec<String>> {
                     .unwrap_or_default()
                     .to_string_lossy()
                     .into_owned();
-                if name != "xdp_fixtures" {
+                if name != "xdp_fixtures" && name != "ring_sim" {
                     names.push(name);
                 }
             }

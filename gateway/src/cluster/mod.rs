@@ -6,5 +6,7 @@ pub mod envelope;
 pub mod keys;
 pub mod message;
 pub mod replay;
+pub mod ring;
+pub mod sim;
 pub mod transport;
 pub mod types;

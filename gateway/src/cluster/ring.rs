@@ -1,0 +1,916 @@
+//! The token ring as a pure state machine: `Node::handle(now, Event) -> Vec<Action>`.
+//!
+//! How DESIGN.md's rules map to the code:
+//! - Token passing with ack: `pass` sends the token and waits for the transport's outcome;
+//!   `Event::Outcome { delivered: false }` removes the destination and passes again to the next
+//!   member (`token_undeliverable`).
+//! - 64-bit sequence, stale tokens dropped: `on_token` drops a token of this node's ring whose
+//!   sequence is not above the highest it has seen. The start sequence comes from the daemon's
+//!   random number (`RingConfig::initial_seq`).
+//! - 911: a member that has not seen the token for `loss_timeout` sends a `Probe` with the
+//!   sequence of the last token it sent and the permission flag set; `on_probe` clears the flag
+//!   at every node that sent a newer token, and only the origin whose flag came back true
+//!   regenerates its last token (`regenerate`). A probe skips unreachable nodes and never
+//!   changes the member list.
+//! - Join: a `Join` (or a 911) from a non-member is a request to join; the receiver queues it
+//!   and adds it to the member list the next time it holds the token, if its ring is the
+//!   better one (more members, then the lower lowest node id), so two rings merge one way.
+//! - Alone mode: a node that hears no token for `startup` after start forms a ring of one,
+//!   owns every VIP and announces them.
+//! - A removed node drops all its VIPs at once: a member that has not held the token for
+//!   `removed_after` concludes it was removed (a live ring passes it every round, a lost token
+//!   is regenerated sooner), applies an empty VIP set and rejoins owning none. A node that
+//!   left for a better ring passes its old ring's token on without itself.
+//! - VIP placement (`place`): only a VIP's owner gives it away, while holding the token, so
+//!   two members never both believe they own it; VIPs of dead, removed or closed nodes go to
+//!   the preferred owner when alive, else to the member with the fewest VIPs (lowest id on
+//!   ties): a deterministic spread. Persistence 3 returns to the preferred owner; 0 is
+//!   balanced by VIP count, one move per token hop.
+//! - Local faults (router witness lost, NIC down): the node releases its VIPs at once and
+//!   stops taking part until healthy, then rejoins.
+//! - Split brain: `VipConflict` (XDP saw another node claim a VIP this node answers for)
+//!   makes the member of the smaller ring (ties: the higher lowest node id) release the VIP at
+//!   once until it next takes a token; within a merged ring placement leaves one owner.
+//! - Config version: carried on every token and join.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use super::{
+    message::{AdminAsk, AdminDone, AdminOp, AdminResult, Join, Message, Probe, Token},
+    types::{NodeId, Persistence, VipEntry},
+};
+
+/// The ring's configuration: the node map, the VIPs and the timers.
+#[derive(Clone, Debug)]
+pub struct RingConfig {
+    /// Every configured node in ring order.
+    pub nodes: Vec<NodeId>,
+    /// Every VIP with its preferred owner and persistence (`owner` is ignored).
+    pub vips: Vec<VipEntry>,
+    /// The configuration's version, carried on the token.
+    pub config_version: u32,
+    /// Start of this node's token sequence (the daemon draws it at random).
+    pub initial_seq: u64,
+    /// How long a holder keeps the token before passing it (pacing of the ring).
+    pub hold: Duration,
+    /// No token seen for this long: send a 911.
+    pub loss_timeout: Duration,
+    /// Not held the token for this long while a member: conclude it was removed.
+    pub removed_after: Duration,
+    /// No token this long after start: run alone.
+    pub startup: Duration,
+    /// How often a node asks configured non-members to join (and non-members ask to join).
+    pub join_interval: Duration,
+    /// A token hop after which a moved VIP may move again for load.
+    pub settle_hops: u32,
+}
+
+impl RingConfig {
+    /// A configuration with the default timers, chosen for VIP failover well under a second
+    /// on a LAN with the transport's defaults.
+    pub fn new(nodes: Vec<NodeId>, vips: Vec<VipEntry>) -> Self {
+        Self {
+            nodes,
+            vips,
+            config_version: 1,
+            initial_seq: 1,
+            hold: Duration::from_millis(5),
+            loss_timeout: Duration::from_millis(120),
+            removed_after: Duration::from_millis(400),
+            startup: Duration::from_millis(300),
+            join_interval: Duration::from_millis(50),
+            settle_hops: 8,
+        }
+    }
+}
+
+/// The timers the ring asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerKind {
+    /// Pass the token on.
+    Pass,
+    /// Check for token loss and removal.
+    Loss,
+    /// Send joins.
+    Join,
+}
+
+/// What a message sent was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// The token.
+    Token,
+    /// A 911.
+    Probe,
+    /// A join.
+    Join,
+}
+
+/// Inputs of the state machine.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A message from a node.
+    Received {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// The transport's verdict on a message this node sent.
+    Outcome {
+        /// Where it went.
+        to: NodeId,
+        /// What it was.
+        what: Sent,
+        /// Acked (true) or given up on (false).
+        delivered: bool,
+    },
+    /// A timer fired.
+    Timer(TimerKind),
+    /// An operator command from this node's CLI, answered by `Action::AdminDone` with `id`.
+    Admin {
+        /// The command's id.
+        id: u64,
+        /// What to do.
+        op: AdminOp,
+    },
+    /// The node cannot serve (witness unreachable, NIC down, XDP gone).
+    LocalFault,
+    /// The node can serve again.
+    LocalHealthy,
+    /// Another node claims a VIP this node answers for, as a member of a ring of
+    /// `rival_ring` members whose lowest id is `rival_low` (from its latest join or token).
+    VipConflict {
+        /// The VIP.
+        vip: Ipv4Addr,
+        /// Members of the rival's ring.
+        rival_ring: usize,
+        /// The lowest node id of the rival's ring.
+        rival_low: NodeId,
+    },
+}
+
+/// Outputs of the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send a message.
+    Send {
+        /// To whom.
+        to: NodeId,
+        /// What.
+        msg: Message,
+    },
+    /// Fire `kind` at `at` (replacing an earlier one of the same kind).
+    SetTimer {
+        /// Which timer.
+        kind: TimerKind,
+        /// When.
+        at: Instant,
+    },
+    /// The VIPs this node answers for from now on (all of them).
+    ApplyVips(BTreeSet<Ipv4Addr>),
+    /// Announce these VIPs with gratuitous ARP (newly taken).
+    Garp(Vec<Ipv4Addr>),
+    /// An operator command finished.
+    AdminDone {
+        /// The command's id.
+        id: u64,
+        /// Its outcome.
+        result: AdminResult,
+    },
+}
+
+/// Where the node stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Membership {
+    /// Started, waiting for a token or for the start-up time to run alone.
+    Starting,
+    /// A member of a ring (possibly alone).
+    Member,
+    /// Not a member (removed, or left after a local fault); asking to join.
+    Outside,
+}
+
+/// A snapshot for status output and the simulator's checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingStatus {
+    /// Where this node stands.
+    pub membership: Membership,
+    /// Members in ring order, as of the last token seen.
+    pub members: Vec<NodeId>,
+    /// The ring's epoch.
+    pub epoch: u64,
+    /// Highest token sequence seen.
+    pub seq: u64,
+    /// The VIP table as of the last token seen.
+    pub vips: Vec<VipEntry>,
+    /// What this node answers for.
+    pub owned: BTreeSet<Ipv4Addr>,
+    /// Whether a local fault keeps the node out.
+    pub faulted: bool,
+}
+
+/// One node's protocol state.
+pub struct Node {
+    config: RingConfig,
+    me: NodeId,
+    membership: Membership,
+    faulted: bool,
+    started: Instant,
+    /// The last token seen (the ring as this node knows it).
+    token: Token,
+    /// Holding the token (waiting for the pass timer).
+    holding: bool,
+    /// The destination of the token in flight, until its outcome.
+    in_flight: Option<NodeId>,
+    last_sent_seq: u64,
+    last_token_at: Instant,
+    last_held_at: Instant,
+    probe_out: bool,
+    joins: BTreeSet<NodeId>,
+    asks: Vec<AdminAsk>,
+    owned: BTreeSet<Ipv4Addr>,
+    /// Token hops since each VIP last moved.
+    settled: BTreeMap<Ipv4Addr, u32>,
+    /// VIPs given up after a conflict, until when: then this node hands them back to
+    /// placement on its next token (the rival ring has merged or the conflict recurs).
+    conceded: BTreeMap<Ipv4Addr, Instant>,
+}
+
+impl Node {
+    /// A node just started: it asks everyone to join and waits for a token.
+    pub fn new(config: RingConfig, me: NodeId, now: Instant) -> (Self, Vec<Action>) {
+        let token = Token {
+            seq: config.initial_seq,
+            epoch: 0,
+            config_version: config.config_version,
+            from: me,
+            to: me,
+            members: vec![me],
+            vips: config
+                .vips
+                .iter()
+                .map(|v| VipEntry { owner: None, ..*v })
+                .collect(),
+            ..Token::default()
+        };
+        let node = Self {
+            last_sent_seq: config.initial_seq,
+            config,
+            me,
+            membership: Membership::Starting,
+            faulted: false,
+            started: now,
+            token,
+            holding: false,
+            in_flight: None,
+            last_token_at: now,
+            last_held_at: now,
+            probe_out: false,
+            joins: BTreeSet::new(),
+            asks: Vec::new(),
+            owned: BTreeSet::new(),
+            settled: BTreeMap::new(),
+            conceded: BTreeMap::new(),
+        };
+        let mut out = vec![Action::ApplyVips(BTreeSet::new())];
+        node.send_joins(&mut out);
+        out.push(node.timer(TimerKind::Join, now + node.config.join_interval));
+        out.push(node.timer(TimerKind::Loss, now + node.config.startup));
+        (node, out)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    /// Status for the CLI and the simulator.
+    pub fn status(&self) -> RingStatus {
+        RingStatus {
+            membership: self.membership,
+            members: self.token.members.clone(),
+            epoch: self.token.epoch,
+            seq: self.token.seq.max(self.last_sent_seq),
+            vips: self.token.vips.clone(),
+            owned: self.owned.clone(),
+            faulted: self.faulted,
+        }
+    }
+
+    /// Feeds one event; returns what to do.
+    pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::Received { msg, .. } if !self.faulted => match msg {
+                Message::Token(t) => self.on_token(now, t, &mut out),
+                Message::Probe(p) => self.on_probe(p, &mut out),
+                Message::Join(j) => self.on_join(j, &mut out),
+            },
+            Event::Received { .. } => {}
+            Event::Outcome {
+                to,
+                what,
+                delivered,
+            } => {
+                if what == Sent::Token && self.in_flight == Some(to) {
+                    self.in_flight = None;
+                    if !delivered {
+                        self.token_undeliverable(now, to, &mut out);
+                    }
+                } else if what == Sent::Probe && !delivered && self.probe_out {
+                    self.skip_probe(to, &mut out);
+                }
+            }
+            Event::Timer(TimerKind::Pass) if self.holding => self.pass(now, &mut out),
+            Event::Timer(TimerKind::Pass) => {}
+            Event::Timer(TimerKind::Loss) => self.on_loss_timer(now, &mut out),
+            Event::Timer(TimerKind::Join) => {
+                if !self.faulted {
+                    self.send_joins(&mut out);
+                }
+                out.push(self.timer(TimerKind::Join, now + self.config.join_interval));
+            }
+            Event::Admin { id, op } => self.asks.push(AdminAsk {
+                id,
+                origin: self.me,
+                op,
+            }),
+            Event::LocalFault => {
+                if !self.faulted {
+                    self.faulted = true;
+                    self.leave(&mut out);
+                }
+            }
+            Event::LocalHealthy => {
+                if self.faulted {
+                    self.faulted = false;
+                    self.last_token_at = now;
+                    self.last_held_at = now;
+                    self.send_joins(&mut out);
+                }
+            }
+            Event::VipConflict {
+                vip,
+                rival_ring,
+                rival_low,
+            } => {
+                let rival = (rival_ring, std::cmp::Reverse(rival_low.0));
+                if self.owned.contains(&vip) && rival > self.ring_rank() {
+                    self.conceded.insert(vip, now + self.removed_after());
+                    self.apply(&mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// A round of the ring: every member holds the token for `hold`, plus a millisecond of
+    /// transit per hop.
+    fn round(&self) -> Duration {
+        (self.config.hold + Duration::from_millis(1)) * self.members().len() as u32
+    }
+
+    /// No token for this long means it is lost (grows with the ring, which it must outlast).
+    fn loss_after(&self) -> Duration {
+        self.config.loss_timeout + self.round()
+    }
+
+    /// Not held the token for this long means this node was removed.
+    fn removed_after(&self) -> Duration {
+        self.config.removed_after + 2 * self.round()
+    }
+
+    fn members(&self) -> &[NodeId] {
+        &self.token.members
+    }
+
+    fn is_member(&self) -> bool {
+        self.membership == Membership::Member
+    }
+
+    fn timer(&self, kind: TimerKind, at: Instant) -> Action {
+        Action::SetTimer { kind, at }
+    }
+
+    /// (members, lowest id) of this node's ring; the larger ring absorbs the smaller.
+    fn ring_rank(&self) -> (usize, std::cmp::Reverse<u8>) {
+        if self.is_member() {
+            let low = self.members().iter().min().map_or(u8::MAX, |n| n.0);
+            (self.members().len(), std::cmp::Reverse(low))
+        } else {
+            (0, std::cmp::Reverse(u8::MAX))
+        }
+    }
+
+    fn send_joins(&self, out: &mut Vec<Action>) {
+        let (size, low) = self.ring_rank();
+        let join = Join {
+            from: self.me,
+            ring_size: size as u8,
+            ring_low: (size > 0).then_some(NodeId(low.0)),
+            config_version: self.config.config_version,
+        };
+        for &n in &self.config.nodes {
+            if n != self.me && !(self.is_member() && self.members().contains(&n)) {
+                out.push(Action::Send {
+                    to: n,
+                    msg: Message::Join(join),
+                });
+            }
+        }
+    }
+
+    fn on_join(&mut self, j: Join, out: &mut Vec<Action>) {
+        if !self.is_member() || self.members().contains(&j.from) {
+            return;
+        }
+        let theirs = (
+            j.ring_size as usize,
+            std::cmp::Reverse(j.ring_low.map_or(u8::MAX, |n| n.0)),
+        );
+        if self.ring_rank() > theirs {
+            self.joins.insert(j.from);
+        } else {
+            // Their ring is the better one: ask them to take this node instead.
+            let (size, low) = self.ring_rank();
+            out.push(Action::Send {
+                to: j.from,
+                msg: Message::Join(Join {
+                    from: self.me,
+                    ring_size: size as u8,
+                    ring_low: Some(NodeId(low.0)),
+                    config_version: self.config.config_version,
+                }),
+            });
+        }
+    }
+
+    fn on_token(&mut self, now: Instant, t: Token, out: &mut Vec<Action>) {
+        let same_ring = self.is_member() && t.epoch == self.token.epoch;
+        if same_ring && t.seq <= self.token.seq.max(self.last_sent_seq) {
+            return; // stale
+        }
+        if !t.members.contains(&self.me) {
+            if same_ring {
+                // This node was removed from its ring.
+                self.leave(out);
+            }
+            return;
+        }
+        if self.is_member() && !same_ring {
+            let theirs = (
+                t.members.len(),
+                std::cmp::Reverse(t.members.iter().min().map_or(u8::MAX, |n| n.0)),
+            );
+            // Equal rings (two views of one merge): the higher epoch wins, everywhere alike.
+            if theirs < self.ring_rank()
+                || (theirs == self.ring_rank() && t.epoch < self.token.epoch)
+            {
+                // A token of a ring this node left, or of a worse ring: pass it on without
+                // this node, so that ring carries on and forgets it.
+                self.forward_without_me(t, out);
+                return;
+            }
+            // A better ring took this node: leave the old one.
+            self.leave(out);
+        }
+        self.membership = Membership::Member;
+        self.token = t;
+        self.holding = true;
+        self.probe_out = false;
+        self.last_token_at = now;
+        self.last_held_at = now;
+        self.apply(out);
+        out.push(self.timer(TimerKind::Pass, now + self.config.hold));
+        out.push(self.timer(TimerKind::Loss, now + self.config.loss_timeout));
+    }
+
+    /// Passes a foreign ring's token to that ring's next member, without this node in it.
+    fn forward_without_me(&mut self, mut t: Token, out: &mut Vec<Action>) {
+        let Some(next) = next_after(&t.members, self.me, &BTreeSet::new()) else {
+            return;
+        };
+        t.members.retain(|&m| m != self.me);
+        for v in t.vips.iter_mut() {
+            if v.owner == Some(self.me) {
+                v.owner = None;
+            }
+        }
+        if next == self.me || t.members.is_empty() {
+            return;
+        }
+        t.seq += 1;
+        t.from = self.me;
+        t.to = next;
+        out.push(Action::Send {
+            to: next,
+            msg: Message::Token(t),
+        });
+    }
+
+    /// Drops every VIP at once and asks to join again.
+    fn leave(&mut self, out: &mut Vec<Action>) {
+        self.membership = Membership::Outside;
+        self.holding = false;
+        self.in_flight = None;
+        self.token.members = vec![self.me];
+        self.token.epoch = 0;
+        self.conceded.clear();
+        if !self.owned.is_empty() {
+            self.owned.clear();
+            out.push(Action::ApplyVips(BTreeSet::new()));
+        }
+        if !self.faulted {
+            self.send_joins(out);
+        }
+    }
+
+    fn on_loss_timer(&mut self, now: Instant, out: &mut Vec<Action>) {
+        out.push(self.timer(TimerKind::Loss, now + self.config.loss_timeout));
+        if self.faulted {
+            return;
+        }
+        match self.membership {
+            Membership::Starting if now >= self.started + self.config.startup => {
+                self.form_alone(now, out);
+            }
+            Membership::Outside if now >= self.last_token_at + self.config.startup => {
+                self.form_alone(now, out);
+            }
+            Membership::Member if self.holding => {}
+            Membership::Member if now >= self.last_held_at + self.removed_after() => {
+                self.leave(out);
+            }
+            // A token this node passed is still with the transport (resending, or about to
+            // report the destination unreachable): not lost yet.
+            Membership::Member if self.in_flight.is_some() => {}
+            Membership::Member if now >= self.last_token_at + self.loss_after() => {
+                self.send_probe(out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Forms a ring of one: owns every VIP.
+    fn form_alone(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.membership = Membership::Member;
+        self.token.members = vec![self.me];
+        self.token.epoch = self.last_sent_seq ^ ((self.me.0 as u64) << 56) | 1;
+        self.token.seq = self.last_sent_seq;
+        self.holding = true;
+        self.last_token_at = now;
+        self.last_held_at = now;
+        out.push(self.timer(TimerKind::Pass, now));
+    }
+
+    fn send_probe(&mut self, out: &mut Vec<Action>) {
+        self.probe_out = true;
+        let probe = Probe {
+            origin: self.me,
+            permit: true,
+            seq: self.last_sent_seq,
+        };
+        self.forward_probe(probe, self.me, out);
+    }
+
+    /// Sends `probe` to the member after `after`, or handles it here when the ring is this
+    /// node alone.
+    fn forward_probe(&mut self, probe: Probe, after: NodeId, out: &mut Vec<Action>) {
+        match next_after(self.members(), after, &BTreeSet::new()) {
+            Some(next) if next != self.me => out.push(Action::Send {
+                to: next,
+                msg: Message::Probe(probe),
+            }),
+            _ if probe.origin == self.me && probe.permit => self.regenerate(out),
+            _ => {}
+        }
+    }
+
+    fn skip_probe(&mut self, unreachable: NodeId, out: &mut Vec<Action>) {
+        let probe = Probe {
+            origin: self.me,
+            permit: true,
+            seq: self.last_sent_seq,
+        };
+        self.forward_probe(probe, unreachable, out);
+    }
+
+    fn on_probe(&mut self, mut p: Probe, out: &mut Vec<Action>) {
+        if !self.is_member() {
+            return;
+        }
+        if !self.members().contains(&p.origin) {
+            // A 911 from a non-member is a request to join.
+            self.joins.insert(p.origin);
+            return;
+        }
+        if p.origin == self.me {
+            self.probe_out = false;
+            if p.permit && !self.holding && self.in_flight.is_none() {
+                self.regenerate(out);
+            }
+            return;
+        }
+        if self.last_sent_seq > p.seq {
+            p.permit = false;
+        }
+        self.forward_probe(p, self.me, out);
+    }
+
+    /// The 911 came back with permission: this node's last token becomes the token again
+    /// (it is passed on at once, with a new sequence).
+    fn regenerate(&mut self, out: &mut Vec<Action>) {
+        self.probe_out = false;
+        self.holding = true;
+        // A new epoch, unique to this node: should the old token turn up after all, every
+        // member prefers this one and passes the old one on without itself until it dies.
+        self.token.epoch = (((self.token.epoch >> 8) + 1) << 8) | u64::from(self.me.0);
+        out.push(Action::SetTimer {
+            kind: TimerKind::Pass,
+            at: self.last_token_at,
+        });
+    }
+
+    fn token_undeliverable(&mut self, now: Instant, to: NodeId, out: &mut Vec<Action>) {
+        self.token.members.retain(|&m| m != to);
+        self.joins.remove(&to);
+        self.holding = true;
+        self.pass(now, out);
+    }
+
+    /// Does this node's work on the token and passes it to the next member.
+    fn pass(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if !self.is_member() {
+            return;
+        }
+        self.holding = false;
+        self.last_held_at = now;
+        self.admit_joins();
+        self.release_conceded(now);
+        self.carry_out_asks(out);
+        self.place();
+        self.token.config_version = self.config.config_version;
+        self.apply(out);
+        let seq = self.token.seq.max(self.last_sent_seq) + 1;
+        self.token.seq = seq;
+        self.last_sent_seq = seq;
+        self.token.from = self.me;
+        let next = next_after(self.members(), self.me, &BTreeSet::new()).unwrap_or(self.me);
+        self.token.to = next;
+        self.last_token_at = now;
+        if next == self.me {
+            self.holding = true;
+            out.push(self.timer(TimerKind::Pass, now + self.config.hold));
+        } else {
+            self.in_flight = Some(next);
+            out.push(Action::Send {
+                to: next,
+                msg: Message::Token(self.token.clone()),
+            });
+        }
+        out.push(self.timer(TimerKind::Loss, now + self.config.loss_timeout));
+    }
+
+    /// Hands VIPs conceded long enough ago back to placement.
+    fn release_conceded(&mut self, now: Instant) {
+        let expired: Vec<Ipv4Addr> = self
+            .conceded
+            .iter()
+            .filter(|(_, &until)| until <= now)
+            .map(|(&vip, _)| vip)
+            .collect();
+        for vip in expired {
+            self.conceded.remove(&vip);
+            for v in self.token.vips.iter_mut() {
+                if v.address == vip && v.owner == Some(self.me) {
+                    v.owner = None;
+                }
+            }
+        }
+    }
+
+    fn admit_joins(&mut self) {
+        if self.joins.is_empty() {
+            return;
+        }
+        let mut members: BTreeSet<NodeId> = self.token.members.iter().copied().collect();
+        members.extend(std::mem::take(&mut self.joins));
+        // Ring order is the configured node order.
+        self.token.members = self
+            .config
+            .nodes
+            .iter()
+            .copied()
+            .filter(|n| members.contains(n))
+            .collect();
+        if self.token.members.len() > 1 && self.token.epoch == 0 {
+            self.token.epoch = self.last_sent_seq | 1;
+        }
+    }
+
+    /// Puts this node's commands on the token, carries out those it can, and takes the
+    /// answers addressed to it.
+    fn carry_out_asks(&mut self, out: &mut Vec<Action>) {
+        self.token.asks.append(&mut self.asks);
+        let mut waiting = Vec::new();
+        for ask in std::mem::take(&mut self.token.asks) {
+            match self.try_ask(ask) {
+                Some(result) => self.token.done.push(AdminDone {
+                    id: ask.id,
+                    origin: ask.origin,
+                    result,
+                }),
+                None => waiting.push(ask),
+            }
+        }
+        self.token.asks = waiting;
+        let me = self.me;
+        let members = self.token.members.clone();
+        self.token.done.retain(|d| {
+            if d.origin == me {
+                out.push(Action::AdminDone {
+                    id: d.id,
+                    result: d.result,
+                });
+                false
+            } else {
+                members.contains(&d.origin)
+            }
+        });
+    }
+
+    /// Carries out `ask` if this node may (`None`: it stays on the token for the owner).
+    fn try_ask(&mut self, ask: AdminAsk) -> Option<AdminResult> {
+        let members = &self.token.members;
+        let index = |vip: Ipv4Addr| self.token.vips.iter().position(|v| v.address == vip);
+        let vip_index = match ask.op {
+            AdminOp::Move(vip, _) | AdminOp::Prefer(vip, _) | AdminOp::Pin(vip, _) => {
+                match index(vip) {
+                    Some(i) => Some(i),
+                    None => return Some(AdminResult::UnknownVip),
+                }
+            }
+            AdminOp::Close(_) | AdminOp::Open(_) => None,
+        };
+        let member = |n: NodeId| members.contains(&n);
+        match (ask.op, vip_index) {
+            (AdminOp::Move(vip, node), Some(i)) => {
+                if !member(node) {
+                    return Some(AdminResult::NotMember);
+                }
+                if self.token.closed.contains(&node) {
+                    return Some(AdminResult::Closed);
+                }
+                let owner = self.token.vips[i].owner;
+                if owner == Some(node) {
+                    return Some(AdminResult::Done);
+                }
+                // Only the owner gives a VIP away (or anyone, when its owner is gone).
+                if owner == Some(self.me) || owner.is_none_or(|o| !member(o)) {
+                    self.token.vips[i].owner = Some(node);
+                    self.settled.insert(vip, 0);
+                    return Some(AdminResult::Done);
+                }
+                None
+            }
+            (AdminOp::Prefer(_, node), Some(i)) => {
+                self.token.vips[i].preferred = Some(node);
+                Some(AdminResult::Done)
+            }
+            (AdminOp::Pin(_, persistence), Some(i)) => {
+                self.token.vips[i].persistence = persistence;
+                Some(AdminResult::Done)
+            }
+            (AdminOp::Close(node), _) => {
+                if !self.token.closed.contains(&node) {
+                    self.token.closed.push(node);
+                }
+                // Done once the node owns nothing (it releases its VIPs when it holds the
+                // token).
+                (!self.token.vips.iter().any(|v| v.owner == Some(node)))
+                    .then_some(AdminResult::Done)
+            }
+            (AdminOp::Open(node), _) => {
+                self.token.closed.retain(|&n| n != node);
+                Some(AdminResult::Done)
+            }
+            _ => None,
+        }
+    }
+
+    /// The placement rules, applied by the holder (see the module doc).
+    fn place(&mut self) {
+        let members: Vec<NodeId> = self.token.members.clone();
+        let closed = self.token.closed.clone();
+        let open = |n: NodeId| members.contains(&n) && !closed.contains(&n);
+        let candidates: Vec<NodeId> = members.iter().copied().filter(|&n| open(n)).collect();
+        for s in self.settled.values_mut() {
+            *s = s.saturating_add(1);
+        }
+        let count =
+            |vips: &[VipEntry], n: NodeId| vips.iter().filter(|v| v.owner == Some(n)).count();
+        // This node gives away what it must: when closed, and persistence-3 VIPs whose
+        // preferred owner is alive.
+        for i in 0..self.token.vips.len() {
+            let v = self.token.vips[i];
+            if v.owner != Some(self.me) {
+                continue;
+            }
+            let target = if !open(self.me) {
+                least_loaded(&self.token.vips, &candidates, count)
+            } else if v.persistence == Persistence::Home {
+                v.preferred.filter(|&p| p != self.me && open(p))
+            } else {
+                None
+            };
+            if let Some(t) = target {
+                self.token.vips[i].owner = Some(t);
+                self.settled.insert(v.address, 0);
+            }
+        }
+        // VIPs whose owner is gone: to the preferred owner if alive, else the least loaded.
+        for i in 0..self.token.vips.len() {
+            let v = self.token.vips[i];
+            if v.owner.is_some_and(open) {
+                continue;
+            }
+            if v.owner
+                .is_some_and(|o| members.contains(&o) && o != self.me)
+            {
+                continue; // a closed member releases its own VIPs
+            }
+            let target = v
+                .preferred
+                .filter(|&p| open(p))
+                .or_else(|| least_loaded(&self.token.vips, &candidates, count));
+            self.token.vips[i].owner = target;
+            self.settled.insert(v.address, 0);
+        }
+        // Load: this node gives one free VIP to the least loaded member when it holds two
+        // more than it.
+        if let Some(least) = least_loaded(&self.token.vips, &candidates, count) {
+            let mine = count(&self.token.vips, self.me);
+            if mine >= count(&self.token.vips, least) + 2 {
+                let movable = self.token.vips.iter().position(|v| {
+                    v.owner == Some(self.me)
+                        && v.persistence == Persistence::Free
+                        && self.settled.get(&v.address).copied().unwrap_or(u32::MAX)
+                            >= self.config.settle_hops
+                });
+                if let Some(i) = movable {
+                    self.token.vips[i].owner = Some(least);
+                    self.settled.insert(self.token.vips[i].address, 0);
+                }
+            }
+        }
+    }
+
+    /// Applies the table's view of what this node owns; announces what it newly takes.
+    fn apply(&mut self, out: &mut Vec<Action>) {
+        let owned: BTreeSet<Ipv4Addr> = if self.is_member() && !self.faulted {
+            self.token
+                .vips
+                .iter()
+                .filter(|v| v.owner == Some(self.me) && !self.conceded.contains_key(&v.address))
+                .map(|v| v.address)
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        if owned != self.owned {
+            let new: Vec<Ipv4Addr> = owned.difference(&self.owned).copied().collect();
+            self.owned = owned.clone();
+            out.push(Action::ApplyVips(owned));
+            if !new.is_empty() {
+                out.push(Action::Garp(new));
+            }
+        }
+    }
+}
+
+/// The member after `after` in ring order, skipping `skip`; `None` when there is none.
+fn next_after(members: &[NodeId], after: NodeId, skip: &BTreeSet<NodeId>) -> Option<NodeId> {
+    let start = members
+        .iter()
+        .position(|&m| m == after)
+        .map_or(0, |i| i + 1);
+    (0..members.len())
+        .map(|k| members[(start + k) % members.len()])
+        .find(|m| !skip.contains(m))
+}
+
+/// The open member owning the fewest VIPs (lowest id on ties).
+fn least_loaded(
+    vips: &[VipEntry],
+    candidates: &[NodeId],
+    count: impl Fn(&[VipEntry], NodeId) -> usize,
+) -> Option<NodeId> {
+    candidates
+        .iter()
+        .copied()
+        .min_by_key(|&n| (count(vips, n), n))
+}

@@ -1,0 +1,710 @@
+//! The deterministic simulator: many nodes (each the real `Node` over the real `Transport`,
+//! real encoding and HMAC) in one process, a virtual clock, and a seeded network that loses,
+//! delays, duplicates and reorders datagrams, partitions and heals, and crashes, pauses and
+//! restarts nodes. Invariants are asserted as it runs; a failure names its seed, and
+//! `cargo xtask sim --seed N` replays it.
+//!
+//! "Answering" for a VIP, as the model's stand-in for XDP answering ARP: a node whose host is
+//! up, whose latest `ApplyVips` holds the VIP, and whose lease is valid. The daemon renews the
+//! lease (`LEASE`) every `LEASE_TICK` while its process runs; a paused process stops renewing,
+//! so its XDP stops answering when the lease runs out (the dead-man switch); a crashed host
+//! answers nothing.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use super::{
+    keys::Keyring,
+    message::Message,
+    ring::{Action, Event, Membership, Node, RingConfig, Sent, TimerKind},
+    transport::{MessageId, Peer, Transport, TransportConfig, TransportEvent},
+    types::{NodeId, Persistence, VipEntry},
+};
+
+/// How often a running daemon renews its lease.
+pub const LEASE_TICK: Duration = Duration::from_millis(20);
+/// How long a lease lasts.
+pub const LEASE: Duration = Duration::from_millis(100);
+/// Longest time two nodes may both answer for one VIP: the split-brain resolution time. A
+/// node that stops (pause, partition) keeps answering until its lease runs out, while the
+/// others remove it after the transport gives up on it; both are bounded well below this.
+pub const RESOLUTION: Duration = Duration::from_millis(1000);
+/// After the last fault, the ring must have converged within this.
+pub const CONVERGENCE: Duration = Duration::from_secs(6);
+
+/// A small, fast, reproducible random number generator (splitmix64).
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// What a scenario does, drawn from its seed.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The seed everything is drawn from.
+    pub seed: u64,
+    /// Configured nodes.
+    pub nodes: usize,
+    /// VIPs.
+    pub vips: usize,
+    /// Datagram loss, percent, while faults run.
+    pub loss: u64,
+    /// Faults (crash, pause, partition) injected during the fault phase.
+    pub faults: usize,
+    /// How long faults are injected.
+    pub fault_phase: Duration,
+}
+
+impl Scenario {
+    /// The scenario of `seed`: mostly 2 to 8 nodes, some up to 16 and a few of 64.
+    pub fn from_seed(seed: u64) -> Self {
+        let mut rng = Rng::new(seed ^ 0x5ce7_a210);
+        let nodes = match rng.below(1000) {
+            0..=1 => 64,
+            2..=99 => 9 + rng.below(8) as usize,
+            _ => 2 + rng.below(7) as usize,
+        };
+        Self {
+            seed,
+            nodes,
+            vips: 1 + rng.below(8) as usize,
+            loss: rng.below(15),
+            faults: rng.below(5) as usize,
+            fault_phase: Duration::from_millis(500 + rng.below(3000)),
+        }
+    }
+}
+
+enum Fault {
+    Crash(usize),
+    Restart(usize),
+    Pause(usize),
+    Resume(usize),
+    /// The cluster links between `side` and the rest are cut. With `isolated`, `side` also
+    /// lost its external NICs (the router and clients are with the rest): those nodes see
+    /// their witness fail. Otherwise both sides still share the external segment, so each
+    /// hears the other's ARP (a cluster-only partition).
+    Partition {
+        side: BTreeSet<usize>,
+        isolated: bool,
+    },
+    Heal,
+}
+
+struct Host {
+    node: Node,
+    transport: Transport,
+    timers: BTreeMap<TimerKind, Instant>,
+    sent: BTreeMap<MessageId, (NodeId, Sent)>,
+    up: bool,
+    paused: bool,
+    lease_until: Instant,
+    next_lease: Instant,
+    owned: BTreeSet<Ipv4Addr>,
+    boots: u64,
+}
+
+struct Datagram {
+    at: Instant,
+    order: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// One simulated cluster.
+pub struct Sim {
+    scenario: Scenario,
+    rng: Rng,
+    start: Instant,
+    now: Instant,
+    /// `None` only while a host is being worked on.
+    hosts: Vec<Option<Host>>,
+    net: Vec<Datagram>,
+    order: u64,
+    partition: Option<(BTreeSet<usize>, bool)>,
+    faults: Vec<(Instant, Fault)>,
+    faults_end: Instant,
+    /// Since when each VIP has had two answering nodes.
+    double_since: BTreeMap<Ipv4Addr, Instant>,
+    vips: Vec<VipEntry>,
+    keys: Keyring,
+    trace: Option<String>,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 9, (i / 250) as u8, (i % 250 + 1) as u8], 7400))
+}
+
+impl Sim {
+    /// Builds the scenario's cluster and fault schedule; `trace` records every step.
+    pub fn new(scenario: Scenario, trace: bool) -> Self {
+        let mut rng = Rng::new(scenario.seed);
+        let start = Instant::now();
+        let vips: Vec<VipEntry> = (0..scenario.vips)
+            .map(|i| VipEntry {
+                address: Ipv4Addr::new(10, 0, 0, 100 + i as u8),
+                owner: None,
+                preferred: (rng.chance(50)).then(|| NodeId(rng.below(scenario.nodes as u64) as u8)),
+                persistence: [Persistence::Free, Persistence::Sticky, Persistence::Home]
+                    [rng.below(3) as usize],
+            })
+            .collect();
+        let keys = Keyring::new(1, [(1, [7u8; 32])]).expect("a valid keyring");
+        let mut sim = Self {
+            faults_end: start + scenario.fault_phase,
+            rng,
+            start,
+            now: start,
+            hosts: Vec::new(),
+            net: Vec::new(),
+            order: 0,
+            partition: None,
+            faults: Vec::new(),
+            double_since: BTreeMap::new(),
+            vips,
+            keys,
+            trace: trace.then(String::new),
+            scenario,
+        };
+        for i in 0..sim.scenario.nodes {
+            let host = sim.boot(i, 1);
+            sim.hosts.push(Some(host));
+        }
+        sim.schedule_faults();
+        sim
+    }
+
+    fn ring_config(&mut self) -> RingConfig {
+        let nodes = (0..self.scenario.nodes).map(|i| NodeId(i as u8)).collect();
+        let mut config = RingConfig::new(nodes, self.vips.clone());
+        config.initial_seq = self.rng.next_u64() >> 8;
+        config
+    }
+
+    fn boot(&mut self, i: usize, boots: u64) -> Host {
+        let peers = (0..self.scenario.nodes)
+            .filter(|&j| j != i)
+            .map(|j| Peer {
+                id: NodeId(j as u8),
+                addrs: vec![addr(j)],
+            })
+            .collect();
+        let transport = Transport::new(
+            NodeId(i as u8),
+            vec![addr(i)],
+            peers,
+            self.keys.clone(),
+            TransportConfig::default(),
+            // Each boot's counters start above the last boot's.
+            boots * 1_000_000,
+        )
+        .expect("a valid transport configuration");
+        let config = self.ring_config();
+        let (node, actions) = Node::new(config, NodeId(i as u8), self.now);
+        let mut host = Host {
+            node,
+            transport,
+            timers: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            up: true,
+            paused: false,
+            lease_until: self.now + LEASE,
+            next_lease: self.now + LEASE_TICK,
+            owned: BTreeSet::new(),
+            boots,
+        };
+        self.perform(&mut host, i, actions);
+        host
+    }
+
+    fn schedule_faults(&mut self) {
+        let n = self.scenario.nodes;
+        let phase = self.scenario.fault_phase.as_millis() as u64;
+        for _ in 0..self.scenario.faults {
+            let at = self.start + Duration::from_millis(self.rng.below(phase));
+            let back = at + Duration::from_millis(100 + self.rng.below(1500));
+            let back = back.min(self.faults_end);
+            let victim = self.rng.below(n as u64) as usize;
+            let (fault, undo) = match self.rng.below(3) {
+                0 => (Fault::Crash(victim), Fault::Restart(victim)),
+                1 => (Fault::Pause(victim), Fault::Resume(victim)),
+                _ => {
+                    let side = (0..n).filter(|_| self.rng.chance(50)).collect();
+                    let isolated = self.rng.chance(50);
+                    (Fault::Partition { side, isolated }, Fault::Heal)
+                }
+            };
+            self.faults.push((at, fault));
+            self.faults.push((back, undo));
+        }
+        self.faults.sort_by_key(|(at, _)| *at);
+    }
+
+    fn log(&mut self, line: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            let ms = self.now.duration_since(self.start).as_millis();
+            let _ = writeln!(trace, "{ms:>6} ms {}", line());
+        }
+    }
+
+    /// The trace so far (empty unless tracing).
+    pub fn trace(&self) -> &str {
+        self.trace.as_deref().unwrap_or("")
+    }
+
+    fn perform(&mut self, host: &mut Host, i: usize, actions: Vec<Action>) {
+        let mut queue = actions;
+        loop {
+            for action in std::mem::take(&mut queue) {
+                match action {
+                    Action::Send { to, msg } => {
+                        if let Message::Token(t) = &msg {
+                            let (seq, epoch, members) = (t.seq, t.epoch, t.members.clone());
+                            self.log(|| format!("node {i} token -> {} seq {seq} epoch {epoch} members {members:?}", to.0));
+                        } else {
+                            self.log(|| format!("node {i} -> {}: {msg:?}", to.0));
+                        }
+                        let what = match msg {
+                            Message::Token(_) => Sent::Token,
+                            Message::Probe(_) => Sent::Probe,
+                            Message::Join(_) => Sent::Join,
+                        };
+                        if let Ok(id) = host.transport.send(self.now, to, msg.encode()) {
+                            host.sent.insert(id, (to, what));
+                        }
+                    }
+                    Action::SetTimer { kind, at } => {
+                        host.timers.insert(kind, at);
+                    }
+                    Action::ApplyVips(vips) => {
+                        self.log(|| format!("node {i} answers for {vips:?}"));
+                        host.owned = vips;
+                    }
+                    Action::Garp(_) | Action::AdminDone { .. } => {}
+                }
+            }
+            while let Some(t) = host.transport.poll_transmit() {
+                self.send_datagram(t.from, t.to, t.bytes);
+            }
+            while let Some(event) = host.transport.poll_event() {
+                let event = match event {
+                    TransportEvent::Received { from, payload } => match Message::decode(&payload) {
+                        Ok(msg) => Event::Received { from, msg },
+                        Err(e) => {
+                            panic!("seed {}: undecodable ring message: {e}", self.scenario.seed)
+                        }
+                    },
+                    TransportEvent::Delivered { id, .. }
+                    | TransportEvent::Unreachable { id, .. } => {
+                        let delivered = matches!(event, TransportEvent::Delivered { .. });
+                        let Some((to, what)) = host.sent.remove(&id) else {
+                            continue;
+                        };
+                        Event::Outcome {
+                            to,
+                            what,
+                            delivered,
+                        }
+                    }
+                };
+                queue.extend(host.node.handle(self.now, event));
+            }
+            if queue.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn send_datagram(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        let during_faults = self.now < self.faults_end;
+        if during_faults && self.rng.chance(self.scenario.loss) {
+            return;
+        }
+        let copies = if during_faults && self.rng.chance(2) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay =
+                Duration::from_micros(100 + self.rng.below(if during_faults { 3000 } else { 400 }));
+            self.order += 1;
+            self.net.push(Datagram {
+                at: self.now + delay,
+                order: self.order,
+                from,
+                to,
+                bytes: bytes.clone(),
+            });
+        }
+    }
+
+    fn host_of(to: SocketAddr) -> Option<usize> {
+        match to {
+            SocketAddr::V4(a) => {
+                let o = a.ip().octets();
+                Some(o[2] as usize * 250 + o[3] as usize - 1)
+            }
+            SocketAddr::V6(_) => None,
+        }
+    }
+
+    /// Whether cluster datagrams between `a` and `b` are cut.
+    fn cut(&self, a: usize, b: usize) -> bool {
+        self.partition
+            .as_ref()
+            .is_some_and(|(side, _)| side.contains(&a) != side.contains(&b))
+    }
+
+    /// Whether `a` and `b` cannot hear each other's ARP.
+    fn l2_cut(&self, a: usize, b: usize) -> bool {
+        self.partition
+            .as_ref()
+            .is_some_and(|(side, isolated)| *isolated && side.contains(&a) != side.contains(&b))
+    }
+
+    /// Tells host `i` (just resumed or restarted) whether it reaches its witness now.
+    fn tell_witness(&mut self, i: usize) {
+        let isolated = self
+            .partition
+            .as_ref()
+            .is_some_and(|(side, isolated)| *isolated && side.contains(&i));
+        self.witness(&BTreeSet::from([i]), !isolated);
+    }
+
+    /// Tells every up host of `side` its witness is lost (`healthy` false) or back.
+    fn witness(&mut self, side: &BTreeSet<usize>, healthy: bool) {
+        for &i in side {
+            if !self.host(i).up || self.host(i).paused {
+                continue;
+            }
+            let event = if healthy {
+                Event::LocalHealthy
+            } else {
+                Event::LocalFault
+            };
+            let mut host = self.take(i);
+            let actions = host.node.handle(self.now, event);
+            self.perform(&mut host, i, actions);
+            self.put(i, host);
+        }
+    }
+
+    /// The next moment anything happens.
+    fn next_time(&self) -> Instant {
+        let mut next = self.now + Duration::from_millis(10);
+        let mut consider = |t: Instant| {
+            if t < next {
+                next = t;
+            }
+        };
+        self.net.iter().for_each(|d| consider(d.at));
+        if let Some((at, _)) = self.faults.first() {
+            consider(*at);
+        }
+        for h in self.hosts.iter().flatten().filter(|h| h.up && !h.paused) {
+            h.timers.values().for_each(|&t| consider(t));
+            if let Some(t) = h.transport.poll_timeout() {
+                consider(t);
+            }
+            consider(h.next_lease);
+        }
+        next.max(self.now)
+    }
+
+    fn step(&mut self) {
+        self.now = self.next_time();
+        while self.faults.first().is_some_and(|(at, _)| *at <= self.now) {
+            let (_, fault) = self.faults.remove(0);
+            self.inject(fault);
+        }
+        // Datagrams due now, in send order.
+        self.net.sort_by_key(|d| (d.at, d.order));
+        let due: Vec<Datagram> = {
+            let split = self.net.partition_point(|d| d.at <= self.now);
+            self.net.drain(..split).collect()
+        };
+        for d in due {
+            let (Some(from), Some(to)) = (Self::host_of(d.from), Self::host_of(d.to)) else {
+                continue;
+            };
+            if to >= self.hosts.len() || self.cut(from, to) {
+                continue;
+            }
+            let mut host = self.take(to);
+            if host.up && !host.paused {
+                host.transport
+                    .handle_datagram(self.now, d.to, d.from, &d.bytes);
+                self.perform(&mut host, to, Vec::new());
+            }
+            self.put(to, host);
+        }
+        for i in 0..self.hosts.len() {
+            let mut host = self.take(i);
+            if host.up && !host.paused {
+                if host.transport.poll_timeout().is_some_and(|t| t <= self.now) {
+                    host.transport.handle_timeout(self.now);
+                    self.perform(&mut host, i, Vec::new());
+                }
+                let due: Vec<TimerKind> = host
+                    .timers
+                    .iter()
+                    .filter(|(_, &at)| at <= self.now)
+                    .map(|(&k, _)| k)
+                    .collect();
+                for kind in due {
+                    host.timers.remove(&kind);
+                    let actions = host.node.handle(self.now, Event::Timer(kind));
+                    self.perform(&mut host, i, actions);
+                }
+                if host.next_lease <= self.now {
+                    host.lease_until = self.now + LEASE;
+                    host.next_lease = self.now + LEASE_TICK;
+                }
+            }
+            self.put(i, host);
+        }
+        self.check_conflicts();
+        self.check_safety();
+    }
+
+    fn take(&mut self, i: usize) -> Host {
+        self.hosts[i].take().expect("host present")
+    }
+
+    fn put(&mut self, i: usize, host: Host) {
+        self.hosts[i] = Some(host);
+    }
+
+    fn host(&self, i: usize) -> &Host {
+        self.hosts[i].as_ref().expect("host present")
+    }
+
+    fn host_mut(&mut self, i: usize) -> &mut Host {
+        self.hosts[i].as_mut().expect("host present")
+    }
+
+    fn inject(&mut self, fault: Fault) {
+        match fault {
+            Fault::Crash(i) if self.host(i).up => {
+                self.log(|| format!("crash node {i}"));
+                let host = self.host_mut(i);
+                host.up = false;
+                host.owned.clear();
+            }
+            Fault::Restart(i) if !self.host(i).up => {
+                self.log(|| format!("restart node {i}"));
+                let boots = self.host(i).boots + 1;
+                let host = self.boot(i, boots);
+                self.put(i, host);
+                self.tell_witness(i);
+            }
+            Fault::Pause(i) if self.host(i).up && !self.host(i).paused => {
+                self.log(|| format!("pause node {i}"));
+                self.host_mut(i).paused = true;
+            }
+            Fault::Resume(i) if self.host(i).paused => {
+                self.log(|| format!("resume node {i}"));
+                self.host_mut(i).paused = false;
+                self.tell_witness(i);
+            }
+            Fault::Partition { side, isolated } => {
+                self.log(|| format!("partition {side:?} isolated {isolated}"));
+                if let Some((old, true)) = self.partition.take() {
+                    self.witness(&old, true);
+                }
+                if isolated {
+                    self.witness(&side, false);
+                }
+                self.partition = Some((side, isolated));
+            }
+            Fault::Heal => {
+                self.log(|| "heal".to_owned());
+                if let Some((side, true)) = self.partition.take() {
+                    self.witness(&side, true);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn answering(&self, vip: Ipv4Addr) -> Vec<usize> {
+        (0..self.hosts.len())
+            .filter(|&i| {
+                let h = self.host(i);
+                h.up && h.owned.contains(&vip) && self.now < h.lease_until
+            })
+            .collect()
+    }
+
+    /// Two nodes answering for one VIP on one L2 segment hear each other's ARP: XDP reports it.
+    fn check_conflicts(&mut self) {
+        for v in self.vips.clone() {
+            let answering = self.answering(v.address);
+            if answering.len() < 2 {
+                continue;
+            }
+            for &i in &answering {
+                let rival = answering
+                    .iter()
+                    .copied()
+                    .find(|&j| j != i && !self.l2_cut(i, j));
+                if let (Some(j), false) = (rival, self.host(i).paused) {
+                    let st = self.host(j).node.status();
+                    let event = Event::VipConflict {
+                        vip: v.address,
+                        rival_ring: if st.membership == Membership::Member {
+                            st.members.len()
+                        } else {
+                            0
+                        },
+                        rival_low: st.members.iter().copied().min().unwrap_or(NodeId(u8::MAX)),
+                    };
+                    let mut host = self.take(i);
+                    let actions = host.node.handle(self.now, event);
+                    self.perform(&mut host, i, actions);
+                    self.put(i, host);
+                }
+            }
+        }
+    }
+
+    fn check_safety(&mut self) {
+        for v in self.vips.clone() {
+            let answering = self.answering(v.address);
+            if answering.len() > 1 {
+                let since = *self.double_since.entry(v.address).or_insert(self.now);
+                assert!(
+                    self.now.duration_since(since) <= RESOLUTION,
+                    "seed {}: nodes {answering:?} both answer for {} for longer than {RESOLUTION:?}\n{}",
+                    self.scenario.seed,
+                    v.address,
+                    self.report()
+                );
+            } else {
+                self.double_since.remove(&v.address);
+            }
+        }
+    }
+
+    /// The cluster's state, for failure messages.
+    pub fn report(&self) -> String {
+        let mut s = format!(
+            "at {} ms, scenario {:?}\n",
+            self.now.duration_since(self.start).as_millis(),
+            self.scenario
+        );
+        for (i, h) in self.hosts.iter().flatten().enumerate() {
+            let st = h.node.status();
+            let _ =
+                writeln!(
+                s,
+                "node {i}: up {} paused {} {:?} members {:?} epoch {} seq {} owns {:?} table {:?}",
+                h.up,
+                h.paused,
+                st.membership,
+                st.members,
+                st.epoch,
+                st.seq,
+                h.owned,
+                st.vips
+                    .iter()
+                    .map(|v| (v.address.octets()[3], v.owner.map(|n| n.0), v.persistence.number()))
+                    .collect::<Vec<_>>()
+            );
+        }
+        s
+    }
+
+    /// Whether the ring has converged: one ring of every live node, every VIP owned by
+    /// exactly one live member, the same table everywhere.
+    fn converged(&self) -> bool {
+        self.divergence().is_none()
+    }
+
+    /// Why the ring has not converged, if it has not.
+    fn divergence(&self) -> Option<String> {
+        let live: Vec<usize> = (0..self.hosts.len())
+            .filter(|&i| self.host(i).up && !self.host(i).paused)
+            .collect();
+        let all: Vec<NodeId> = live.iter().map(|&i| NodeId(i as u8)).collect();
+        let statuses: Vec<_> = live.iter().map(|&i| self.host(i).node.status()).collect();
+        let one_ring = statuses
+            .iter()
+            .all(|s| s.membership == Membership::Member && s.members == all)
+            && statuses.windows(2).all(|w| w[0].epoch == w[1].epoch);
+        let owners_ok = self
+            .vips
+            .iter()
+            .all(|v| self.answering(v.address).len() == 1);
+        let same_table = statuses.windows(2).all(|w| {
+            let owners = |s: &super::ring::RingStatus| {
+                s.vips
+                    .iter()
+                    .map(|v| (v.address, v.owner))
+                    .collect::<Vec<_>>()
+            };
+            owners(&w[0]) == owners(&w[1])
+        });
+        match (one_ring, owners_ok, same_table) {
+            (false, _, _) => Some("not one ring of every live node".into()),
+            (_, false, _) => Some("a VIP without exactly one answering owner".into()),
+            (_, _, false) => Some("members disagree on the VIP table".into()),
+            _ => None,
+        }
+    }
+
+    /// Runs the scenario to its end; panics (with the seed) when an invariant breaks. After the
+    /// last fault the cluster must, within `CONVERGENCE`, reach a state that holds for
+    /// `STABLE` (load moves may run on for a few rounds after the ring forms).
+    pub fn run(&mut self) {
+        const STABLE: Duration = Duration::from_millis(300);
+        let settle_by = self.faults_end.max(self.start + Duration::from_secs(1)) + CONVERGENCE;
+        let mut stable_since: Option<Instant> = None;
+        while self.now < settle_by {
+            self.step();
+            let quiet = self.now >= self.faults_end && self.faults.is_empty();
+            if quiet && self.converged() {
+                let since = *stable_since.get_or_insert(self.now);
+                if self.now.duration_since(since) >= STABLE {
+                    return;
+                }
+            } else {
+                stable_since = None;
+            }
+        }
+        panic!(
+            "seed {}: no stable convergence within {CONVERGENCE:?} after the last fault: {}\n{}",
+            self.scenario.seed,
+            self.divergence().unwrap_or_default(),
+            self.report()
+        );
+    }
+}
