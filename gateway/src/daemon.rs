@@ -79,6 +79,7 @@ impl State {
             &new.socket,
             &new.interfaces,
             &new.vips,
+            &new.cluster,
         ) != (
             &old.name,
             old.nat_ports,
@@ -87,9 +88,10 @@ impl State {
             &old.socket,
             &old.interfaces,
             &old.vips,
+            &old.cluster,
         ) {
             return Err(format!(
-                "{}: [node], [control], [[interface]] and [[vip]] changes need a restart",
+                "{}: [node], [control], [[interface]], [[vip]] and [cluster] changes need a restart",
                 new.path.display()
             ));
         }

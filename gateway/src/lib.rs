@@ -7,6 +7,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod ebpf_object;
+pub mod faults;
 pub mod garp;
 pub mod health;
 pub mod maglev;
