@@ -1,6 +1,7 @@
 //! The gateway daemon and CLI as a library, so tests and benchmarks reuse its parts.
 pub mod batch;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod conntrack;
 pub mod control;

@@ -1,0 +1,9 @@
+//! The cluster: membership ring, VIP ownership and the message transport between nodes.
+//!
+//! Everything here is sans-IO: no sockets, clocks, maps, threads or async. Time comes in as
+//! `now: Instant`, timers go out as deadlines, packets go out as values the daemon sends.
+pub mod envelope;
+pub mod keys;
+pub mod replay;
+pub mod transport;
+pub mod types;
