@@ -192,6 +192,9 @@ fn parse_key(text: &str) -> Result<Key, String> {
         *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
             .map_err(|_| "must be hex digits only".to_string())?;
     }
+    if key.iter().all(|&b| b == 0) {
+        return Err("is all zeros: generate a real key (`openssl rand -hex 32`)".into());
+    }
     Ok(Key(key))
 }
 
@@ -582,6 +585,11 @@ mod tests {
         expect_error(key1, "1 = \"0001\"", "cluster.keys.1");
         expect_error(key1, &key1.replace("000102", "zz0102"), "cluster.keys.1");
         expect_error(key1, &key1.replace("1 =", "x ="), "cluster.keys.x");
+        expect_error(
+            key1,
+            &format!("1 = \"{}\"", "0".repeat(64)),
+            "cluster.keys.1",
+        );
         expect_error("active_key = 1", "active_key = 9", "cluster.active_key");
         expect_error("port = 7400", "port = 0", "cluster.port");
         expect_error("lease = \"500ms\"", "lease = \"0ms\"", "cluster.lease");
