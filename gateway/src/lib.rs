@@ -2,6 +2,7 @@
 pub mod batch;
 pub mod cli;
 pub mod cluster;
+pub mod cluster_link;
 pub mod config;
 pub mod conntrack;
 pub mod control;
