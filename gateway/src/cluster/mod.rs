@@ -4,6 +4,7 @@
 //! `now: Instant`, timers go out as deadlines, packets go out as values the daemon sends.
 pub mod envelope;
 pub mod keys;
+pub mod message;
 pub mod replay;
 pub mod transport;
 pub mod types;

@@ -1,0 +1,691 @@
+//! The ring's messages and their byte encoding: the payload the transport carries
+//! (`transport.rs` adds authentication, replay protection, acks and fragmentation).
+//!
+//! Every message starts with a 4-byte preamble, then the fixed body of its kind, then its
+//! carriages. All integers are big-endian; node ids are one byte; "none" is `0xff`.
+//!
+//! ```text
+//! preamble   0  u8   version (1)
+//!            1  u8   kind: 1 token, 2 probe (911), 3 join
+//!            2  u16  number of carriages that follow the body
+//! token      4  u64  sequence (64-bit, random start, never wraps)
+//!           12  u64  ring epoch (changes when a ring is formed or regenerated)
+//!           20  u32  config version
+//!           24  u8   sender (the node passing the token)
+//!           25  u8   destination
+//!           26  u8   member count m (1..=64)
+//!           27  m x u8  members in ring order
+//! probe      4  u8   origin
+//!            5  u8   permission flag (0 or 1)
+//!            6  u64  the origin's last sent token sequence
+//! join       4  u8   sender
+//!            5  u8   size of the sender's current ring (0 when it is in none)
+//!            6  u8   lowest node id of that ring (0xff when none)
+//!            7  u32  sender's config version
+//! carriage   0  u8   kind
+//!            1  u8   reserved (0)
+//!            2  u16  body length n
+//!            4  n    body
+//! ```
+//!
+//! Carriage bodies (repeated records; a reader skips kinds it does not know, so versions can
+//! coexist on one ring):
+//!
+//! ```text
+//! 1 VIP table     per VIP: u32 address, u8 owner, u8 preferred, u8 persistence (0/1/3), u8 0
+//! 2 loads         per node: u8 node, u8 0, u16 CPU per mille, u32 packets/s, u64 bytes/s
+//! 3 closed nodes  per node: u8 node
+//! 4 admin asks    per ask: u64 id, u8 origin, u8 op, u32 VIP, u8 node, u8 persistence
+//!                 (op: 1 move VIP to node, 2 prefer node for VIP, 3 pin VIP with persistence,
+//!                  4 close node, 5 open node; unused fields 0)
+//! 5 admin done    per answer: u64 id, u8 origin, u8 result (0 done, 1 unknown VIP,
+//!                 2 node not a member, 3 node closed)
+//! ```
+//!
+//! Decoding checks every length before reading and never panics (see the seeded random-input
+//! test); a bad message is an error the caller counts and drops.
+use std::{fmt, net::Ipv4Addr};
+
+use super::types::{NodeId, Persistence, VipEntry, MAX_NODES};
+
+/// The encoding's version.
+pub const VERSION: u8 = 1;
+const NONE: u8 = 0xff;
+const KIND_TOKEN: u8 = 1;
+const KIND_PROBE: u8 = 2;
+const KIND_JOIN: u8 = 3;
+const CARRIAGE_VIPS: u8 = 1;
+const CARRIAGE_LOADS: u8 = 2;
+const CARRIAGE_CLOSED: u8 = 3;
+const CARRIAGE_ASKS: u8 = 4;
+const CARRIAGE_DONE: u8 = 5;
+
+/// A ring message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// The token and its train.
+    Token(Token),
+    /// A 911: the token-loss probe.
+    Probe(Probe),
+    /// A non-member asks to join.
+    Join(Join),
+}
+
+/// The token: the ring's state, passed from member to member.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Token {
+    /// Rises by one at every pass; a lower one than a node has seen is stale.
+    pub seq: u64,
+    /// Which formation of the ring this token belongs to.
+    pub epoch: u64,
+    /// The configuration version the ring runs.
+    pub config_version: u32,
+    /// The member passing it.
+    pub from: NodeId,
+    /// The member it is passed to.
+    pub to: NodeId,
+    /// Members in ring order.
+    pub members: Vec<NodeId>,
+    /// Who owns which VIP.
+    pub vips: Vec<VipEntry>,
+    /// Each member's latest load.
+    pub loads: Vec<Load>,
+    /// Nodes an operator closed: members that own nothing.
+    pub closed: Vec<NodeId>,
+    /// Operator commands waiting to be carried out.
+    pub asks: Vec<AdminAsk>,
+    /// Commands carried out (or refused), travelling back to the node that asked.
+    pub done: Vec<AdminDone>,
+}
+
+/// A 911.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// The node that lost the token and sent the probe.
+    pub origin: NodeId,
+    /// True until a node that sent a newer token than `seq` sees it; false stays false.
+    pub permit: bool,
+    /// The sequence of the last token the origin sent.
+    pub seq: u64,
+}
+
+/// A request to join, with what the sender knows of its own ring (so the better ring absorbs
+/// the other one, never both at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Join {
+    /// The node asking.
+    pub from: NodeId,
+    /// Members of the ring the sender is in (0: none).
+    pub ring_size: u8,
+    /// The lowest node id of that ring.
+    pub ring_low: Option<NodeId>,
+    /// The sender's configuration version.
+    pub config_version: u32,
+}
+
+/// A member's load as it reported it on the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Load {
+    /// The member.
+    pub node: NodeId,
+    /// CPU busy, per mille.
+    pub cpu_permille: u16,
+    /// Packets per second through its data path.
+    pub packets_per_s: u32,
+    /// Bytes per second through its data path.
+    pub bytes_per_s: u64,
+}
+
+/// An operator command, as it travels on the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminAsk {
+    /// Chosen by the origin; answers name it.
+    pub id: u64,
+    /// The node whose CLI asked.
+    pub origin: NodeId,
+    /// What to do.
+    pub op: AdminOp,
+}
+
+/// What an operator asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminOp {
+    /// Give the VIP to the node now.
+    Move(Ipv4Addr, NodeId),
+    /// Make the node the VIP's preferred owner.
+    Prefer(Ipv4Addr, NodeId),
+    /// Set the VIP's persistence.
+    Pin(Ipv4Addr, Persistence),
+    /// The node gives away its VIPs and takes none.
+    Close(NodeId),
+    /// The node may own VIPs again.
+    Open(NodeId),
+}
+
+/// The outcome of an operator command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminDone {
+    /// The command's id.
+    pub id: u64,
+    /// The node whose CLI waits for it.
+    pub origin: NodeId,
+    /// What happened.
+    pub result: AdminResult,
+}
+
+/// Why a command was carried out or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminResult {
+    /// Carried out.
+    Done,
+    /// No such VIP in the cluster.
+    UnknownVip,
+    /// The node is not a live member.
+    NotMember,
+    /// The node is closed and may own nothing.
+    Closed,
+}
+
+impl AdminResult {
+    fn code(self) -> u8 {
+        match self {
+            Self::Done => 0,
+            Self::UnknownVip => 1,
+            Self::NotMember => 2,
+            Self::Closed => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::Done,
+            1 => Self::UnknownVip,
+            2 => Self::NotMember,
+            3 => Self::Closed,
+            _ => return None,
+        })
+    }
+}
+
+/// Why bytes are not a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than its fields say.
+    Truncated,
+    /// A version this node does not speak.
+    Version(u8),
+    /// An unknown message kind.
+    Kind(u8),
+    /// A field out of its range (named).
+    Invalid(&'static str),
+    /// Bytes left after the last carriage.
+    Trailing,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Truncated => write!(f, "message truncated"),
+            Self::Version(v) => write!(f, "unknown message version {v}"),
+            Self::Kind(k) => write!(f, "unknown message kind {k}"),
+            Self::Invalid(what) => write!(f, "invalid {what}"),
+            Self::Trailing => write!(f, "bytes after the last carriage"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Bounds-checked big-endian reads.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.bytes.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn node(&mut self) -> Result<NodeId, DecodeError> {
+        let n = self.u8()?;
+        if (n as usize) < MAX_NODES {
+            Ok(NodeId(n))
+        } else {
+            Err(DecodeError::Invalid("node id"))
+        }
+    }
+
+    fn maybe_node(&mut self) -> Result<Option<NodeId>, DecodeError> {
+        match self.u8()? {
+            NONE => Ok(None),
+            n if (n as usize) < MAX_NODES => Ok(Some(NodeId(n))),
+            _ => Err(DecodeError::Invalid("node id")),
+        }
+    }
+
+    fn addr(&mut self) -> Result<Ipv4Addr, DecodeError> {
+        Ok(Ipv4Addr::from(self.array::<4>()?))
+    }
+
+    fn persistence(&mut self) -> Result<Persistence, DecodeError> {
+        Persistence::from_number(self.u8()?).ok_or(DecodeError::Invalid("persistence"))
+    }
+
+    /// Reads fixed-size records until the slice ends.
+    fn records<T>(
+        mut self,
+        size: usize,
+        mut one: impl FnMut(&mut Reader<'a>) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        if !self.bytes.len().is_multiple_of(size) {
+            return Err(DecodeError::Invalid("carriage length"));
+        }
+        let mut out = Vec::with_capacity(self.bytes.len() / size);
+        while !self.bytes.is_empty() {
+            out.push(one(&mut self)?);
+        }
+        Ok(out)
+    }
+}
+
+fn maybe_node(node: Option<NodeId>) -> u8 {
+    node.map_or(NONE, |n| n.0)
+}
+
+fn carriage(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
+    out.extend_from_slice(&[kind, 0]);
+    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+impl Message {
+    /// The message's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION, 0, 0, 0];
+        match self {
+            Message::Token(t) => {
+                out[1] = KIND_TOKEN;
+                out[2..4].copy_from_slice(&5u16.to_be_bytes());
+                out.extend_from_slice(&t.seq.to_be_bytes());
+                out.extend_from_slice(&t.epoch.to_be_bytes());
+                out.extend_from_slice(&t.config_version.to_be_bytes());
+                out.extend_from_slice(&[t.from.0, t.to.0, t.members.len() as u8]);
+                out.extend(t.members.iter().map(|m| m.0));
+                let mut body = Vec::new();
+                for v in &t.vips {
+                    body.extend_from_slice(&v.address.octets());
+                    body.extend_from_slice(&[
+                        maybe_node(v.owner),
+                        maybe_node(v.preferred),
+                        v.persistence.number(),
+                        0,
+                    ]);
+                }
+                carriage(&mut out, CARRIAGE_VIPS, &body);
+                body.clear();
+                for l in &t.loads {
+                    body.extend_from_slice(&[l.node.0, 0]);
+                    body.extend_from_slice(&l.cpu_permille.to_be_bytes());
+                    body.extend_from_slice(&l.packets_per_s.to_be_bytes());
+                    body.extend_from_slice(&l.bytes_per_s.to_be_bytes());
+                }
+                carriage(&mut out, CARRIAGE_LOADS, &body);
+                body.clear();
+                body.extend(t.closed.iter().map(|n| n.0));
+                carriage(&mut out, CARRIAGE_CLOSED, &body);
+                body.clear();
+                for a in &t.asks {
+                    let (op, vip, node, persistence) = match a.op {
+                        AdminOp::Move(vip, node) => (1, vip, node.0, 0),
+                        AdminOp::Prefer(vip, node) => (2, vip, node.0, 0),
+                        AdminOp::Pin(vip, p) => (3, vip, 0, p.number()),
+                        AdminOp::Close(node) => (4, Ipv4Addr::UNSPECIFIED, node.0, 0),
+                        AdminOp::Open(node) => (5, Ipv4Addr::UNSPECIFIED, node.0, 0),
+                    };
+                    body.extend_from_slice(&a.id.to_be_bytes());
+                    body.extend_from_slice(&[a.origin.0, op]);
+                    body.extend_from_slice(&vip.octets());
+                    body.extend_from_slice(&[node, persistence]);
+                }
+                carriage(&mut out, CARRIAGE_ASKS, &body);
+                body.clear();
+                for d in &t.done {
+                    body.extend_from_slice(&d.id.to_be_bytes());
+                    body.extend_from_slice(&[d.origin.0, d.result.code()]);
+                }
+                carriage(&mut out, CARRIAGE_DONE, &body);
+            }
+            Message::Probe(p) => {
+                out[1] = KIND_PROBE;
+                out.extend_from_slice(&[p.origin.0, u8::from(p.permit)]);
+                out.extend_from_slice(&p.seq.to_be_bytes());
+            }
+            Message::Join(j) => {
+                out[1] = KIND_JOIN;
+                out.extend_from_slice(&[j.from.0, j.ring_size, maybe_node(j.ring_low)]);
+                out.extend_from_slice(&j.config_version.to_be_bytes());
+            }
+        }
+        out
+    }
+
+    /// Parses a message; never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+        let mut r = Reader { bytes };
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let kind = r.u8()?;
+        let carriages = r.u16()?;
+        let message = match kind {
+            KIND_TOKEN => {
+                let mut t = Token {
+                    seq: r.u64()?,
+                    epoch: r.u64()?,
+                    config_version: r.u32()?,
+                    from: r.node()?,
+                    to: r.node()?,
+                    ..Token::default()
+                };
+                let count = r.u8()? as usize;
+                if count == 0 || count > MAX_NODES {
+                    return Err(DecodeError::Invalid("member count"));
+                }
+                for _ in 0..count {
+                    t.members.push(r.node()?);
+                }
+                for _ in 0..carriages {
+                    let kind = r.u8()?;
+                    let _reserved = r.u8()?;
+                    let len = r.u16()? as usize;
+                    let body = Reader {
+                        bytes: r.take(len)?,
+                    };
+                    match kind {
+                        CARRIAGE_VIPS => {
+                            t.vips = body.records(8, |r| {
+                                let entry = VipEntry {
+                                    address: r.addr()?,
+                                    owner: r.maybe_node()?,
+                                    preferred: r.maybe_node()?,
+                                    persistence: r.persistence()?,
+                                };
+                                r.u8()?;
+                                Ok(entry)
+                            })?
+                        }
+                        CARRIAGE_LOADS => {
+                            t.loads = body.records(16, |r| {
+                                let node = r.node()?;
+                                r.u8()?;
+                                Ok(Load {
+                                    node,
+                                    cpu_permille: r.u16()?,
+                                    packets_per_s: r.u32()?,
+                                    bytes_per_s: r.u64()?,
+                                })
+                            })?
+                        }
+                        CARRIAGE_CLOSED => t.closed = body.records(1, Reader::node)?,
+                        CARRIAGE_ASKS => t.asks = body.records(16, read_ask)?,
+                        CARRIAGE_DONE => {
+                            t.done = body.records(10, |r| {
+                                Ok(AdminDone {
+                                    id: r.u64()?,
+                                    origin: r.node()?,
+                                    result: AdminResult::from_code(r.u8()?)
+                                        .ok_or(DecodeError::Invalid("admin result"))?,
+                                })
+                            })?
+                        }
+                        _ => {} // a newer version's carriage: skipped
+                    }
+                }
+                Message::Token(t)
+            }
+            KIND_PROBE => Message::Probe(Probe {
+                origin: r.node()?,
+                permit: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::Invalid("permission flag")),
+                },
+                seq: r.u64()?,
+            }),
+            KIND_JOIN => Message::Join(Join {
+                from: r.node()?,
+                ring_size: r.u8()?,
+                ring_low: r.maybe_node()?,
+                config_version: r.u32()?,
+            }),
+            other => return Err(DecodeError::Kind(other)),
+        };
+        if !r.bytes.is_empty() {
+            return Err(DecodeError::Trailing);
+        }
+        Ok(message)
+    }
+}
+
+fn read_ask(r: &mut Reader<'_>) -> Result<AdminAsk, DecodeError> {
+    let id = r.u64()?;
+    let origin = r.node()?;
+    let op = r.u8()?;
+    let vip = r.addr()?;
+    let node = r.u8()?;
+    let persistence = r.u8()?;
+    let node_id = || {
+        ((node as usize) < MAX_NODES)
+            .then_some(NodeId(node))
+            .ok_or(DecodeError::Invalid("node id"))
+    };
+    let op = match op {
+        1 => AdminOp::Move(vip, node_id()?),
+        2 => AdminOp::Prefer(vip, node_id()?),
+        3 => AdminOp::Pin(
+            vip,
+            Persistence::from_number(persistence).ok_or(DecodeError::Invalid("persistence"))?,
+        ),
+        4 => AdminOp::Close(node_id()?),
+        5 => AdminOp::Open(node_id()?),
+        _ => return Err(DecodeError::Invalid("admin op")),
+    };
+    Ok(AdminAsk { id, origin, op })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> Token {
+        Token {
+            seq: 0x0102_0304_0506_0708,
+            epoch: 9,
+            config_version: 3,
+            from: NodeId(1),
+            to: NodeId(2),
+            members: vec![NodeId(0), NodeId(1), NodeId(2)],
+            vips: vec![
+                VipEntry {
+                    address: Ipv4Addr::new(10, 0, 0, 100),
+                    owner: Some(NodeId(1)),
+                    preferred: Some(NodeId(0)),
+                    persistence: Persistence::Home,
+                },
+                VipEntry {
+                    address: Ipv4Addr::new(10, 0, 0, 101),
+                    owner: None,
+                    preferred: None,
+                    persistence: Persistence::Free,
+                },
+            ],
+            loads: vec![Load {
+                node: NodeId(2),
+                cpu_permille: 250,
+                packets_per_s: 10_000,
+                bytes_per_s: 1 << 33,
+            }],
+            closed: vec![NodeId(5)],
+            asks: vec![
+                AdminAsk {
+                    id: 7,
+                    origin: NodeId(0),
+                    op: AdminOp::Move(Ipv4Addr::new(10, 0, 0, 100), NodeId(2)),
+                },
+                AdminAsk {
+                    id: 8,
+                    origin: NodeId(1),
+                    op: AdminOp::Pin(Ipv4Addr::new(10, 0, 0, 101), Persistence::Sticky),
+                },
+                AdminAsk {
+                    id: 9,
+                    origin: NodeId(1),
+                    op: AdminOp::Close(NodeId(5)),
+                },
+            ],
+            done: vec![AdminDone {
+                id: 6,
+                origin: NodeId(2),
+                result: AdminResult::NotMember,
+            }],
+        }
+    }
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::Token(token()),
+            Message::Probe(Probe {
+                origin: NodeId(3),
+                permit: true,
+                seq: 42,
+            }),
+            Message::Join(Join {
+                from: NodeId(63),
+                ring_size: 0,
+                ring_low: None,
+                config_version: 1,
+            }),
+        ]
+    }
+
+    #[test]
+    fn round_trips() {
+        for m in samples() {
+            assert_eq!(Message::decode(&m.encode()), Ok(m));
+        }
+    }
+
+    #[test]
+    fn token_layout() {
+        let bytes = Message::Token(token()).encode();
+        assert_eq!(&bytes[..4], &[VERSION, KIND_TOKEN, 0, 5]);
+        assert_eq!(&bytes[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&bytes[24..30], &[1, 2, 3, 0, 1, 2]);
+        // The VIP table carriage: kind, reserved, length 16, then 10.0.0.100 owned by 1.
+        assert_eq!(&bytes[30..34], &[CARRIAGE_VIPS, 0, 0, 16]);
+        assert_eq!(&bytes[34..42], &[10, 0, 0, 100, 1, 0, 3, 0]);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for m in samples() {
+            let bytes = m.encode();
+            for cut in 0..bytes.len() {
+                assert!(
+                    Message::decode(&bytes[..cut]).is_err(),
+                    "{m:?} cut at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_carriages_are_skipped() {
+        let mut bytes = Message::Token(token()).encode();
+        bytes[3] += 1; // one more carriage
+        bytes.extend_from_slice(&[200, 0, 0, 3, 1, 2, 3]);
+        assert_eq!(Message::decode(&bytes), Ok(Message::Token(token())));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut bytes = Message::Token(token()).encode();
+        bytes[24] = 64;
+        assert_eq!(
+            Message::decode(&bytes),
+            Err(DecodeError::Invalid("node id"))
+        );
+        let mut bytes = Message::Token(token()).encode();
+        bytes[40] = 2;
+        assert_eq!(
+            Message::decode(&bytes),
+            Err(DecodeError::Invalid("persistence"))
+        );
+        assert_eq!(Message::decode(&[2, 1, 0, 0]), Err(DecodeError::Version(2)));
+        assert_eq!(Message::decode(&[1, 9, 0, 0]), Err(DecodeError::Kind(9)));
+        let mut bytes = Message::Join(Join {
+            from: NodeId(1),
+            ring_size: 2,
+            ring_low: Some(NodeId(0)),
+            config_version: 1,
+        })
+        .encode();
+        bytes.push(0);
+        assert_eq!(Message::decode(&bytes), Err(DecodeError::Trailing));
+    }
+
+    /// A deterministic stream of random and mutated inputs never panics the decoder.
+    #[test]
+    fn random_inputs_never_panic() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let valid = Message::Token(token()).encode();
+        for i in 0..20_000 {
+            let bytes: Vec<u8> = if i % 2 == 0 {
+                let len = (next() % 96) as usize;
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                let mut b = valid.clone();
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() as usize) % b.len();
+                    b[at] = next() as u8;
+                }
+                b
+            };
+            let _ = Message::decode(&bytes);
+        }
+    }
+}
