@@ -272,7 +272,9 @@ fn render_cluster(c: &Value) -> String {
                 },
                 text(&load["bytes_per_s"]),
                 text(&load["packets_per_s"]),
-                text(&load["cpu_percent"]),
+                load["cpu_permille"]
+                    .as_f64()
+                    .map_or("-".to_string(), |p| format!("{:.1}", p / 10.0)),
             ]
         })
         .collect();
@@ -349,7 +351,7 @@ mod tests {
             "cluster": {"node": "gw1", "node_id": 0, "state": "member",
                 "members": [{"id": 0, "name": "gw1", "load": null},
                             {"id": 1, "name": "gw2", "load": {"bytes_per_s": 10,
-                             "packets_per_s": 2, "cpu_percent": 5}}],
+                             "packets_per_s": 2, "cpu_permille": 55}}],
                 "token": {"seq": 77, "round_ms": 2.25}, "config_version": 1,
                 "vips": [{"address": "10.0.0.100", "owner": "gw2", "preferred": null,
                           "persistence": 0}],

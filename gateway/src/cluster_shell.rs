@@ -15,10 +15,10 @@ use tracing::{info, warn};
 
 use crate::{
     cluster::{
-        message::Message,
-        ring::{Action, AdminCommand, Event, Node, RingConfig, TimerKind},
+        message::{AdminOp, Message},
+        ring::{Action, Event, Node, RingConfig, TimerKind},
         transport::TransportEvent,
-        types::NodeId,
+        types::{NodeId, VipEntry},
     },
     cluster_host::Host,
     cluster_link::Link,
@@ -42,18 +42,19 @@ pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
     let defaults = RingConfig::default();
     let t = &cluster.timers;
     RingConfig {
-        nodes: cluster.nodes.len() as u8,
+        nodes: cluster.nodes.len(),
         vips: config
             .vips
             .iter()
-            .map(|v| crate::cluster::types::VipConfig {
-                vip: v.address,
+            .map(|v| VipEntry {
+                address: v.address,
+                owner: None,
                 preferred: v
                     .preferred
                     .as_deref()
                     .and_then(|p| cluster.node_index(p))
                     .map(|i| NodeId(i as u8)),
-                persistence: v.persistence.number(),
+                persistence: v.persistence,
             })
             .collect(),
         token_hold: t.token_hold.unwrap_or(defaults.token_hold),
@@ -63,8 +64,8 @@ pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
     }
 }
 
-/// The ring's admin command for a CLI request, node names resolved.
-fn admin_command(cluster: &Cluster, admin: &Admin) -> Result<AdminCommand, String> {
+/// The ring's operator command for a CLI request, node names resolved.
+fn admin_op(cluster: &Cluster, admin: &Admin) -> Result<AdminOp, String> {
     let node = |name: &str| {
         cluster
             .node_index(name)
@@ -72,24 +73,15 @@ fn admin_command(cluster: &Cluster, admin: &Admin) -> Result<AdminCommand, Strin
             .ok_or_else(|| format!("no node named `{name}` in [[cluster.node]]"))
     };
     Ok(match admin {
-        Admin::MoveVip { vip, node: n } => AdminCommand::MoveVip {
-            vip: *vip,
-            to: node(n)?,
-        },
-        Admin::PreferVip { vip, node: n } => AdminCommand::PreferVip {
-            vip: *vip,
-            node: node(n)?,
-        },
-        Admin::PinVip { vip, persistence } => {
-            let p = Persistence::from_number(*persistence)
-                .ok_or_else(|| format!("persistence {persistence}: use 0, 1 or 3"))?;
-            AdminCommand::PinVip {
-                vip: *vip,
-                persistence: p.number(),
-            }
-        }
-        Admin::CloseNode { node: n } => AdminCommand::CloseNode(node(n)?),
-        Admin::OpenNode { node: n } => AdminCommand::OpenNode(node(n)?),
+        Admin::MoveVip { vip, node: n } => AdminOp::Move(*vip, node(n)?),
+        Admin::PreferVip { vip, node: n } => AdminOp::Prefer(*vip, node(n)?),
+        Admin::PinVip { vip, persistence } => AdminOp::Pin(
+            *vip,
+            Persistence::from_number(*persistence)
+                .ok_or_else(|| format!("persistence {persistence}: use 0, 1 or 3"))?,
+        ),
+        Admin::CloseNode { node: n } => AdminOp::Close(node(n)?),
+        Admin::OpenNode { node: n } => AdminOp::Open(node(n)?),
     })
 }
 
@@ -229,8 +221,8 @@ impl Shell {
     }
 
     fn admin(&mut self, now: Instant, request: Admin, answer: Answer) {
-        let cmd = match admin_command(&self.cluster, &request) {
-            Ok(cmd) => cmd,
+        let op = match admin_op(&self.cluster, &request) {
+            Ok(op) => op,
             Err(e) => {
                 let _ = answer.send(Err(e));
                 return;
@@ -238,7 +230,7 @@ impl Shell {
         };
         let id = self.pending.add(now, answer);
         info!(id, ?request, "admin command");
-        let actions = self.node.handle(now, Event::Admin { id, cmd });
+        let actions = self.node.handle(now, Event::Admin { id, op });
         self.perform(now, actions);
     }
 
@@ -318,8 +310,8 @@ impl Shell {
                     name: name(*id),
                     load: status.loads.get(id).map(|l| LoadView {
                         bytes_per_s: l.bytes_per_s,
-                        packets_per_s: l.packets_per_s,
-                        cpu_percent: l.cpu_percent.into(),
+                        packets_per_s: l.packets_per_s.into(),
+                        cpu_permille: l.cpu_permille,
                     }),
                 })
                 .collect(),
@@ -332,10 +324,10 @@ impl Shell {
                 .vips
                 .iter()
                 .map(|v| VipView {
-                    address: v.vip.to_string(),
+                    address: v.address.to_string(),
                     owner: v.owner.map(name),
                     preferred: v.preferred.map(name),
-                    persistence: v.persistence,
+                    persistence: v.persistence.number(),
                 })
                 .collect(),
             closed: status.closed.iter().map(|id| name(*id)).collect(),

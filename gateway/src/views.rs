@@ -57,8 +57,8 @@ pub struct LoadView {
     pub bytes_per_s: u64,
     /// Packets per second.
     pub packets_per_s: u64,
-    /// CPU use in percent.
-    pub cpu_percent: u32,
+    /// CPU busy, per mille.
+    pub cpu_permille: u16,
 }
 
 /// The token as last seen on this node.

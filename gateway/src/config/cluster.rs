@@ -11,6 +11,8 @@ use std::{
 use gateway_common::MAX_NODES;
 use serde::Deserialize;
 
+pub use crate::cluster::types::Persistence;
+
 use super::{parse_port_range, Locator, S};
 
 /// Default UDP port of the cluster protocol.
@@ -24,39 +26,6 @@ pub struct Key(pub [u8; 32]);
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Key(<redacted>)")
-    }
-}
-
-/// Where a VIP goes when the ring places it (DESIGN.md, "VIP placement").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Persistence {
-    /// 0: free to move for load balancing.
-    #[default]
-    Free,
-    /// 1: stays with its current owner while that node lives.
-    Sticky,
-    /// 3: returns to its preferred owner whenever that node is alive.
-    Preferred,
-}
-
-impl Persistence {
-    /// From the number used in the file and the CLI (0, 1 or 3).
-    pub fn from_number(n: u8) -> Option<Self> {
-        match n {
-            0 => Some(Self::Free),
-            1 => Some(Self::Sticky),
-            3 => Some(Self::Preferred),
-            _ => None,
-        }
-    }
-
-    /// The number used in the file, the CLI and the JSON views.
-    pub fn number(self) -> u8 {
-        match self {
-            Self::Free => 0,
-            Self::Sticky => 1,
-            Self::Preferred => 3,
-        }
     }
 }
 
@@ -462,7 +431,7 @@ pub(super) fn vip_placement(
 ) -> Result<(Option<String>, Persistence), super::ConfigError> {
     let given_persistence = persistence;
     let persistence = match persistence {
-        None => Persistence::default(),
+        None => Persistence::Free,
         Some(p) => Persistence::from_number(*p.get_ref()).ok_or_else(|| {
             loc.err(
                 p,
@@ -489,7 +458,7 @@ pub(super) fn vip_placement(
         }
         (Some(p), Some(_)) => Some(p.get_ref().clone()),
     };
-    if persistence == Persistence::Preferred && preferred.is_none() {
+    if persistence == Persistence::Home && preferred.is_none() {
         let at = given_persistence.expect("given");
         return Err(loc.err(
             at,
@@ -532,7 +501,7 @@ mod tests {
         assert_eq!(cluster.timers.token_loss, Some(Duration::from_millis(150)));
         assert_eq!(cluster.timers.tries, Some(4));
         assert_eq!(c.vips[0].preferred.as_deref(), Some("gw1"));
-        assert_eq!(c.vips[0].persistence, Persistence::Preferred);
+        assert_eq!(c.vips[0].persistence, Persistence::Home);
         assert_eq!(c.vips[1].persistence, Persistence::Sticky);
         assert_eq!(c.vips[2].persistence, Persistence::Free);
     }
