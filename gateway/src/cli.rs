@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::control::{Request, Response};
+use crate::control::{Admin, Request, Response};
 
 /// Why a command failed, mapped to the documented exit codes.
 #[derive(Debug)]
@@ -133,6 +133,10 @@ pub fn render(request: &Request, v: &Value) -> String {
                 &["VIP", "INTERFACE", "OWNED"],
                 &rows(&v["vips"], &["address", "interface", "owned"]),
             );
+            if !v["cluster"].is_null() {
+                out += "\n";
+                out += &render_cluster(&v["cluster"]);
+            }
             out
         }
         Request::Services => {
@@ -188,6 +192,14 @@ pub fn render(request: &Request, v: &Value) -> String {
                 out += &table(&[&group.to_uppercase(), "PACKETS"], &body);
                 out += "\n";
             }
+            if let Some(cluster) = v["cluster"].as_object() {
+                let body: Vec<Vec<String>> = cluster
+                    .iter()
+                    .map(|(k, n)| vec![k.clone(), text(n)])
+                    .collect();
+                out += &table(&["CLUSTER MESSAGES", "COUNT"], &body);
+                out += "\n";
+            }
             for group in ["services", "backends"] {
                 let body: Vec<Vec<String>> = v[group]
                     .as_object()
@@ -201,9 +213,113 @@ pub fn render(request: &Request, v: &Value) -> String {
             out
         }
         Request::Reload => "reloaded\n".into(),
+        Request::Admin(admin) => match admin {
+            Admin::MoveVip { vip, node } => format!("{vip} moved to {node}\n"),
+            Admin::PreferVip { vip, node } => format!("{vip} prefers {node}\n"),
+            Admin::PinVip { vip, persistence } => format!("{vip} has persistence {persistence}\n"),
+            Admin::CloseNode { node } => format!("{node} closed\n"),
+            Admin::OpenNode { node } => format!("{node} open\n"),
+        },
         Request::Stop { .. } => "stopping\n".into(),
     }
 }
+
+/// The cluster part of `status`: this node, the ring in order with loads, the VIP owners, and
+/// what the protocol dropped.
+fn render_cluster(c: &Value) -> String {
+    let faults: Vec<String> = c["faults"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    let round = c["token"]["round_ms"]
+        .as_f64()
+        .map_or("-".to_string(), |ms| format!("{ms:.1}ms"));
+    let mut out = format!(
+        "cluster: {} (id {}) {}  token seq {}  round {}  config v{}  faults: {}\n",
+        text(&c["node"]),
+        c["node_id"],
+        text(&c["state"]),
+        c["token"]["seq"],
+        round,
+        c["config_version"],
+        if faults.is_empty() {
+            "none".to_string()
+        } else {
+            faults.join(", ")
+        }
+    );
+    let closed: Vec<&str> = c["closed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let members: Vec<Vec<String>> = c["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let name = text(&m["name"]);
+            let load = &m["load"];
+            vec![
+                text(&m["id"]),
+                if closed.contains(&name.as_str()) {
+                    format!("{name} (closed)")
+                } else {
+                    name
+                },
+                text(&load["bytes_per_s"]),
+                text(&load["packets_per_s"]),
+                load["cpu_permille"]
+                    .as_f64()
+                    .map_or("-".to_string(), |p| format!("{:.1}", p / 10.0)),
+            ]
+        })
+        .collect();
+    out += &table(&["ID", "MEMBER", "BYTES/S", "PKTS/S", "CPU%"], &members);
+    out += "\n";
+    out += &table(
+        &["VIP", "OWNER", "PREFERRED", "PERSISTENCE"],
+        &rows(
+            &c["vips"],
+            &["address", "owner", "preferred", "persistence"],
+        ),
+    );
+    let t = &c["transport"];
+    let dropped: Vec<String> = t
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, n)| !DELIVERY_COUNTERS.contains(&k.as_str()) && n.as_u64() > Some(0))
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    out += &format!(
+        "messages: sent {} resent {} acked {} received {}  dropped: {}\n",
+        t["sent"],
+        t["resent"],
+        t["acked"],
+        t["received"],
+        if dropped.is_empty() {
+            "none".to_string()
+        } else {
+            dropped.join(", ")
+        }
+    );
+    out
+}
+
+/// Transport counters that count work done rather than datagrams dropped.
+const DELIVERY_COUNTERS: [&str; 7] = [
+    "sent",
+    "resent",
+    "acks_sent",
+    "acked",
+    "delivered",
+    "unreachable",
+    "received",
+];
 
 #[cfg(test)]
 mod tests {
@@ -226,6 +342,32 @@ mod tests {
         assert!(out.contains("10.0.0.100:80/tcp"));
         assert!(out.contains("10.1.0.11:8080"));
         assert!(out.contains("down"));
+    }
+
+    #[test]
+    fn renders_the_cluster() {
+        let v = json!({"node": "gw1", "uptime_s": 3, "xdp_mode": "native", "adopted": false,
+            "interfaces": [], "vips": [], "services": 0, "connections": 0,
+            "cluster": {"node": "gw1", "node_id": 0, "state": "member",
+                "members": [{"id": 0, "name": "gw1", "load": null},
+                            {"id": 1, "name": "gw2", "load": {"bytes_per_s": 10,
+                             "packets_per_s": 2, "cpu_permille": 55}}],
+                "token": {"seq": 77, "round_ms": 2.25}, "config_version": 1,
+                "vips": [{"address": "10.0.0.100", "owner": "gw2", "preferred": null,
+                          "persistence": 0}],
+                "closed": ["gw2"], "faults": ["witness 10.0.0.1 unreachable"],
+                "transport": {"sent": 5, "resent": 1, "acked": 4, "received": 6,
+                              "bad_auth": 2, "replayed": 0},
+                "undecodable": 0}});
+        let out = render(&Request::Status, &v);
+        assert!(out.contains("token seq 77  round 2.2ms"), "{out}");
+        assert!(out.contains("gw2 (closed)"), "{out}");
+        assert!(out.contains("10.0.0.100  gw2"), "{out}");
+        assert!(
+            out.contains("faults: witness 10.0.0.1 unreachable"),
+            "{out}"
+        );
+        assert!(out.contains("dropped: bad_auth 2\n"), "{out}");
     }
 
     #[test]

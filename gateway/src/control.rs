@@ -2,6 +2,7 @@
 //! response line per connection. The daemon binds it only once the data path is ready.
 use std::{
     fs,
+    net::Ipv4Addr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
@@ -36,6 +37,46 @@ pub enum Request {
     Stop {
         /// Leave XDP attached and the maps pinned.
         keep_datapath: bool,
+    },
+    /// Change the cluster; answered once the ring has carried it out.
+    Admin(Admin),
+}
+
+/// A cluster change asked for by an operator. The daemon answers only once the change was seen
+/// on the token (or with the reason it was not), so a script can rely on the exit code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Admin {
+    /// Give `vip` to `node` now.
+    MoveVip {
+        /// The VIP.
+        vip: Ipv4Addr,
+        /// Name of the node that takes it.
+        node: String,
+    },
+    /// Make `node` the preferred owner of `vip` (where persistence 3 returns it).
+    PreferVip {
+        /// The VIP.
+        vip: Ipv4Addr,
+        /// Name of the preferred node.
+        node: String,
+    },
+    /// Set how `vip` is placed: 0 free, 1 sticky, 3 back to its preferred node.
+    PinVip {
+        /// The VIP.
+        vip: Ipv4Addr,
+        /// 0, 1 or 3.
+        persistence: u8,
+    },
+    /// Take every VIP away from `node` and give it none until opened.
+    CloseNode {
+        /// The node's name.
+        node: String,
+    },
+    /// Let a closed `node` own VIPs again.
+    OpenNode {
+        /// The node's name.
+        node: String,
     },
 }
 
@@ -78,6 +119,8 @@ pub enum Command {
         /// Leave XDP attached and pinned.
         keep_datapath: bool,
     },
+    /// A cluster change; the answer comes once the ring carried it out or gave up.
+    Admin(Admin, oneshot::Sender<Result<(), String>>),
 }
 
 /// The bound socket; removes its file when dropped.
@@ -184,6 +227,15 @@ async fn answer(
                 .map_err(gone)?;
             Ok(Value::Null)
         }
+        Request::Admin(admin) => {
+            let (tx, rx) = oneshot::channel();
+            commands
+                .send(Command::Admin(admin, tx))
+                .await
+                .map_err(gone)?;
+            rx.await.map_err(gone)??;
+            Ok(Value::Null)
+        }
     }
 }
 
@@ -207,6 +259,22 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Request::Status).unwrap(),
             r#"{"cmd":"status"}"#
+        );
+        let r: Request = serde_json::from_str(
+            r#"{"cmd":"admin","op":"move_vip","vip":"10.0.0.100","node":"gw2"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Request::Admin(Admin::MoveVip {
+                vip: Ipv4Addr::new(10, 0, 0, 100),
+                node: "gw2".into()
+            })
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Admin(Admin::CloseNode { node: "gw3".into() }))
+                .unwrap(),
+            r#"{"cmd":"admin","op":"close_node","node":"gw3"}"#
         );
         let bad: Response = Err("nope".to_string()).into();
         assert_eq!(

@@ -42,6 +42,8 @@ pub struct State {
     pub started: Instant,
     /// Whether it took over a pinned data path.
     pub adopted: bool,
+    /// The cluster as the shell last saw it; `None` while alone or before the first update.
+    pub cluster: Option<crate::views::ClusterView>,
 }
 
 /// The state behind a lock, shared by the tasks.
@@ -79,6 +81,7 @@ impl State {
             &new.socket,
             &new.interfaces,
             &new.vips,
+            &new.cluster,
         ) != (
             &old.name,
             old.nat_ports,
@@ -87,9 +90,10 @@ impl State {
             &old.socket,
             &old.interfaces,
             &old.vips,
+            &old.cluster,
         ) {
             return Err(format!(
-                "{}: [node], [control], [[interface]] and [[vip]] changes need a restart",
+                "{}: [node], [control], [[interface]], [[vip]] and [cluster] changes need a restart",
                 new.path.display()
             ));
         }
@@ -149,6 +153,9 @@ fn reload(shared: &Shared, checks: &mut JoinSet<()>) -> Result<(), String> {
 /// Runs the daemon until a signal or a `stop` command.
 pub async fn run(config_path: &Path) -> Result<()> {
     let config = config::load(config_path)?;
+    if config.cluster.is_some() {
+        anyhow::bail!("[cluster] needs the ring protocol, which this build does not have yet");
+    }
     datapath::check_root()?;
     if let Some((lo, hi)) = config::ephemeral_ports() {
         if config.nat_ports.0 <= hi && lo <= config.nat_ports.1 {
@@ -205,6 +212,7 @@ async fn serve(
         healthy: HashMap::new(),
         started: Instant::now(),
         adopted: dp.adopted,
+        cluster: None,
     }));
     let mut background = JoinSet::new();
     background.spawn(garp::announce(config.arp, garp_targets));
@@ -244,6 +252,11 @@ async fn serve(
                         error!("reload refused: {e}");
                     }
                     let _ = answer.send(result);
+                }
+                Some(Command::Admin(_, answer)) => {
+                    let _ = answer.send(Err(
+                        "this node runs alone: the config has no [cluster] section".into(),
+                    ));
                 }
                 Some(Command::Stop { keep_datapath }) => {
                     info!(keep_datapath, "stop requested");

@@ -2,12 +2,16 @@
 pub mod batch;
 pub mod cli;
 pub mod cluster;
+pub mod cluster_host;
+pub mod cluster_link;
 pub mod config;
 pub mod conntrack;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod deadlines;
 pub mod ebpf_object;
+pub mod faults;
 pub mod garp;
 pub mod health;
 pub mod maglev;

@@ -1,8 +1,15 @@
 //! `gateway`: the daemon (`gateway daemon --config FILE`) and its control commands.
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
-use gateway::{cli, config::DEFAULT_SOCKET, control::Request, views::ConnFilter};
+use std::net::Ipv4Addr;
+
+use clap::{builder::TypedValueParser, Parser, Subcommand};
+use gateway::{
+    cli,
+    config::DEFAULT_SOCKET,
+    control::{Admin, Request},
+    views::ConnFilter,
+};
 
 #[derive(Parser)]
 #[command(version, about = "XDP load-balancing gateway")]
@@ -66,6 +73,38 @@ enum Cmd {
         #[arg(long)]
         keep_datapath: bool,
     },
+    /// Move, prefer or pin a VIP (returns once the cluster has done it).
+    Vip {
+        #[command(subcommand)]
+        command: VipCmd,
+    },
+    /// Close a node (it owns no VIP) or open it again (returns once the cluster has done it).
+    Node {
+        #[command(subcommand)]
+        command: NodeCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum VipCmd {
+    /// Give VIP to NODE now.
+    Move { vip: Ipv4Addr, node: String },
+    /// Make NODE the preferred owner of VIP.
+    Prefer { vip: Ipv4Addr, node: String },
+    /// Set the placement of VIP: 0 free, 1 sticky to its owner, 3 back to its preferred node.
+    Pin {
+        vip: Ipv4Addr,
+        #[arg(long, default_value_t = 1, value_parser = clap::builder::PossibleValuesParser::new(["0", "1", "3"]).map(|s| s.parse::<u8>().expect("listed values are numbers")))]
+        persistence: u8,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Take every VIP away from NODE; it owns none until opened.
+    Close { node: String },
+    /// Let NODE own VIPs again.
+    Open { node: String },
 }
 
 fn main() -> ExitCode {
@@ -92,6 +131,21 @@ fn main() -> ExitCode {
         Cmd::Stats { json } => (Request::Stats, json),
         Cmd::Reload => (Request::Reload, false),
         Cmd::Stop { keep_datapath } => (Request::Stop { keep_datapath }, false),
+        Cmd::Vip { command } => (
+            Request::Admin(match command {
+                VipCmd::Move { vip, node } => Admin::MoveVip { vip, node },
+                VipCmd::Prefer { vip, node } => Admin::PreferVip { vip, node },
+                VipCmd::Pin { vip, persistence } => Admin::PinVip { vip, persistence },
+            }),
+            false,
+        ),
+        Cmd::Node { command } => (
+            Request::Admin(match command {
+                NodeCmd::Close { node } => Admin::CloseNode { node },
+                NodeCmd::Open { node } => Admin::OpenNode { node },
+            }),
+            false,
+        ),
     };
     match cli::call(&args.socket, &request) {
         Ok(data) if json => {

@@ -30,7 +30,8 @@ fn traffic(c: Counter) -> Value {
     json!({"packets": c.packets, "bytes": c.bytes})
 }
 
-/// The `stats` JSON: counters by action, path and reason, per service and per backend.
+/// The `stats` JSON: counters by action, path and reason, per service and per backend, and
+/// the cluster protocol's messages (sent, resent, dropped by reason; `null` when alone).
 pub fn view(state: &State) -> Value {
     let maps = &state.maps;
     let mut services = Map::new();
@@ -55,5 +56,10 @@ pub fn view(state: &State) -> Value {
         "reasons": named(&maps.reasons, Reason::ALL.iter().map(|r| (*r as u32, r.name()))),
         "services": services,
         "backends": backends,
+        "cluster": state.cluster.as_ref().map(|c| {
+            let mut counters = json!(c.transport);
+            counters["undecodable"] = json!(c.undecodable);
+            counters
+        }),
     })
 }

@@ -17,7 +17,7 @@ use gateway_common::{
 };
 
 use crate::{
-    config::{Config, Role, Service},
+    config::{Cluster, Config, Role, Service},
     maglev,
     netlink::Nic,
 };
@@ -97,7 +97,9 @@ impl Maps {
         })
     }
 
-    /// Writes the NICs and VIPs (this node runs alone, so it owns every VIP).
+    /// Writes the NICs and VIPs. Without a cluster this node owns every VIP and its lease never
+    /// runs out; in a cluster it starts owning none, and the ring's VIP table and the shell's
+    /// lease renewals take over from there.
     pub fn write_nics_and_vips(&mut self, config: &Config, nics: &[Nic]) -> Result<()> {
         let stale: Vec<u32> = self.ifaces.keys().filter_map(Result::ok).collect();
         for k in stale
@@ -135,15 +137,87 @@ impl Maps {
                 .find(|n| n.name == vip.interface)
                 .map_or(0, |n| n.ifindex);
             let value = common::Vip {
-                flags: vip_flags::OWNED,
+                flags: if config.cluster.is_none() {
+                    vip_flags::OWNED
+                } else {
+                    0
+                },
                 ifindex,
             };
             self.vips
                 .insert(u32::from(vip.address).to_be(), value, 0)
                 .context("writing VIPS")?;
         }
-        // Alone, nobody could take the VIPs over, so the dead-man switch never trips.
-        self.renew_lease(u64::MAX)
+        match &config.cluster {
+            // Alone, nobody could take the VIPs over, so the dead-man switch never trips.
+            None => self.renew_lease(u64::MAX),
+            Some(cluster) => self.write_peers(cluster),
+        }
+    }
+
+    /// Sets which VIPs this node owns (answers ARP for and serves); every other configured VIP
+    /// is cleared, so XDP drops ARP for it and nothing else of this node answers.
+    pub fn set_owned(&mut self, owned: &HashSet<Ipv4Addr>) -> Result<()> {
+        let entries: Vec<(u32, common::Vip)> = self.vips.iter().filter_map(Result::ok).collect();
+        for (key, mut vip) in entries {
+            let flags = if owned.contains(&Ipv4Addr::from(u32::from_be(key))) {
+                vip.flags | vip_flags::OWNED
+            } else {
+                vip.flags & !vip_flags::OWNED
+            };
+            if flags != vip.flags {
+                vip.flags = flags;
+                self.vips.insert(key, vip, 0).context("writing VIPS")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The VIPs this node owns according to the map (what XDP acts on).
+    pub fn owned(&self) -> HashSet<Ipv4Addr> {
+        self.vips
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.flags & vip_flags::OWNED != 0)
+            .map(|(k, _)| Ipv4Addr::from(u32::from_be(k)))
+            .collect()
+    }
+
+    /// Writes every node's primary addresses into `PEERS`, so XDP accepts cluster-protocol
+    /// datagrams only from configured nodes; addresses no longer configured are removed.
+    pub fn write_peers(&mut self, cluster: &Cluster) -> Result<()> {
+        let wanted: HashMap<u32, u32> = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| {
+                n.addresses
+                    .iter()
+                    .map(move |a| (u32::from(*a).to_be(), i as u32))
+            })
+            .collect();
+        let stale: Vec<u32> = self.peers.keys().filter_map(Result::ok).collect();
+        for k in stale.iter().filter(|k| !wanted.contains_key(k)) {
+            self.peers.remove(k)?;
+        }
+        for (addr, index) in wanted {
+            self.peers.insert(addr, index, 0).context("writing PEERS")?;
+        }
+        Ok(())
+    }
+
+    /// Reads and clears the ARP claims XDP recorded: other stations announcing or answering
+    /// for a VIP this node owns (split brain), as (VIP, claim).
+    pub fn take_claims(&mut self) -> Vec<(Ipv4Addr, ArpClaim)> {
+        let claims: Vec<(u32, ArpClaim)> = self.arp_claims.iter().filter_map(Result::ok).collect();
+        for (key, _) in &claims {
+            // Gone already when XDP's LRU evicted it meanwhile: nothing to clear.
+            let _ = self.arp_claims.remove(key);
+        }
+        claims
+            .into_iter()
+            .map(|(k, c)| (Ipv4Addr::from(u32::from_be(k)), c))
+            .collect()
     }
 
     /// Sets the dead-man switch: XDP answers ARP for owned VIPs and opens connections on them
@@ -166,6 +240,7 @@ impl Maps {
             nat_port_min: config.nat_ports.0,
             nat_port_max: config.nat_ports.1,
             new_conns_per_cpu: config.limits.new_connections_per_second.div_ceil(cpus),
+            cluster_port: config.cluster.as_ref().map_or(0, |c| c.port),
             ..Settings::default()
         };
         self.settings
@@ -324,6 +399,67 @@ mod tests {
             .collect();
         m.write_service(&config, 0, web, &all_down).unwrap();
         assert_eq!(m.table_size(web), 0);
+    }
+
+    #[test]
+    fn cluster_ownership_peers_claims_and_port() {
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(maps::CONNS, 1024)
+            .map_max_entries(maps::REPLIES, 1024)
+            .load(crate::ebpf_object::BYTES)
+            .expect("loading the XDP object (needs root)");
+        let mut m = Maps::take(&mut ebpf).unwrap();
+        let config = config::parse(
+            std::path::Path::new("cluster.toml"),
+            include_str!("../examples/cluster.toml"),
+        )
+        .unwrap();
+        let nics: Vec<Nic> = ["ext0", "int0"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Nic {
+                name: name.to_string(),
+                ifindex: 100 + i as u32,
+                mac: [2, 0, 0, 0, 0, i as u8],
+                address: None,
+            })
+            .collect();
+        m.write_nics_and_vips(&config, &nics).unwrap();
+        assert!(m.owned().is_empty(), "a cluster node starts owning nothing");
+        assert_eq!(m.lease.get(&0, 0).unwrap(), 0, "and with no lease");
+        let vip = |i: usize| config.vips[i].address;
+        m.set_owned(&HashSet::from([vip(0), vip(2)])).unwrap();
+        assert_eq!(m.owned(), HashSet::from([vip(0), vip(2)]));
+        let entry = m.vips.get(&u32::from(vip(2)).to_be(), 0).unwrap();
+        assert_eq!(entry.ifindex, 101, "ownership keeps the VIP's NIC");
+        m.set_owned(&HashSet::from([vip(1)])).unwrap();
+        assert_eq!(m.owned(), HashSet::from([vip(1)]));
+
+        let peer = |a: [u8; 4]| m.peers.get(&u32::from(Ipv4Addr::from(a)).to_be(), 0).ok();
+        assert_eq!(peer([10, 0, 0, 3]), Some(1));
+        assert_eq!(peer([10, 1, 0, 4]), Some(2));
+        assert_eq!(peer([10, 0, 0, 9]), None);
+        let mut smaller = config.cluster.clone().unwrap();
+        smaller.nodes.pop();
+        m.write_peers(&smaller).unwrap();
+        let peer = |a: [u8; 4]| m.peers.get(&u32::from(Ipv4Addr::from(a)).to_be(), 0).ok();
+        assert_eq!(peer([10, 1, 0, 4]), None, "a removed node's addresses go");
+        assert_eq!(peer([10, 1, 0, 3]), Some(1));
+
+        let claim = ArpClaim {
+            mac: [2, 9, 9, 9, 9, 9],
+            ifindex: 100,
+            count: 2,
+            ..ArpClaim::default()
+        };
+        m.arp_claims
+            .insert(u32::from(vip(1)).to_be(), claim, 0)
+            .unwrap();
+        assert_eq!(m.take_claims(), [(vip(1), claim)]);
+        assert_eq!(m.take_claims(), [], "claims are cleared once read");
+
+        m.write_services(&config, &HashMap::new()).unwrap();
+        assert_eq!(m.settings.get(&0, 0).unwrap().cluster_port, 7400);
     }
 
     /// Every live service's active half holds only that service's backends.

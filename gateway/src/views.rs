@@ -5,7 +5,83 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::{conntrack, daemon::State, netlink::mac_string, stats};
+use crate::{
+    cluster::transport::TransportCounters, conntrack, daemon::State, netlink::mac_string, stats,
+};
+
+/// The cluster as this node sees it: `status --json` key `cluster`. Built by the cluster shell
+/// from the ring's status in the daemon's own terms (node names, not ids), so the documented
+/// shape does not follow every change inside the protocol.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ClusterView {
+    /// This node's name.
+    pub node: String,
+    /// Its node id (index in the node map).
+    pub node_id: u8,
+    /// Its membership: `alone`, `member` or `removed` (as the ring reports it).
+    pub state: String,
+    /// The members in ring order.
+    pub members: Vec<MemberView>,
+    /// The token as last seen here.
+    pub token: TokenView,
+    /// The configuration version carried on the token.
+    pub config_version: u64,
+    /// The VIP table: every VIP, its owner and placement.
+    pub vips: Vec<VipView>,
+    /// Nodes closed by an operator (they own no VIP).
+    pub closed: Vec<String>,
+    /// What the local fault monitor reports now (empty = healthy).
+    pub faults: Vec<String>,
+    /// The reliable message layer's counters, drops by reason included.
+    pub transport: TransportCounters,
+    /// Authenticated ring payloads that did not decode (another protocol version).
+    pub undecodable: u64,
+}
+
+/// One member of the ring.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Node id.
+    pub id: u8,
+    /// Node name.
+    pub name: String,
+    /// Its load as carried on the token (bytes/s, packets/s, CPU), when known.
+    #[serde(default)]
+    pub load: Option<LoadView>,
+}
+
+/// A member's load as carried on the token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadView {
+    /// Bytes per second through its NICs.
+    pub bytes_per_s: u64,
+    /// Packets per second.
+    pub packets_per_s: u64,
+    /// CPU busy, per mille.
+    pub cpu_permille: u16,
+}
+
+/// The token as last seen on this node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Its 64-bit sequence number (one token in the ring = one rising sequence).
+    pub seq: u64,
+    /// The latest time of one round of the ring, in milliseconds.
+    pub round_ms: Option<f64>,
+}
+
+/// One row of the VIP table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VipView {
+    /// The VIP.
+    pub address: String,
+    /// Name of its owner; `None` while nobody owns it.
+    pub owner: Option<String>,
+    /// Name of its preferred owner.
+    pub preferred: Option<String>,
+    /// 0 free, 1 sticky, 3 back to the preferred owner.
+    pub persistence: u8,
+}
 
 /// Filters of `conns`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,10 +108,14 @@ pub fn status(state: &State) -> Value {
                    "mac": mac_string(&n.mac), "address": n.address.map(|a| a.to_string())})
         })
         .collect();
+    let owned = state.maps.owned();
     let vips: Vec<Value> = c
         .vips
         .iter()
-        .map(|v| json!({"address": v.address.to_string(), "interface": v.interface, "owned": true}))
+        .map(|v| {
+            json!({"address": v.address.to_string(), "interface": v.interface,
+                   "owned": owned.contains(&v.address)})
+        })
         .collect();
     json!({
         "node": c.name,
@@ -46,6 +126,7 @@ pub fn status(state: &State) -> Value {
         "vips": vips,
         "services": c.services.len(),
         "connections": state.maps.conns.keys().filter(Result::is_ok).count(),
+        "cluster": state.cluster,
     })
 }
 

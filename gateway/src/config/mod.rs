@@ -1,5 +1,9 @@
 //! The configuration file: parsed with serde + toml, then checked as a whole, so a bad file is
 //! rejected with its file, line and field before anything is changed.
+mod cluster;
+
+pub use cluster::{Cluster, ClusterNode, Key, Monitor, Persistence, Timers, DEFAULT_PORT};
+
 use std::{
     collections::HashSet,
     fmt,
@@ -182,6 +186,10 @@ pub struct Vip {
     pub address: Ipv4Addr,
     /// Name of the NIC (one of `interfaces`).
     pub interface: String,
+    /// The cluster node it starts on and, with persistence 3, returns to.
+    pub preferred: Option<String>,
+    /// How the ring places it.
+    pub persistence: Persistence,
 }
 
 /// Idle timeouts of connection entries.
@@ -242,6 +250,8 @@ pub struct Config {
     pub limits: Limits,
     /// Gratuitous ARP.
     pub arp: Arp,
+    /// The cluster; `None` runs alone, owning every VIP with a lease that never runs out.
+    pub cluster: Option<Cluster>,
 }
 
 /// Default path of the control socket, shared by daemon and CLI.
@@ -267,6 +277,8 @@ struct RawFile {
     limits: Option<RawLimits>,
     #[serde(default)]
     arp: Option<RawArp>,
+    #[serde(default)]
+    cluster: Option<S<cluster::RawCluster>>,
 }
 
 #[derive(Deserialize)]
@@ -297,6 +309,8 @@ struct RawInterface {
 struct RawVip {
     address: S<Ipv4Addr>,
     interface: S<String>,
+    preferred: Option<S<String>>,
+    persistence: Option<S<u8>>,
 }
 
 #[derive(Deserialize)]
@@ -464,7 +478,7 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     Some(key.trim().to_string())
 }
 
-fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+pub(crate) fn parse_port_range(text: &str) -> Option<(u16, u16)> {
     let (a, b) = text.split_once('-')?;
     let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
     (a > 0 && a <= b).then_some((a, b))
@@ -525,6 +539,19 @@ fn check(loc: &Locator, raw: RawFile) -> Result<Config, ConfigError> {
         });
     }
 
+    let cluster = match &raw.cluster {
+        None => None,
+        Some(c) => Some(cluster::check(
+            loc,
+            c,
+            &cluster::Context {
+                me: &name,
+                nat_ports,
+                interfaces: interfaces.len(),
+            },
+        )?),
+    };
+
     if raw.vip.len() > MAX_VIPS as usize {
         return Err(loc.err(
             &raw.vip[MAX_VIPS as usize].address,
@@ -552,9 +579,18 @@ fn check(loc: &Locator, raw: RawFile) -> Result<Config, ConfigError> {
                 format!("duplicate VIP {}", vip.address.get_ref()),
             ));
         }
+        let (preferred, persistence) = cluster::vip_placement(
+            loc,
+            vip.preferred.as_ref(),
+            vip.persistence.as_ref(),
+            cluster.as_ref(),
+            i,
+        )?;
         vips.push(Vip {
             address: *vip.address.get_ref(),
             interface: vip.interface.get_ref().clone(),
+            preferred,
+            persistence,
         });
     }
 
@@ -639,6 +675,7 @@ fn check(loc: &Locator, raw: RawFile) -> Result<Config, ConfigError> {
         timeouts,
         limits,
         arp,
+        cluster,
     })
 }
 
@@ -785,9 +822,9 @@ fn check_health(loc: &Locator, s: &RawService, i: usize) -> Result<Health, Confi
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../examples/gateway.toml");
+    const EXAMPLE: &str = include_str!("../../examples/gateway.toml");
 
-    fn parse_text(text: &str) -> Result<Config, ConfigError> {
+    pub(super) fn parse_text(text: &str) -> Result<Config, ConfigError> {
         parse(Path::new("test.toml"), text)
     }
 
@@ -814,9 +851,14 @@ mod tests {
 
     /// Replaces the first `from` in the example and expects an error on `line` naming `field`.
     fn expect_error(from: &str, to: &str, field: &str) {
-        assert!(EXAMPLE.contains(from), "example lacks {from}");
-        let text = EXAMPLE.replacen(from, to, 1);
-        let line = EXAMPLE[..EXAMPLE.find(from).unwrap()].matches('\n').count() + 1;
+        expect_error_in(EXAMPLE, from, to, field);
+    }
+
+    /// Replaces the first `from` in `base` and expects an error on its line naming `field`.
+    pub(super) fn expect_error_in(base: &str, from: &str, to: &str, field: &str) {
+        assert!(base.contains(from), "example lacks {from}");
+        let text = base.replacen(from, to, 1);
+        let line = base[..base.find(from).unwrap()].matches('\n').count() + 1;
         let e = parse_text(&text).unwrap_err();
         assert_eq!(e.file, PathBuf::from("test.toml"));
         assert_eq!(e.line, line, "{e}");

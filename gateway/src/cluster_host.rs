@@ -1,0 +1,105 @@
+//! What the ring's decisions do to this host, and what the host tells the ring: VIP ownership
+//! written into the XDP maps, gratuitous ARP bursts for VIPs taken, the dead-man lease renewed,
+//! and XDP's ARP claims (another station answering for a VIP we own) read back.
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+    time::Duration,
+};
+
+use gateway_common::ArpClaim;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::{conntrack::monotonic_ns, daemon::Shared, garp, netlink::Nic};
+
+/// The host side of the cluster.
+pub struct Host {
+    shared: Shared,
+    lease: Duration,
+    /// Where each VIP is announced: (ifindex, MAC of the VIP's NIC).
+    garp_targets: HashMap<Ipv4Addr, (u32, [u8; 6])>,
+    garps: JoinSet<()>,
+}
+
+impl Host {
+    /// The host of `shared`'s config, whose VIPs live on `nics`.
+    pub fn new(shared: Shared, nics: &[Nic]) -> Self {
+        let state = shared.lock().unwrap();
+        let garp_targets = state
+            .config
+            .vips
+            .iter()
+            .filter_map(|v| {
+                let nic = nics.iter().find(|n| n.name == v.interface)?;
+                Some((v.address, (nic.ifindex, nic.mac)))
+            })
+            .collect();
+        let lease = state
+            .config
+            .cluster
+            .as_ref()
+            .map_or(Duration::MAX, |c| c.lease);
+        drop(state);
+        Self {
+            shared,
+            lease,
+            garp_targets,
+            garps: JoinSet::new(),
+        }
+    }
+
+    /// How often the lease is renewed and claims are read: five times per lease, at least
+    /// every 50 ms, so a claim is seen well within the split-brain resolution time.
+    pub fn tick(&self) -> Duration {
+        (self.lease / 5).min(Duration::from_millis(50))
+    }
+
+    /// Makes XDP answer for exactly `owned` (the ring's VIP table for this node).
+    pub fn apply_vips(&self, owned: &HashSet<Ipv4Addr>) {
+        let mut state = self.shared.lock().unwrap();
+        let before = state.maps.owned();
+        if let Err(e) = state.maps.set_owned(owned) {
+            warn!("writing VIP ownership: {e:#}");
+            return;
+        }
+        let mut taken: Vec<_> = owned.difference(&before).collect();
+        let mut dropped: Vec<_> = before.difference(owned).collect();
+        if !taken.is_empty() || !dropped.is_empty() {
+            taken.sort();
+            dropped.sort();
+            info!(?taken, ?dropped, "VIP ownership changed");
+        }
+    }
+
+    /// Announces `vips` with a gratuitous ARP burst now and a second one later (`[arp]`).
+    pub fn garp(&mut self, vips: &[Ipv4Addr]) {
+        let arp = self.shared.lock().unwrap().config.arp;
+        let targets: Vec<_> = vips
+            .iter()
+            .filter_map(|v| self.garp_targets.get(v).map(|(i, m)| (*i, *m, *v)))
+            .collect();
+        self.garps.spawn(garp::announce(arp, targets));
+        // Finished announcements are reaped here, so the set does not grow.
+        while self.garps.try_join_next().is_some() {}
+    }
+
+    /// Moves the dead-man switch forward: XDP keeps answering for our VIPs for one lease.
+    pub fn renew_lease(&self) {
+        let until = monotonic_ns().saturating_add(self.lease.as_nanos() as u64);
+        if let Err(e) = self.shared.lock().unwrap().maps.renew_lease(until) {
+            warn!("renewing the lease: {e:#}");
+        }
+    }
+
+    /// XDP's ARP claims since the last call: another station announcing or answering for a VIP
+    /// this node owns.
+    pub fn take_claims(&self) -> Vec<(Ipv4Addr, ArpClaim)> {
+        let claims = self.shared.lock().unwrap().maps.take_claims();
+        for (vip, claim) in &claims {
+            warn!(%vip, mac = %crate::netlink::mac_string(&claim.mac), count = claim.count,
+                  "another station claims a VIP this node owns");
+        }
+        claims
+    }
+}

@@ -1,0 +1,300 @@
+//! The cluster link: the sans-IO transport (`cluster::transport::Transport`) on real UDP sockets,
+//! one bound to each of this node's primary addresses. It reads datagrams into the transport,
+//! writes the transport's datagrams out of the socket of the address it chose, and sets the
+//! transport up from the `[cluster]` section (keys, peers' addresses, timers, a boot counter
+//! that rises across restarts). The cluster shell drives it together with the ring.
+use std::{
+    collections::HashMap,
+    net::{SocketAddr, SocketAddrV4},
+    sync::Arc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{anyhow, Context, Result};
+use tokio::{net::UdpSocket, sync::mpsc, task::JoinSet};
+use tracing::{debug, warn};
+
+use crate::{
+    cluster::{
+        keys::Keyring,
+        transport::{
+            MessageId, Peer, SendError, Transport, TransportConfig, TransportCounters,
+            TransportEvent,
+        },
+        types::NodeId,
+    },
+    config::Cluster,
+};
+
+/// Largest datagram read from a cluster socket.
+const MAX_DATAGRAM: usize = 65_536;
+
+/// Datagrams queued between the socket readers and the transport.
+const QUEUE: usize = 1024;
+
+/// A datagram read from one of our sockets.
+struct Datagram {
+    local: SocketAddr,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// The transport on this node's sockets.
+pub struct Link {
+    transport: Transport,
+    sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    datagrams: mpsc::Receiver<Datagram>,
+    readers: JoinSet<()>,
+}
+
+/// Every node's socket addresses (primary address and cluster port), by node id.
+pub fn addresses(cluster: &Cluster) -> Vec<Vec<SocketAddr>> {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.addresses
+                .iter()
+                .map(|a| SocketAddr::V4(SocketAddrV4::new(*a, cluster.port)))
+                .collect()
+        })
+        .collect()
+}
+
+/// The transport's settings: LAN-tuned defaults with the `[cluster.timers]` overrides.
+pub fn transport_config(cluster: &Cluster) -> TransportConfig {
+    let defaults = TransportConfig::default();
+    let t = &cluster.timers;
+    TransportConfig {
+        initial_rto: t.resend.unwrap_or(defaults.initial_rto),
+        // The cap keeps its ratio to the first timeout, so a slower LAN setting stays valid.
+        max_rto: t
+            .resend
+            .map_or(defaults.max_rto, |r| defaults.max_rto.max(r * 2)),
+        max_tries: t.tries.unwrap_or(defaults.max_tries),
+        ..defaults
+    }
+}
+
+impl Link {
+    /// Builds the transport for this node and binds a socket on each of its primary addresses.
+    pub async fn open(cluster: &Cluster) -> Result<Self> {
+        let all = addresses(cluster);
+        let mine = all[cluster.me].clone();
+        let keys = Keyring::new(
+            cluster.active_key,
+            cluster.keys.iter().map(|(id, k)| (*id, k.0)),
+        )
+        .map_err(|e| anyhow!("[cluster.keys]: {e}"))?;
+        let peers = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != cluster.me)
+            .map(|(i, addrs)| Peer {
+                id: NodeId(i as u8),
+                addrs: addrs.clone(),
+            })
+            .collect();
+        // Unix milliseconds rise across restarts, so peers never see our counters go back.
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let transport = Transport::new(
+            NodeId(cluster.me as u8),
+            mine.clone(),
+            peers,
+            keys,
+            transport_config(cluster),
+            boot,
+        )
+        .map_err(|e| anyhow!("[cluster.timers]: {e}"))?;
+        let (tx, datagrams) = mpsc::channel(QUEUE);
+        let mut sockets = HashMap::new();
+        let mut readers = JoinSet::new();
+        for addr in mine {
+            let socket = Arc::new(UdpSocket::bind(addr).await.with_context(|| {
+                format!("binding the cluster socket {addr} (is it this node's primary address?)")
+            })?);
+            sockets.insert(addr, socket.clone());
+            readers.spawn(read(addr, socket, tx.clone()));
+        }
+        Ok(Self {
+            transport,
+            sockets,
+            datagrams,
+            readers,
+        })
+    }
+
+    /// Waits for datagrams and hands them (all that are queued) to the transport. Cancel-safe,
+    /// so it can race timers in a `select!`.
+    pub async fn receive(&mut self) {
+        let Some(first) = self.datagrams.recv().await else {
+            // Every reader ended: nothing will ever arrive.
+            return std::future::pending().await;
+        };
+        let now = Instant::now();
+        let mut next = Some(first);
+        while let Some(d) = next {
+            self.transport
+                .handle_datagram(now, d.local, d.from, &d.bytes);
+            next = self.datagrams.try_recv().ok();
+        }
+    }
+
+    /// Queues `payload` for reliable delivery to `to`.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        to: NodeId,
+        payload: Vec<u8>,
+    ) -> Result<MessageId, SendError> {
+        self.transport.send(now, to, payload)
+    }
+
+    /// When the transport next needs `handle_timeout`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.transport.poll_timeout()
+    }
+
+    /// Resends what is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.transport.poll_timeout().is_some_and(|t| t <= now) {
+            self.transport.handle_timeout(now);
+        }
+    }
+
+    /// The next delivery, acknowledgement or loss for the ring.
+    pub fn poll_event(&mut self) -> Option<TransportEvent> {
+        self.transport.poll_event()
+    }
+
+    /// Writes every queued datagram out of the socket of the address the transport chose.
+    /// Returns whether there was anything to write.
+    pub fn transmit(&mut self) -> bool {
+        let mut any = false;
+        while let Some(t) = self.transport.poll_transmit() {
+            any = true;
+            let Some(socket) = self.sockets.get(&t.from) else {
+                warn!(from = %t.from, "transport chose an address without a socket");
+                continue;
+            };
+            // A full buffer or an unreachable path is one lost datagram: the transport resends.
+            if let Err(e) = socket.try_send_to(&t.bytes, t.to) {
+                debug!(from = %t.from, to = %t.to, "cluster send: {e}");
+            }
+        }
+        any
+    }
+
+    /// What the transport sent, acked and dropped (by reason).
+    pub fn counters(&self) -> &TransportCounters {
+        self.transport.counters()
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.readers.abort_all();
+    }
+}
+
+/// Reads datagrams from `socket` into `tx` until the link is gone.
+async fn read(local: SocketAddr, socket: Arc<UdpSocket>, tx: mpsc::Sender<Datagram>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                let d = Datagram {
+                    local,
+                    from,
+                    bytes: buf[..n].to_vec(),
+                };
+                if tx.send(d).await.is_err() {
+                    return;
+                }
+            }
+            // ICMP errors from earlier sends surface here; the transport copes with the loss.
+            Err(e) => debug!(%local, "cluster socket: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, time::Duration};
+
+    use super::*;
+
+    /// A two-node cluster on loopback addresses, seen from node `me`.
+    fn cluster(me: &str, port: u16, key: &str) -> Cluster {
+        let text = format!(
+            "[node]\nname = \"{me}\"\nnat_ports = \"{}\"\n\
+             [[interface]]\nname = \"lo\"\nrole = \"external\"\n\
+             [cluster]\nport = {port}\n[cluster.keys]\n1 = \"{key}\"\n\
+             [[cluster.node]]\nname = \"a\"\naddresses = [\"127.0.0.31\"]\nnat_ports = \"20000-20999\"\n\
+             [[cluster.node]]\nname = \"b\"\naddresses = [\"127.0.0.32\"]\nnat_ports = \"21000-21999\"\n",
+            if me == "a" { "20000-20999" } else { "21000-21999" }
+        );
+        crate::config::parse(Path::new("link.toml"), &text)
+            .unwrap()
+            .cluster
+            .unwrap()
+    }
+
+    /// Pumps both links until `a` has an event, or fails after a second.
+    async fn event(a: &mut Link, b: &mut Link) -> TransportEvent {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            for link in [&mut *a, &mut *b] {
+                link.handle_timeout(Instant::now());
+                link.transmit();
+            }
+            if let Some(e) = a.poll_event() {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "no event in time");
+            tokio::select! {
+                _ = a.receive() => {}
+                _ = b.receive() => {}
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_cross_real_sockets_and_a_wrong_key_is_dropped() {
+        let key = "11".repeat(32);
+        let port = 17_000 + (std::process::id() % 20_000) as u16;
+        let mut a = Link::open(&cluster("a", port, &key)).await.unwrap();
+        let mut b = Link::open(&cluster("b", port, &key)).await.unwrap();
+
+        let big = vec![7u8; 5000]; // split over several datagrams
+        let id = a.send(Instant::now(), NodeId(1), big.clone()).unwrap();
+        match event(&mut b, &mut a).await {
+            TransportEvent::Received { from, payload } => {
+                assert_eq!((from, payload), (NodeId(0), big));
+            }
+            other => panic!("b got {other:?}"),
+        }
+        assert_eq!(
+            event(&mut a, &mut b).await,
+            TransportEvent::Delivered { to: NodeId(1), id }
+        );
+
+        // A node with another key: its datagrams are dropped and counted, never delivered.
+        drop(b);
+        // The aborted readers release b's socket once the runtime has dropped them.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut stranger = Link::open(&cluster("b", port, &"22".repeat(32)))
+            .await
+            .unwrap();
+        let id = stranger.send(Instant::now(), NodeId(0), vec![1]).unwrap();
+        assert_eq!(
+            event(&mut stranger, &mut a).await,
+            TransportEvent::Unreachable { to: NodeId(0), id }
+        );
+        assert!(a.counters().bad_auth > 0, "{:?}", a.counters());
+        assert_eq!(a.counters().received, 0, "{:?}", a.counters());
+    }
+}

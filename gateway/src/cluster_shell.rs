@@ -1,0 +1,364 @@
+//! The cluster shell: the tokio task around the sans-IO ring (`cluster::ring::Node`), driving it
+//! together with the cluster link (the transport on UDP sockets). Ring messages go through the
+//! link (encode -> send; received -> decode), and the ring's actions are carried out on the
+//! machine: VIP ownership in the XDP maps, gratuitous ARP, answers to waiting CLI commands. The
+//! shell also keeps the dead-man lease fresh, turns XDP's ARP claims and the fault monitor's
+//! verdicts into ring events, and publishes the ring's status for the control socket.
+//!
+//! Timekeeping: one `Instant` clock; the loop sleeps until the earliest of the transport's
+//! timeout, the ring's timers, the lease renewal and the pending CLI deadlines.
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::{
+    cluster::{
+        message::{AdminOp, Message},
+        ring::{Action, Event, Node, RingConfig, TimerKind},
+        transport::TransportEvent,
+        types::{NodeId, VipEntry},
+    },
+    cluster_host::Host,
+    cluster_link::Link,
+    config::{Cluster, Config, Persistence},
+    control::Admin,
+    daemon::Shared,
+    deadlines::{Answer, Pending, Timers},
+    faults::Fault,
+    netlink::Nic,
+    views::{ClusterView, LoadView, MemberView, TokenView, VipView},
+};
+
+/// How long a CLI command may wait for the ring to carry it out.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A CLI command and where its answer goes.
+pub type AdminRequest = (Admin, Answer);
+
+/// The ring's configuration from the file: node map, VIP table, timers.
+pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
+    let defaults = RingConfig::default();
+    let t = &cluster.timers;
+    RingConfig {
+        nodes: cluster.nodes.len(),
+        vips: config
+            .vips
+            .iter()
+            .map(|v| VipEntry {
+                address: v.address,
+                owner: None,
+                preferred: v
+                    .preferred
+                    .as_deref()
+                    .and_then(|p| cluster.node_index(p))
+                    .map(|i| NodeId(i as u8)),
+                persistence: v.persistence,
+            })
+            .collect(),
+        token_hold: t.token_hold.unwrap_or(defaults.token_hold),
+        token_loss: t.token_loss.unwrap_or(defaults.token_loss),
+        probe_911: t.probe_911.unwrap_or(defaults.probe_911),
+        ..defaults
+    }
+}
+
+/// The ring's operator command for a CLI request, node names resolved.
+fn admin_op(cluster: &Cluster, admin: &Admin) -> Result<AdminOp, String> {
+    let node = |name: &str| {
+        cluster
+            .node_index(name)
+            .map(|i| NodeId(i as u8))
+            .ok_or_else(|| format!("no node named `{name}` in [[cluster.node]]"))
+    };
+    Ok(match admin {
+        Admin::MoveVip { vip, node: n } => AdminOp::Move(*vip, node(n)?),
+        Admin::PreferVip { vip, node: n } => AdminOp::Prefer(*vip, node(n)?),
+        Admin::PinVip { vip, persistence } => AdminOp::Pin(
+            *vip,
+            Persistence::from_number(*persistence)
+                .ok_or_else(|| format!("persistence {persistence}: use 0, 1 or 3"))?,
+        ),
+        Admin::CloseNode { node: n } => AdminOp::Close(node(n)?),
+        Admin::OpenNode { node: n } => AdminOp::Open(node(n)?),
+    })
+}
+
+/// The running shell: the ring, the link it talks over, and the host it acts on.
+pub struct Shell {
+    shared: Shared,
+    cluster: Cluster,
+    node: Node,
+    link: Link,
+    host: Host,
+    timers: Timers<TimerKind>,
+    pending: Pending,
+    faults: Vec<Fault>,
+    /// Ring payloads that did not decode (the transport authenticated them: a version mismatch).
+    undecodable: u64,
+    /// When the lease is renewed and ARP claims are read next.
+    next_tick: Instant,
+}
+
+impl Shell {
+    /// Sets the cluster up from the shared config: the link (keys, transport, sockets bound on
+    /// the primary addresses) and the ring node, whose first actions are carried out at once.
+    /// Fails, changing nothing in the maps, when a key or a socket is unusable.
+    pub async fn start(shared: Shared, nics: &[Nic]) -> Result<Self> {
+        let config = shared.lock().unwrap().config.clone();
+        let cluster = config.cluster.clone().context("no [cluster] section")?;
+        let me = NodeId(cluster.me as u8);
+        let mine = &cluster.nodes[cluster.me].addresses;
+        for (nic, addr) in nics.iter().zip(mine) {
+            if nic.address != Some(*addr) {
+                warn!(nic = %nic.name, configured = %addr, kernel = ?nic.address,
+                      "the node map's primary address is not the NIC's first address");
+            }
+        }
+        let link = Link::open(&cluster).await?;
+        let host = Host::new(shared.clone(), nics);
+        let now = Instant::now();
+        let (node, actions) = Node::new(ring_config(&config, &cluster), me, now);
+        info!(node = %config.name, id = me.0, addresses = ?mine, port = cluster.port,
+              "cluster shell started");
+        let mut shell = Shell {
+            shared,
+            cluster,
+            node,
+            link,
+            host,
+            timers: Timers::default(),
+            pending: Pending::new(ADMIN_TIMEOUT),
+            faults: Vec::new(),
+            undecodable: 0,
+            next_tick: now,
+        };
+        shell.perform(now, actions);
+        shell.on_time(now);
+        shell.flush(now);
+        Ok(shell)
+    }
+
+    /// Runs the cluster until the task is dropped: datagrams, CLI commands, fault changes and
+    /// timers, each followed by a flush of what the transport and the ring want done.
+    pub async fn run(
+        mut self,
+        mut admin: mpsc::Receiver<AdminRequest>,
+        mut faults: watch::Receiver<Vec<Fault>>,
+    ) {
+        loop {
+            let deadline = self.deadline();
+            tokio::select! {
+                () = self.link.receive() => {}
+                Some((request, answer)) = admin.recv() => {
+                    self.admin(Instant::now(), request, answer);
+                }
+                Ok(()) = faults.changed() => {
+                    let current = faults.borrow_and_update().clone();
+                    self.set_faults(Instant::now(), current);
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            let now = Instant::now();
+            self.on_time(now);
+            self.flush(now);
+        }
+    }
+    /// The earliest moment something is due.
+    fn deadline(&self) -> Instant {
+        [
+            self.timers.next(),
+            self.link.poll_timeout(),
+            self.pending.next(),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.next_tick, Instant::min)
+    }
+
+    /// Fires whatever is due at `now`: transport resends, ring timers, lease and claims, CLI
+    /// deadlines.
+    fn on_time(&mut self, now: Instant) {
+        self.link.handle_timeout(now);
+        for kind in self.timers.due(now) {
+            let actions = self.node.handle(now, Event::Timer(kind));
+            self.perform(now, actions);
+        }
+        if self.next_tick <= now {
+            self.next_tick = now + self.host.tick();
+            self.host.renew_lease();
+            for (vip, claim) in self.host.take_claims() {
+                let actions = self.node.handle(
+                    now,
+                    Event::VipConflict {
+                        vip,
+                        other_mac: claim.mac,
+                    },
+                );
+                self.perform(now, actions);
+            }
+        }
+        self.pending.expire(now);
+    }
+
+    fn set_faults(&mut self, now: Instant, faults: Vec<Fault>) {
+        let was_healthy = self.faults.is_empty();
+        self.faults = faults;
+        let event = match (was_healthy, self.faults.is_empty()) {
+            (true, false) => Event::LocalFault(
+                self.faults
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            (false, true) => Event::LocalHealthy,
+            _ => return,
+        };
+        let actions = self.node.handle(now, event);
+        self.perform(now, actions);
+    }
+
+    fn admin(&mut self, now: Instant, request: Admin, answer: Answer) {
+        let op = match admin_op(&self.cluster, &request) {
+            Ok(op) => op,
+            Err(e) => {
+                let _ = answer.send(Err(e));
+                return;
+            }
+        };
+        let id = self.pending.add(now, answer);
+        info!(id, ?request, "admin command");
+        let actions = self.node.handle(now, Event::Admin { id, op });
+        self.perform(now, actions);
+    }
+
+    /// Carries out the ring's actions.
+    fn perform(&mut self, now: Instant, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send { to, msg } => self.send(now, to, &msg),
+                Action::SetTimer { kind, at } => self.timers.set(kind, at),
+                Action::ApplyVips(owned) => self.host.apply_vips(&owned),
+                Action::Garp { vips } => self.host.garp(&vips),
+                Action::AdminDone { id, result } => self.pending.finish(id, result),
+                Action::Log(line) => info!(target: "ring", "{line}"),
+            }
+        }
+    }
+
+    fn send(&mut self, now: Instant, to: NodeId, msg: &Message) {
+        if let Err(e) = self.link.send(now, to, msg.encode()) {
+            // The ring learns of the loss as it would of a dead peer.
+            warn!(to = to.0, "cluster send refused: {e}");
+        }
+    }
+
+    /// Drains the transport: events to the ring, datagrams to the sockets; then publishes the
+    /// status. Ring actions may queue more for the transport, so it loops until both are idle.
+    fn flush(&mut self, now: Instant) {
+        loop {
+            let mut busy = self.link.transmit();
+            while let Some(event) = self.link.poll_event() {
+                busy = true;
+                let event = match event {
+                    TransportEvent::Received { from, payload } => match Message::decode(&payload) {
+                        Ok(msg) => Event::Received { from, msg },
+                        Err(e) => {
+                            self.undecodable += 1;
+                            warn!(from = from.0, "undecodable ring message: {e:?}");
+                            continue;
+                        }
+                    },
+                    TransportEvent::Delivered { to, id } => Event::Delivered { to, id },
+                    TransportEvent::Unreachable { to, id } => Event::Unreachable { to, id },
+                };
+                let actions = self.node.handle(now, event);
+                self.perform(now, actions);
+            }
+            if !busy {
+                break;
+            }
+        }
+        self.publish();
+    }
+
+    /// Publishes the ring's status, in the daemon's terms, for the control socket.
+    fn publish(&self) {
+        let view = self.view();
+        self.shared.lock().unwrap().cluster = Some(view);
+    }
+
+    fn view(&self) -> ClusterView {
+        let status = self.node.status();
+        let name = |id: NodeId| {
+            self.cluster
+                .nodes
+                .get(usize::from(id.0))
+                .map_or_else(|| format!("node{}", id.0), |n| n.name.clone())
+        };
+        ClusterView {
+            node: name(NodeId(self.cluster.me as u8)),
+            node_id: self.cluster.me as u8,
+            state: format!("{:?}", status.membership).to_lowercase(),
+            members: status
+                .members
+                .iter()
+                .map(|id| MemberView {
+                    id: id.0,
+                    name: name(*id),
+                    load: status.loads.get(id).map(|l| LoadView {
+                        bytes_per_s: l.bytes_per_s,
+                        packets_per_s: l.packets_per_s.into(),
+                        cpu_permille: l.cpu_permille,
+                    }),
+                })
+                .collect(),
+            token: TokenView {
+                seq: status.token_seq,
+                round_ms: status.round_time.map(|d| d.as_secs_f64() * 1000.0),
+            },
+            config_version: status.config_version,
+            vips: status
+                .vips
+                .iter()
+                .map(|v| VipView {
+                    address: v.address.to_string(),
+                    owner: v.owner.map(name),
+                    preferred: v.preferred.map(name),
+                    persistence: v.persistence.number(),
+                })
+                .collect(),
+            closed: status.closed.iter().map(|id| name(*id)).collect(),
+            faults: self.faults.iter().map(ToString::to_string).collect(),
+            transport: self.link.counters().clone(),
+            undecodable: self.undecodable,
+        }
+    }
+}
+
+/// Starts the cluster shell (link bound, ring started) and the fault monitor feeding it into
+/// `background`; returns where CLI commands for the ring go. Fails before the control socket
+/// exists, so a daemon that cannot join its cluster never reports ready.
+pub async fn spawn(
+    background: &mut tokio::task::JoinSet<()>,
+    shared: &Shared,
+    nics: Vec<Nic>,
+) -> Result<mpsc::Sender<AdminRequest>> {
+    let monitor = shared
+        .lock()
+        .unwrap()
+        .config
+        .cluster
+        .as_ref()
+        .context("no [cluster] section")?
+        .monitor
+        .clone();
+    let shell = Shell::start(shared.clone(), &nics).await?;
+    let (fault_tx, fault_rx) = watch::channel(Vec::new());
+    background.spawn(crate::faults::run(monitor, nics, fault_tx));
+    let (admin_tx, admin_rx) = mpsc::channel(16);
+    background.spawn(shell.run(admin_rx, fault_rx));
+    Ok(admin_tx)
+}

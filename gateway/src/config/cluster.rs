@@ -1,0 +1,636 @@
+//! The optional `[cluster]` section: the node map in ring order, the protocol's keys, port,
+//! timers, dead-man lease and local fault monitor. Checked as a whole like the rest of the file,
+//! so a bad cluster section is rejected with file, line and field before anything changes.
+use std::{
+    collections::{BTreeMap, HashSet},
+    fmt,
+    net::Ipv4Addr,
+    time::Duration,
+};
+
+use gateway_common::MAX_NODES;
+use serde::Deserialize;
+
+pub use crate::cluster::types::Persistence;
+
+use super::{parse_port_range, Locator, S};
+
+/// Default UDP port of the cluster protocol.
+pub const DEFAULT_PORT: u16 = 7400;
+
+/// A 32-byte HMAC-SHA256 key of the cluster protocol. `Debug` never shows the bytes, so a
+/// logged config does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key(pub [u8; 32]);
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+/// One member of the node map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    /// Its `[node] name`.
+    pub name: String,
+    /// Its primary address on each cluster NIC, in `[[interface]]` order (one per subnet path).
+    pub addresses: Vec<Ipv4Addr>,
+    /// Its NAT port block, when listed (checked disjoint from every other block).
+    pub nat_ports: Option<(u16, u16)>,
+}
+
+/// Overrides of the ring protocol's timers; `None` keeps the protocol's documented default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timers {
+    /// How long a node holds the token before passing it on.
+    pub token_hold: Option<Duration>,
+    /// Silence after which a node suspects the token is lost and sends a 911.
+    pub token_loss: Option<Duration>,
+    /// How long a 911 originator waits for its probe to come back.
+    pub probe_911: Option<Duration>,
+    /// First resend timeout of the reliable message layer (doubles on each try).
+    pub resend: Option<Duration>,
+    /// Tries of the reliable message layer before a peer is reported unreachable.
+    pub tries: Option<u32>,
+}
+
+/// The local fault monitor: what makes this node give its VIPs away and leave the ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    /// Hosts (the upstream router) that must answer ping; none = no witness check.
+    pub witness: Vec<Ipv4Addr>,
+    /// Time between pings of each witness.
+    pub witness_interval: Duration,
+    /// Consecutive unanswered pings that make a witness unreachable.
+    pub witness_misses: u32,
+    /// Time between checks of the NICs' link state and of the XDP attachment.
+    pub link_interval: Duration,
+}
+
+/// A checked `[cluster]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// UDP port of the protocol on every node.
+    pub port: u16,
+    /// Accepted keys by id.
+    pub keys: BTreeMap<u8, Key>,
+    /// The key id this node signs with.
+    pub active_key: u8,
+    /// Dead-man switch: how long XDP keeps answering for owned VIPs without a renewal.
+    pub lease: Duration,
+    /// The node map, in ring order; a node's index is its node id.
+    pub nodes: Vec<ClusterNode>,
+    /// This node's index in `nodes`.
+    pub me: usize,
+    /// Protocol timer overrides.
+    pub timers: Timers,
+    /// The local fault monitor.
+    pub monitor: Monitor,
+}
+
+impl Cluster {
+    /// Looks a node up by name; its index is its node id.
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    port: Option<S<u16>>,
+    keys: S<BTreeMap<String, S<String>>>,
+    active_key: Option<S<u8>>,
+    lease: Option<S<String>>,
+    #[serde(default)]
+    witness: Vec<Ipv4Addr>,
+    timers: Option<RawTimers>,
+    monitor: Option<RawMonitor>,
+    #[serde(default)]
+    node: Vec<RawClusterNode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimers {
+    token_hold: Option<S<String>>,
+    token_loss: Option<S<String>>,
+    probe_911: Option<S<String>>,
+    resend: Option<S<String>>,
+    tries: Option<S<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMonitor {
+    witness_interval: Option<S<String>>,
+    witness_misses: Option<S<u32>>,
+    link_interval: Option<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClusterNode {
+    name: S<String>,
+    addresses: S<Vec<S<Ipv4Addr>>>,
+    nat_ports: Option<S<String>>,
+}
+
+/// Everything of the rest of the file the cluster section is checked against.
+pub(super) struct Context<'a> {
+    /// `[node] name`.
+    pub me: &'a str,
+    /// `[node] nat_ports`.
+    pub nat_ports: (u16, u16),
+    /// Number of `[[interface]]` entries.
+    pub interfaces: usize,
+}
+
+/// Parses a hex key of exactly 64 characters.
+fn parse_key(text: &str) -> Result<Key, String> {
+    let text = text.trim();
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "must be 64 hex characters (32 bytes), found {} characters",
+            text.len()
+        ));
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+            .map_err(|_| "must be hex digits only".to_string())?;
+    }
+    if key.iter().all(|&b| b == 0) {
+        return Err("is all zeros: generate a real key (`openssl rand -hex 32`)".into());
+    }
+    Ok(Key(key))
+}
+
+fn duration(
+    loc: &Locator,
+    value: Option<&S<String>>,
+    field: &str,
+) -> Result<Option<Duration>, super::ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(v) => match super::parse_duration(v.get_ref()) {
+            Ok(d) if d.is_zero() => Err(loc.err(v, field, "must be above zero")),
+            Ok(d) => Ok(Some(d)),
+            Err(m) => Err(loc.err(v, field, m)),
+        },
+    }
+}
+
+/// Checks the `[cluster]` section against the rest of the file.
+pub(super) fn check(
+    loc: &Locator,
+    section: &S<RawCluster>,
+    cx: &Context,
+) -> Result<Cluster, super::ConfigError> {
+    let raw = section.get_ref();
+    let port = match &raw.port {
+        None => DEFAULT_PORT,
+        Some(p) if *p.get_ref() == 0 => return Err(loc.err(p, "cluster.port", "must be 1-65535")),
+        Some(p) => *p.get_ref(),
+    };
+
+    let mut keys = BTreeMap::new();
+    for (id, value) in raw.keys.get_ref() {
+        let field = format!("cluster.keys.{id}");
+        let id: u8 = id
+            .parse()
+            .map_err(|_| loc.err(value, &field, "key ids must be numbers 0-255"))?;
+        let key = parse_key(value.get_ref()).map_err(|m| loc.err(value, &field, m))?;
+        keys.insert(id, key);
+    }
+    let active_key = match (&raw.active_key, keys.len()) {
+        (_, 0) => {
+            return Err(loc.err(
+                &raw.keys,
+                "cluster.keys",
+                "at least one key is required (id = \"64 hex characters\")",
+            ))
+        }
+        (None, 1) => *keys.keys().next().expect("one key"),
+        (None, _) => {
+            return Err(loc.err(
+                &raw.keys,
+                "cluster.active_key",
+                "several keys are listed: say which one signs with `active_key = ID`",
+            ))
+        }
+        (Some(a), _) if !keys.contains_key(a.get_ref()) => {
+            return Err(loc.err(
+                a,
+                "cluster.active_key",
+                format!("no key with id {} in [cluster.keys]", a.get_ref()),
+            ))
+        }
+        (Some(a), _) => *a.get_ref(),
+    };
+    let lease =
+        duration(loc, raw.lease.as_ref(), "cluster.lease")?.unwrap_or(Duration::from_millis(500));
+
+    let nodes = check_nodes(loc, section, cx)?;
+    let me = nodes.iter().position(|n| n.name == cx.me).ok_or_else(|| {
+        loc.err(
+            section,
+            "cluster.node",
+            format!(
+                "this node (`[node] name = \"{}\"`) is not in the [[cluster.node]] list",
+                cx.me
+            ),
+        )
+    })?;
+    let mine = nodes[me].nat_ports;
+    if mine.is_some_and(|p| p != cx.nat_ports) {
+        let at = raw.node[me].nat_ports.as_ref().expect("listed");
+        return Err(loc.err(
+            at,
+            format!("cluster.node[{me}].nat_ports"),
+            "differs from [node] nat_ports of this node",
+        ));
+    }
+    let blocks: Vec<(usize, (u16, u16))> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                i,
+                if i == me {
+                    Some(cx.nat_ports)
+                } else {
+                    n.nat_ports
+                },
+            )
+        })
+        .filter_map(|(i, p)| Some((i, p?)))
+        .collect();
+    for (k, (i, a)) in blocks.iter().enumerate() {
+        for (j, b) in &blocks[..k] {
+            if a.0 <= b.1 && b.0 <= a.1 {
+                let field = format!("cluster.node[{i}].nat_ports");
+                let message = format!(
+                    "{}-{} overlaps the block {}-{} of node `{}`",
+                    a.0, a.1, b.0, b.1, nodes[*j].name
+                );
+                return Err(match &raw.node[*i].nat_ports {
+                    Some(at) => loc.err(at, field, message),
+                    None => loc.err(&raw.node[*i].name, field, message),
+                });
+            }
+        }
+    }
+
+    let t = raw.timers.as_ref();
+    let timers = Timers {
+        token_hold: duration(
+            loc,
+            t.and_then(|t| t.token_hold.as_ref()),
+            "cluster.timers.token_hold",
+        )?,
+        token_loss: duration(
+            loc,
+            t.and_then(|t| t.token_loss.as_ref()),
+            "cluster.timers.token_loss",
+        )?,
+        probe_911: duration(
+            loc,
+            t.and_then(|t| t.probe_911.as_ref()),
+            "cluster.timers.probe_911",
+        )?,
+        resend: duration(
+            loc,
+            t.and_then(|t| t.resend.as_ref()),
+            "cluster.timers.resend",
+        )?,
+        tries: match t.and_then(|t| t.tries.as_ref()) {
+            None => None,
+            Some(v) if (1..=32).contains(v.get_ref()) => Some(*v.get_ref()),
+            Some(v) => return Err(loc.err(v, "cluster.timers.tries", "must be 1-32")),
+        },
+    };
+
+    let m = raw.monitor.as_ref();
+    let monitor = Monitor {
+        witness: raw.witness.clone(),
+        witness_interval: duration(
+            loc,
+            m.and_then(|m| m.witness_interval.as_ref()),
+            "cluster.monitor.witness_interval",
+        )?
+        .unwrap_or(Duration::from_millis(100)),
+        witness_misses: match m.and_then(|m| m.witness_misses.as_ref()) {
+            None => 3,
+            Some(v) if (1..=100).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                return Err(loc.err(v, "cluster.monitor.witness_misses", "must be 1-100"));
+            }
+        },
+        link_interval: duration(
+            loc,
+            m.and_then(|m| m.link_interval.as_ref()),
+            "cluster.monitor.link_interval",
+        )?
+        .unwrap_or(Duration::from_millis(50)),
+    };
+
+    Ok(Cluster {
+        port,
+        keys,
+        active_key,
+        lease,
+        nodes,
+        me,
+        timers,
+        monitor,
+    })
+}
+
+fn check_nodes(
+    loc: &Locator,
+    section: &S<RawCluster>,
+    cx: &Context,
+) -> Result<Vec<ClusterNode>, super::ConfigError> {
+    let raw = section.get_ref();
+    if raw.node.is_empty() {
+        return Err(loc.err(
+            section,
+            "cluster.node",
+            "list the cluster's nodes in ring order as [[cluster.node]] entries",
+        ));
+    }
+    if raw.node.len() > MAX_NODES as usize {
+        return Err(loc.err(
+            &raw.node[MAX_NODES as usize].name,
+            "cluster.node",
+            format!("more than {MAX_NODES} nodes"),
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut addresses = HashSet::new();
+    let mut nodes = Vec::new();
+    for (i, n) in raw.node.iter().enumerate() {
+        let f = |name: &str| format!("cluster.node[{i}].{name}");
+        let name = n.name.get_ref().trim().to_string();
+        if name.is_empty() || !names.insert(name.clone()) {
+            return Err(loc.err(
+                &n.name,
+                f("name"),
+                format!("node name `{name}` is empty or listed twice"),
+            ));
+        }
+        if n.addresses.get_ref().len() != cx.interfaces {
+            return Err(loc.err(
+                &n.addresses,
+                f("addresses"),
+                format!(
+                    "needs one primary address per [[interface]] ({}), in the same order; found {}",
+                    cx.interfaces,
+                    n.addresses.get_ref().len()
+                ),
+            ));
+        }
+        for (j, a) in n.addresses.get_ref().iter().enumerate() {
+            if !addresses.insert(*a.get_ref()) {
+                return Err(loc.err(
+                    a,
+                    format!("cluster.node[{i}].addresses[{j}]"),
+                    format!("{} is listed for two nodes or twice", a.get_ref()),
+                ));
+            }
+        }
+        let nat_ports = match &n.nat_ports {
+            None => None,
+            Some(p) => Some(parse_port_range(p.get_ref()).ok_or_else(|| {
+                loc.err(
+                    p,
+                    f("nat_ports"),
+                    "must be `FIRST-LAST` with 1 <= FIRST <= LAST <= 65535",
+                )
+            })?),
+        };
+        nodes.push(ClusterNode {
+            name,
+            addresses: n.addresses.get_ref().iter().map(|a| *a.get_ref()).collect(),
+            nat_ports,
+        });
+    }
+    Ok(nodes)
+}
+
+/// Checks a VIP's `preferred` and `persistence` against the node map (`None` without a
+/// `[cluster]` section, where neither may be given).
+pub(super) fn vip_placement(
+    loc: &Locator,
+    preferred: Option<&S<String>>,
+    persistence: Option<&S<u8>>,
+    cluster: Option<&Cluster>,
+    i: usize,
+) -> Result<(Option<String>, Persistence), super::ConfigError> {
+    let given_persistence = persistence;
+    let persistence = match persistence {
+        None => Persistence::Free,
+        Some(p) => Persistence::from_number(*p.get_ref()).ok_or_else(|| {
+            loc.err(
+                p,
+                format!("vip[{i}].persistence"),
+                "must be 0 (free), 1 (sticky) or 3 (back to the preferred node)",
+            )
+        })?,
+    };
+    let preferred = match (preferred, cluster) {
+        (None, _) => None,
+        (Some(p), None) => {
+            return Err(loc.err(
+                p,
+                format!("vip[{i}].preferred"),
+                "names a cluster node, but there is no [cluster] section",
+            ))
+        }
+        (Some(p), Some(c)) if c.node_index(p.get_ref()).is_none() => {
+            return Err(loc.err(
+                p,
+                format!("vip[{i}].preferred"),
+                format!("`{}` is not a [[cluster.node]]", p.get_ref()),
+            ))
+        }
+        (Some(p), Some(_)) => Some(p.get_ref().clone()),
+    };
+    if persistence == Persistence::Home && preferred.is_none() {
+        let at = given_persistence.expect("given");
+        return Err(loc.err(
+            at,
+            format!("vip[{i}].persistence"),
+            "3 returns the VIP to its preferred node: set `preferred` too",
+        ));
+    }
+    Ok((preferred, persistence))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{expect_error_in, parse_text};
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../examples/cluster.toml");
+
+    fn expect_error(from: &str, to: &str, field: &str) {
+        expect_error_in(EXAMPLE, from, to, field);
+    }
+
+    #[test]
+    fn example_parses() {
+        let c = parse_text(EXAMPLE).unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.port, 7400);
+        assert_eq!(cluster.me, 0);
+        assert_eq!(cluster.active_key, 1);
+        assert_eq!(cluster.keys[&1].0[31], 0x1f);
+        assert_eq!(cluster.keys[&2].0[0], 0xf0);
+        assert_eq!(cluster.lease, Duration::from_millis(500));
+        assert_eq!(cluster.nodes[2].name, "gw3");
+        assert_eq!(
+            cluster.nodes[1].addresses,
+            [Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 1, 0, 3)]
+        );
+        assert_eq!(cluster.nodes[1].nat_ports, Some((30000, 39999)));
+        assert_eq!(cluster.monitor.witness, [Ipv4Addr::new(10, 0, 0, 1)]);
+        assert_eq!(cluster.monitor.witness_misses, 3);
+        assert_eq!(cluster.timers.token_loss, Some(Duration::from_millis(150)));
+        assert_eq!(cluster.timers.tries, Some(4));
+        assert_eq!(c.vips[0].preferred.as_deref(), Some("gw1"));
+        assert_eq!(c.vips[0].persistence, Persistence::Home);
+        assert_eq!(c.vips[1].persistence, Persistence::Sticky);
+        assert_eq!(c.vips[2].persistence, Persistence::Free);
+    }
+
+    #[test]
+    fn defaults_and_the_node_found_by_name() {
+        let start = EXAMPLE.find("[cluster]").unwrap();
+        let nodes = EXAMPLE.find("\n[[cluster.node]]").unwrap() + 1;
+        let minimal = format!(
+            "{}[cluster]\nkeys = {{ 7 = \"{}\" }}\n{}",
+            &EXAMPLE[..start],
+            "ab".repeat(32),
+            &EXAMPLE[nodes..]
+        )
+        .replace(
+            "name = \"gw1\"                          #",
+            "name = \"gw2\" #",
+        )
+        .replace(
+            "nat_ports = \"20000-29999\"             # this",
+            "nat_ports = \"30000-39999\" #",
+        )
+        .replace("preferred = \"gw1\"", "preferred = \"gw3\"");
+        let c = parse_text(&minimal).unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.me, 1, "gw2 is second in ring order");
+        assert_eq!(cluster.port, DEFAULT_PORT);
+        assert_eq!(cluster.active_key, 7, "the only key signs");
+        assert_eq!(cluster.timers, Timers::default());
+        assert!(cluster.monitor.witness.is_empty());
+        assert_eq!(cluster.monitor.link_interval, Duration::from_millis(50));
+        assert_eq!(cluster.lease, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn no_cluster_section_means_alone() {
+        let end = EXAMPLE.find("[cluster]").unwrap();
+        let alone = EXAMPLE[..end]
+            .replace("preferred = \"gw1\"", "")
+            .replace("persistence = 3", "");
+        assert_eq!(parse_text(&alone).unwrap().cluster, None);
+        // Placement names cluster nodes, so it needs the section.
+        let e = parse_text(&EXAMPLE[..end]).unwrap_err();
+        assert_eq!(e.field, "vip[0].preferred");
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let key1 = "1 = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"";
+        expect_error(key1, "1 = \"0001\"", "cluster.keys.1");
+        expect_error(key1, &key1.replace("000102", "zz0102"), "cluster.keys.1");
+        expect_error(key1, &key1.replace("1 =", "x ="), "cluster.keys.x");
+        expect_error(
+            key1,
+            &format!("1 = \"{}\"", "0".repeat(64)),
+            "cluster.keys.1",
+        );
+        expect_error("active_key = 1", "active_key = 9", "cluster.active_key");
+        expect_error("port = 7400", "port = 0", "cluster.port");
+        expect_error("lease = \"500ms\"", "lease = \"0ms\"", "cluster.lease");
+        expect_error("lease = \"500ms\"", "lease = \"soon\"", "cluster.lease");
+        expect_error(
+            "token_loss = \"150ms\"",
+            "token_loss = \"150\"",
+            "cluster.timers.token_loss",
+        );
+        expect_error("tries = 4", "tries = 0", "cluster.timers.tries");
+        expect_error(
+            "witness_misses = 3",
+            "witness_misses = 0",
+            "cluster.monitor.witness_misses",
+        );
+        expect_error("name = \"gw3\"", "name = \"gw2\"", "cluster.node[2].name");
+        expect_error(
+            "addresses = [\"10.0.0.3\", \"10.1.0.3\"]",
+            "addresses = [\"10.0.0.3\"]",
+            "cluster.node[1].addresses",
+        );
+        expect_error(
+            "addresses = [\"10.0.0.4\", \"10.1.0.4\"]",
+            "addresses = [\"10.0.0.4\", \"10.1.0.2\"]",
+            "cluster.node[2].addresses[1]",
+        );
+        expect_error(
+            "nat_ports = \"40000-49999\"",
+            "nat_ports = \"39000-49999\"",
+            "cluster.node[2].nat_ports",
+        );
+        expect_error(
+            "nat_ports = \"30000-39999\"",
+            "nat_ports = \"3-1\"",
+            "cluster.node[1].nat_ports",
+        );
+        expect_error(
+            "preferred = \"gw1\"",
+            "preferred = \"gw9\"",
+            "vip[0].preferred",
+        );
+        expect_error("persistence = 1", "persistence = 2", "vip[1].persistence");
+        expect_error("persistence = 1", "persistence = 3", "vip[1].persistence");
+        expect_error("witness = [", "witnes = [", "witnes");
+    }
+
+    #[test]
+    fn this_node_must_be_listed_with_its_own_block() {
+        let text = EXAMPLE.replacen("name = \"gw1\"\naddresses", "name = \"gw0\"\naddresses", 1);
+        let e = parse_text(&text).unwrap_err();
+        assert_eq!(e.field, "cluster.node");
+        assert!(e.message.contains("gw1"), "{e}");
+        let line = EXAMPLE[..EXAMPLE.find("[cluster]\n").unwrap()]
+            .matches('\n')
+            .count()
+            + 1;
+        assert_eq!(e.line, line, "points at the [cluster] section: {e}");
+
+        expect_error(
+            "nat_ports = \"20000-29999\"             # optional",
+            "nat_ports = \"20000-20999\" # optional",
+            "cluster.node[0].nat_ports",
+        );
+    }
+
+    #[test]
+    fn several_keys_need_an_active_one_and_keys_are_not_printed() {
+        let e = parse_text(&EXAMPLE.replace("active_key = 1 ", "")).unwrap_err();
+        assert_eq!(e.field, "cluster.active_key");
+        let c = parse_text(EXAMPLE).unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("0, 1, 2, 3"), "key bytes in Debug output");
+        assert!(printed.contains("<redacted>"));
+    }
+}

@@ -1,0 +1,154 @@
+//! Deadline bookkeeping of the cluster shell, kept apart from its I/O so it can be tested with a
+//! made-up clock: the ring's timers (one deadline per kind) and the CLI commands waiting for the
+//! ring to carry them out (answered by id, or with a timeout).
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::oneshot;
+
+/// The ring's timers: setting a kind again replaces its deadline, as the ring expects.
+#[derive(Debug)]
+pub struct Timers<K> {
+    at: HashMap<K, Instant>,
+}
+
+impl<K: Copy + Eq + Hash> Default for Timers<K> {
+    fn default() -> Self {
+        Self { at: HashMap::new() }
+    }
+}
+
+impl<K: Copy + Eq + Hash> Timers<K> {
+    /// Arms (or re-arms) `kind` for `at`.
+    pub fn set(&mut self, kind: K, at: Instant) {
+        self.at.insert(kind, at);
+    }
+
+    /// Removes and returns the kinds due at `now`, earliest first.
+    pub fn due(&mut self, now: Instant) -> Vec<K> {
+        let mut due: Vec<(Instant, K)> = self
+            .at
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, at)| (*at, *k))
+            .collect();
+        due.sort_by_key(|(at, _)| *at);
+        for (_, k) in &due {
+            self.at.remove(k);
+        }
+        due.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// The earliest armed deadline.
+    pub fn next(&self) -> Option<Instant> {
+        self.at.values().min().copied()
+    }
+}
+
+/// Where the answer to a waiting CLI command goes.
+pub type Answer = oneshot::Sender<Result<(), String>>;
+
+/// CLI commands handed to the ring and not answered yet.
+#[derive(Debug)]
+pub struct Pending {
+    timeout: Duration,
+    next_id: u64,
+    waiting: HashMap<u64, (Answer, Instant)>,
+}
+
+impl Pending {
+    /// Commands not carried out within `timeout` are answered with a timeout error.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            next_id: 1,
+            waiting: HashMap::new(),
+        }
+    }
+
+    /// Registers a command given to the ring at `now`; returns the id the ring answers to.
+    pub fn add(&mut self, now: Instant, answer: Answer) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.waiting.insert(id, (answer, now + self.timeout));
+        id
+    }
+
+    /// The ring answered command `id` (an id not waiting, e.g. timed out already, is ignored).
+    pub fn finish(&mut self, id: u64, result: Result<(), String>) {
+        if let Some((answer, _)) = self.waiting.remove(&id) {
+            // The CLI may have given up and closed its socket: nobody to tell.
+            let _ = answer.send(result);
+        }
+    }
+
+    /// Answers every command whose time ran out by `now` with a timeout error.
+    pub fn expire(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let message = format!(
+                "timed out: the cluster did not carry the command out within {:?}",
+                self.timeout
+            );
+            self.finish(id, Err(message));
+        }
+    }
+
+    /// The earliest timeout of a waiting command.
+    pub fn next(&self) -> Option<Instant> {
+        self.waiting.values().map(|(_, d)| *d).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_replace_and_fire_in_order() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut timers = Timers::default();
+        timers.set('a', ms(30));
+        timers.set('b', ms(10));
+        timers.set('a', ms(20)); // re-armed earlier
+        timers.set('c', ms(50));
+        assert_eq!(timers.next(), Some(ms(10)));
+        assert_eq!(timers.due(ms(5)), []);
+        assert_eq!(timers.due(ms(25)), ['b', 'a']);
+        assert_eq!(timers.due(ms(25)), [], "fired timers are gone");
+        assert_eq!(timers.next(), Some(ms(50)));
+    }
+
+    #[test]
+    fn commands_are_answered_once_by_id_or_by_timeout() {
+        let t0 = Instant::now();
+        let mut pending = Pending::new(Duration::from_secs(10));
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        let first = pending.add(t0, tx1);
+        let second = pending.add(t0 + Duration::from_secs(1), tx2);
+        assert_ne!(first, second);
+        assert_eq!(pending.next(), Some(t0 + Duration::from_secs(10)));
+
+        pending.finish(second, Ok(()));
+        assert_eq!(rx2.try_recv().unwrap(), Ok(()));
+        pending.finish(second, Err("late".into())); // ignored
+
+        pending.expire(t0 + Duration::from_secs(9));
+        assert!(rx1.try_recv().is_err(), "not yet");
+        pending.expire(t0 + Duration::from_secs(10));
+        let answer = rx1.try_recv().unwrap().unwrap_err();
+        assert!(answer.starts_with("timed out"), "{answer}");
+        assert_eq!(pending.next(), None);
+        pending.finish(first, Ok(())); // the ring's late answer changes nothing
+    }
+}

@@ -1,0 +1,130 @@
+//! The local fault monitor against a real kernel: a NIC in a private namespace, a witness in
+//! another one behind a veth. It reports nothing while the link is up, XDP attached and the
+//! witness answering; a silent witness, a dead link and a detached program each show up within a
+//! few poll intervals and clear again. Needs root.
+mod support;
+
+use std::{
+    net::Ipv4Addr,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use aya::programs::{Xdp, XdpMode};
+use gateway::{
+    config::Monitor,
+    faults::{self, Fault},
+    netlink,
+};
+use gateway_common::programs;
+use support::netns::Netns;
+use tokio::sync::watch;
+
+const WITNESS: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The witness's namespace, deleted on drop.
+struct Witness(String);
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Waits until the monitor reports exactly `want`; returns how long that took.
+async fn until(rx: &mut watch::Receiver<Vec<Fault>>, want: &[Fault]) -> Duration {
+    let start = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), async {
+        while rx.borrow_and_update().as_slice() != want {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("faults stayed {:?}, wanted {want:?}", *rx.borrow()));
+    start.elapsed()
+}
+
+#[test]
+fn links_xdp_and_witness() {
+    let ns = Netns::enter("gwfm").unwrap();
+    let witness = Witness(format!("{}-w", ns.name));
+    ip(&["netns", "add", &witness.0]);
+    ns.ip("link add m0 type veth peer name w0").unwrap();
+    ip(&["-n", &ns.name, "link", "set", "w0", "netns", &witness.0]);
+    ns.ip("addr add 10.9.0.2/24 dev m0").unwrap();
+    ns.ip("link set m0 up").unwrap();
+    ip(&["-n", &witness.0, "addr", "add", "10.9.0.1/24", "dev", "w0"]);
+    ip(&["-n", &witness.0, "link", "set", "w0", "up"]);
+
+    let mut ebpf = aya::Ebpf::load(gateway::ebpf_object::BYTES).unwrap();
+    let pass: &mut Xdp = ebpf
+        .program_mut(programs::PASS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    pass.load().unwrap();
+    let link = pass.attach("m0", XdpMode::Skb).unwrap();
+
+    // A current-thread runtime keeps every socket in this thread's namespace.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let nics = netlink::nics(&["m0".to_string()]).await.unwrap();
+        let monitor = Monitor {
+            witness: vec![WITNESS],
+            witness_interval: Duration::from_millis(20),
+            witness_misses: 3,
+            link_interval: Duration::from_millis(20),
+        };
+        // Start from a fault, so the first healthy report is a change.
+        let (tx, mut rx) = watch::channel(vec![Fault::LinkDown("start".into())]);
+        let task = tokio::spawn(faults::run(monitor, nics, tx));
+        until(&mut rx, &[]).await;
+
+        ip(&["-n", &witness.0, "addr", "del", "10.9.0.1/24", "dev", "w0"]);
+        let took = until(&mut rx, &[Fault::WitnessUnreachable(WITNESS)]).await;
+        assert!(
+            took < Duration::from_millis(500),
+            "witness loss seen after {took:?}"
+        );
+        ip(&["-n", &witness.0, "addr", "add", "10.9.0.1/24", "dev", "w0"]);
+        until(&mut rx, &[]).await;
+
+        // The far end goes away: no carrier here, and the witness falls silent with it.
+        ip(&["-n", &witness.0, "link", "set", "w0", "down"]);
+        let took = until(
+            &mut rx,
+            &[
+                Fault::LinkDown("m0".into()),
+                Fault::WitnessUnreachable(WITNESS),
+            ],
+        )
+        .await;
+        assert!(
+            took < Duration::from_millis(500),
+            "link loss seen after {took:?}"
+        );
+        ip(&["-n", &witness.0, "link", "set", "w0", "up"]);
+        until(&mut rx, &[]).await;
+
+        let pass: &mut Xdp = ebpf
+            .program_mut(programs::PASS)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        pass.detach(link).unwrap();
+        until(&mut rx, &[Fault::XdpDetached("m0".into())]).await;
+        task.abort();
+    });
+}
