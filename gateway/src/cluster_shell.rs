@@ -7,7 +7,10 @@
 //!
 //! Timekeeping: one `Instant` clock; the loop sleeps until the earliest of the transport's
 //! timeout, the ring's timers, the lease renewal and the pending CLI deadlines.
-use std::time::{Duration, Instant};
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
@@ -15,9 +18,9 @@ use tracing::{info, warn};
 
 use crate::{
     cluster::{
-        message::{AdminOp, Message},
-        ring::{Action, Event, Node, RingConfig, TimerKind},
-        transport::TransportEvent,
+        message::{AdminOp, AdminResult, Message},
+        ring::{Action, Event, Node, RingConfig, Sent, TimerKind},
+        transport::{MessageId, TransportEvent},
         types::{NodeId, VipEntry},
     },
     cluster_host::Host,
@@ -28,7 +31,7 @@ use crate::{
     deadlines::{Answer, Pending, Timers},
     faults::Fault,
     netlink::Nic,
-    views::{ClusterView, LoadView, MemberView, TokenView, VipView},
+    views::{ClusterView, MemberView, TokenView, VipView},
 };
 
 /// How long a CLI command may wait for the ring to carry it out.
@@ -39,29 +42,32 @@ pub type AdminRequest = (Admin, Answer);
 
 /// The ring's configuration from the file: node map, VIP table, timers.
 pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
-    let defaults = RingConfig::default();
     let t = &cluster.timers;
-    RingConfig {
-        nodes: cluster.nodes.len(),
-        vips: config
-            .vips
-            .iter()
-            .map(|v| VipEntry {
-                address: v.address,
-                owner: None,
-                preferred: v
-                    .preferred
-                    .as_deref()
-                    .and_then(|p| cluster.node_index(p))
-                    .map(|i| NodeId(i as u8)),
-                persistence: v.persistence,
-            })
-            .collect(),
-        token_hold: t.token_hold.unwrap_or(defaults.token_hold),
-        token_loss: t.token_loss.unwrap_or(defaults.token_loss),
-        probe_911: t.probe_911.unwrap_or(defaults.probe_911),
-        ..defaults
+    let nodes = (0..cluster.nodes.len()).map(|i| NodeId(i as u8)).collect();
+    let vips = config
+        .vips
+        .iter()
+        .map(|v| VipEntry {
+            address: v.address,
+            owner: None,
+            preferred: v
+                .preferred
+                .as_deref()
+                .and_then(|p| cluster.node_index(p))
+                .map(|i| NodeId(i as u8)),
+            persistence: v.persistence,
+        })
+        .collect();
+    let mut ring = RingConfig::new(nodes, vips);
+    ring.hold = t.token_hold.unwrap_or(ring.hold);
+    ring.loss_timeout = t.token_loss.unwrap_or(ring.loss_timeout);
+    // The token sequence starts at a random point (DESIGN.md): a restarted node never
+    // reuses the numbers of its previous life.
+    let mut seed = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).is_ok() {
+        ring.initial_seq = u64::from_be_bytes(seed) >> 8;
     }
+    ring
 }
 
 /// The ring's operator command for a CLI request, node names resolved.
@@ -99,6 +105,11 @@ pub struct Shell {
     undecodable: u64,
     /// When the lease is renewed and ARP claims are read next.
     next_tick: Instant,
+    /// What each message in the transport's hands was, for the ring's outcome events.
+    sent: BTreeMap<MessageId, (NodeId, Sent)>,
+    /// The best ring heard of in a non-member's join (size, lowest id): the rival in an ARP
+    /// conflict, since XDP reports only the rival's MAC.
+    rival: Option<(usize, NodeId)>,
 }
 
 impl Shell {
@@ -133,6 +144,8 @@ impl Shell {
             faults: Vec::new(),
             undecodable: 0,
             next_tick: now,
+            sent: BTreeMap::new(),
+            rival: None,
         };
         shell.perform(now, actions);
         shell.on_time(now);
@@ -189,13 +202,16 @@ impl Shell {
             self.next_tick = now + self.host.tick();
             self.host.renew_lease();
             for (vip, claim) in self.host.take_claims() {
-                let actions = self.node.handle(
-                    now,
-                    Event::VipConflict {
-                        vip,
-                        other_mac: claim.mac,
-                    },
-                );
+                warn!(%vip, mac = ?claim.mac, count = claim.count, "another station claims a VIP this node owns");
+                let Some((rival_ring, rival_low)) = self.rival else {
+                    continue;
+                };
+                let event = Event::VipConflict {
+                    vip,
+                    rival_ring,
+                    rival_low,
+                };
+                let actions = self.node.handle(now, event);
                 self.perform(now, actions);
             }
         }
@@ -206,13 +222,11 @@ impl Shell {
         let was_healthy = self.faults.is_empty();
         self.faults = faults;
         let event = match (was_healthy, self.faults.is_empty()) {
-            (true, false) => Event::LocalFault(
-                self.faults
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
+            (true, false) => {
+                let why: Vec<String> = self.faults.iter().map(ToString::to_string).collect();
+                warn!(faults = ?why, "local fault: leaving the ring and releasing every VIP");
+                Event::LocalFault
+            }
             (false, true) => Event::LocalHealthy,
             _ => return,
         };
@@ -240,18 +254,48 @@ impl Shell {
             match action {
                 Action::Send { to, msg } => self.send(now, to, &msg),
                 Action::SetTimer { kind, at } => self.timers.set(kind, at),
-                Action::ApplyVips(owned) => self.host.apply_vips(&owned),
-                Action::Garp { vips } => self.host.garp(&vips),
-                Action::AdminDone { id, result } => self.pending.finish(id, result),
-                Action::Log(line) => info!(target: "ring", "{line}"),
+                Action::ApplyVips(owned) => {
+                    info!(vips = ?owned, "answering for");
+                    self.host
+                        .apply_vips(&owned.into_iter().collect::<HashSet<_>>());
+                }
+                Action::Garp(vips) => self.host.garp(&vips),
+                Action::AdminDone { id, result } => self.pending.finish(
+                    id,
+                    match result {
+                        AdminResult::Done => Ok(()),
+                        AdminResult::UnknownVip => Err("no such VIP in the cluster".into()),
+                        AdminResult::NotMember => Err("the node is not a live member".into()),
+                        AdminResult::Closed => Err("the node is closed".into()),
+                    },
+                ),
             }
         }
     }
 
     fn send(&mut self, now: Instant, to: NodeId, msg: &Message) {
-        if let Err(e) = self.link.send(now, to, msg.encode()) {
-            // The ring learns of the loss as it would of a dead peer.
-            warn!(to = to.0, "cluster send refused: {e}");
+        let what = match msg {
+            Message::Token(_) => Sent::Token,
+            Message::Probe(_) => Sent::Probe,
+            Message::Join(_) => Sent::Join,
+        };
+        match self.link.send(now, to, msg.encode()) {
+            Ok(id) => {
+                self.sent.insert(id, (to, what));
+            }
+            Err(e) => {
+                // The ring learns of it as it would of a dead peer.
+                warn!(to = to.0, "cluster send refused: {e}");
+                let actions = self.node.handle(
+                    now,
+                    Event::Outcome {
+                        to,
+                        what,
+                        delivered: false,
+                    },
+                );
+                self.perform(now, actions);
+            }
         }
     }
 
@@ -264,15 +308,38 @@ impl Shell {
                 busy = true;
                 let event = match event {
                     TransportEvent::Received { from, payload } => match Message::decode(&payload) {
-                        Ok(msg) => Event::Received { from, msg },
+                        Ok(msg) => {
+                            if let Message::Join(j) = &msg {
+                                if let (Some(low), true) = (j.ring_low, j.ring_size > 0) {
+                                    let heard = (j.ring_size as usize, low);
+                                    if self.rival.is_none_or(|r| {
+                                        (r.0, std::cmp::Reverse(r.1))
+                                            < (heard.0, std::cmp::Reverse(heard.1))
+                                    }) {
+                                        self.rival = Some(heard);
+                                    }
+                                }
+                            }
+                            Event::Received { from, msg }
+                        }
                         Err(e) => {
                             self.undecodable += 1;
                             warn!(from = from.0, "undecodable ring message: {e:?}");
                             continue;
                         }
                     },
-                    TransportEvent::Delivered { to, id } => Event::Delivered { to, id },
-                    TransportEvent::Unreachable { to, id } => Event::Unreachable { to, id },
+                    TransportEvent::Delivered { id, .. }
+                    | TransportEvent::Unreachable { id, .. } => {
+                        let delivered = matches!(event, TransportEvent::Delivered { .. });
+                        let Some((to, what)) = self.sent.remove(&id) else {
+                            continue;
+                        };
+                        Event::Outcome {
+                            to,
+                            what,
+                            delivered,
+                        }
+                    }
                 };
                 let actions = self.node.handle(now, event);
                 self.perform(now, actions);
@@ -308,18 +375,14 @@ impl Shell {
                 .map(|id| MemberView {
                     id: id.0,
                     name: name(*id),
-                    load: status.loads.get(id).map(|l| LoadView {
-                        bytes_per_s: l.bytes_per_s,
-                        packets_per_s: l.packets_per_s.into(),
-                        cpu_permille: l.cpu_permille,
-                    }),
+                    load: None,
                 })
                 .collect(),
             token: TokenView {
-                seq: status.token_seq,
-                round_ms: status.round_time.map(|d| d.as_secs_f64() * 1000.0),
+                seq: status.seq,
+                round_ms: None,
             },
-            config_version: status.config_version,
+            config_version: 1,
             vips: status
                 .vips
                 .iter()

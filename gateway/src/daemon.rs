@@ -153,9 +153,6 @@ fn reload(shared: &Shared, checks: &mut JoinSet<()>) -> Result<(), String> {
 /// Runs the daemon until a signal or a `stop` command.
 pub async fn run(config_path: &Path) -> Result<()> {
     let config = config::load(config_path)?;
-    if config.cluster.is_some() {
-        anyhow::bail!("[cluster] needs the ring protocol, which this build does not have yet");
-    }
     datapath::check_root()?;
     if let Some((lo, hi)) = config::ephemeral_ports() {
         if config.nat_ports.0 <= hi && lo <= config.nat_ports.1 {
@@ -205,6 +202,7 @@ async fn serve(
             Some((nic.ifindex, nic.mac, v.address))
         })
         .collect();
+    let cluster_nics = nics.clone();
     let shared: Shared = Arc::new(Mutex::new(State {
         config: config.clone(),
         nics,
@@ -215,7 +213,15 @@ async fn serve(
         cluster: None,
     }));
     let mut background = JoinSet::new();
-    background.spawn(garp::announce(config.arp, garp_targets));
+    // In a cluster the ring decides which VIPs this node owns and announces them; alone, it
+    // owns and announces all of them now.
+    let ring = match config.cluster {
+        Some(_) => Some(crate::cluster_shell::spawn(&mut background, &shared, cluster_nics).await?),
+        None => {
+            background.spawn(garp::announce(config.arp, garp_targets));
+            None
+        }
+    };
     let gc = shared.clone();
     background.spawn(async move {
         let mut ticker = tokio::time::interval(GC_INTERVAL);
@@ -253,11 +259,19 @@ async fn serve(
                     }
                     let _ = answer.send(result);
                 }
-                Some(Command::Admin(_, answer)) => {
-                    let _ = answer.send(Err(
-                        "this node runs alone: the config has no [cluster] section".into(),
-                    ));
-                }
+                Some(Command::Admin(request, answer)) => match &ring {
+                    Some(ring) => {
+                        if let Err(e) = ring.send((request, answer)).await {
+                            let (_, answer) = e.0;
+                            let _ = answer.send(Err("the cluster shell has stopped".into()));
+                        }
+                    }
+                    None => {
+                        let _ = answer.send(Err(
+                            "this node runs alone: the config has no [cluster] section".into(),
+                        ));
+                    }
+                },
                 Some(Command::Stop { keep_datapath }) => {
                     info!(keep_datapath, "stop requested");
                     break keep_datapath;

@@ -4,6 +4,7 @@ pub mod cli;
 pub mod cluster;
 pub mod cluster_host;
 pub mod cluster_link;
+pub mod cluster_shell;
 pub mod config;
 pub mod conntrack;
 pub mod control;

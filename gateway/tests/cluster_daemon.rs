@@ -265,7 +265,7 @@ fn wait_for(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
 }
 
 #[test]
-#[ignore = "needs the ring (branch `ring`) merged and gateway/src/cluster_shell.rs wired in"]
+
 fn two_daemons_form_a_ring_own_each_vip_once_and_move_one() {
     let mut c = Cluster::new();
     c.start(0);

@@ -211,6 +211,8 @@ pub struct RingStatus {
     pub owned: BTreeSet<Ipv4Addr>,
     /// Whether a local fault keeps the node out.
     pub faulted: bool,
+    /// Nodes an operator closed.
+    pub closed: Vec<NodeId>,
 }
 
 /// One node's protocol state.
@@ -298,6 +300,7 @@ impl Node {
             vips: self.token.vips.clone(),
             owned: self.owned.clone(),
             faulted: self.faulted,
+            closed: self.token.closed.clone(),
         }
     }
 
@@ -883,6 +886,10 @@ impl Node {
         };
         if owned != self.owned {
             let new: Vec<Ipv4Addr> = owned.difference(&self.owned).copied().collect();
+            // A VIP that just came here waits a few hops before load may move it on.
+            for &vip in &new {
+                self.settled.insert(vip, 0);
+            }
             self.owned = owned.clone();
             out.push(Action::ApplyVips(owned));
             if !new.is_empty() {
