@@ -344,19 +344,22 @@ mod tests {
     use super::*;
     use crate::config;
 
-    #[test]
-    fn maglev_tables_are_staged_then_flipped() {
+    /// The maps of a freshly loaded object (small connection tables) and a parsed config.
+    fn loaded(file: &str, text: &str) -> (aya::Ebpf, Maps, Config) {
         let mut ebpf = aya::EbpfLoader::new()
             .map_max_entries(maps::CONNS, 1024)
             .map_max_entries(maps::REPLIES, 1024)
             .load(crate::ebpf_object::BYTES)
             .expect("loading the XDP object (needs root)");
-        let mut m = Maps::take(&mut ebpf).unwrap();
-        let config = config::parse(
-            std::path::Path::new("example.toml"),
-            include_str!("../examples/gateway.toml"),
-        )
-        .unwrap();
+        let maps = Maps::take(&mut ebpf).unwrap();
+        let config = config::parse(std::path::Path::new(file), text).unwrap();
+        (ebpf, maps, config)
+    }
+
+    #[test]
+    fn maglev_tables_are_staged_then_flipped() {
+        let (_ebpf, mut m, config) =
+            loaded("example.toml", include_str!("../examples/gateway.toml"));
         let web = &config.services[0];
         m.write_services(&config, &HashMap::new()).unwrap();
         let cpus = aya::util::nr_cpus().unwrap() as u32;
@@ -403,17 +406,8 @@ mod tests {
 
     #[test]
     fn cluster_ownership_peers_claims_and_port() {
-        let mut ebpf = aya::EbpfLoader::new()
-            .map_max_entries(maps::CONNS, 1024)
-            .map_max_entries(maps::REPLIES, 1024)
-            .load(crate::ebpf_object::BYTES)
-            .expect("loading the XDP object (needs root)");
-        let mut m = Maps::take(&mut ebpf).unwrap();
-        let config = config::parse(
-            std::path::Path::new("cluster.toml"),
-            include_str!("../examples/cluster.toml"),
-        )
-        .unwrap();
+        let (_ebpf, mut m, config) =
+            loaded("cluster.toml", include_str!("../examples/cluster.toml"));
         let nics: Vec<Nic> = ["ext0", "int0"]
             .iter()
             .enumerate()
