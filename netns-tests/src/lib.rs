@@ -3,6 +3,7 @@
 //! The end-to-end tests, the demo and the end-to-end benchmark all stand on it.
 pub mod binaries;
 pub mod client;
+pub mod cluster_topology;
 pub mod cmd;
 pub mod cpu;
 pub mod daemon;
