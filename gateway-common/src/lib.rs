@@ -75,8 +75,14 @@ pub mod maps {
     /// `HashMap<u32 address, u32 node index>`: the primary addresses of the configured cluster
     /// nodes; cluster-protocol datagrams from any other address are dropped.
     pub const PEERS: &str = "PEERS";
+    /// `Array<u32>` indexed by port: 1 + the index of the node whose NAT port block holds the
+    /// port, 0 for this node's own ports and ports of no block (distributed NAT).
+    pub const NAT_HOMES: &str = "NAT_HOMES";
+    /// `HashMap<HomeKey, HomeHop>`: where a reply for another node's NAT port goes, per node
+    /// and ingress NIC (that node's primary address on the same subnet).
+    pub const HOME_HOPS: &str = "HOME_HOPS";
     /// Every map the daemon pins, so a restarted daemon finds them again.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 19] = [
         IFACES,
         VIPS,
         SERVICES,
@@ -94,6 +100,8 @@ pub mod maps {
         LEASE,
         ARP_CLAIMS,
         PEERS,
+        NAT_HOMES,
+        HOME_HOPS,
     ];
 }
 
@@ -282,6 +290,31 @@ pub struct Settings {
     pub _pad: [u8; 6],
 }
 
+/// Number of entries of `NAT_HOMES`: one per port.
+pub const PORTS: u32 = 65_536;
+
+/// Key of `HOME_HOPS`: a node of the cluster, seen from one of this node's NICs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HomeKey {
+    /// 1 + the node's index in the cluster's node map (as in `NAT_HOMES`).
+    pub node: u32,
+    /// The NIC the reply arrived on.
+    pub ifindex: u32,
+}
+
+/// Value of `HOME_HOPS`: the node's primary address on that NIC's subnet and the cached MAC
+/// rewrite towards it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HomeHop {
+    /// The node's primary address on the subnet (network order).
+    pub addr: u32,
+    pub _pad: u32,
+    /// The next hop to it, from `bpf_fib_lookup`.
+    pub next_hop: NextHop,
+}
+
 /// Value of `ARP_CLAIMS`: the latest ARP packet in which another station claimed a VIP this
 /// node owns.
 #[repr(C)]
@@ -367,6 +400,9 @@ counter_index! {
         ArpReply = 4 => "arp_reply",
         /// Translated, but the next hop's MAC is unknown: handed to the kernel to resolve it.
         KernelForward = 5 => "kernel_forward",
+        /// A back-end's reply for another node's NAT port, sent on to that node (its home)
+        /// untranslated, by MAC rewrite.
+        ToHome = 6 => "to_home",
     }
 }
 
@@ -412,6 +448,9 @@ counter_index! {
         ArpClaimed = 17 => "arp_claimed",
         /// A cluster-protocol datagram from an address that is no configured node (dropped).
         NotPeer = 18 => "not_peer",
+        /// A reply for another node's NAT port whose home has no resolved MAC yet (dropped:
+        /// the kernel would route it on untranslated).
+        HomeUnresolved = 19 => "home_unresolved",
     }
 }
 
@@ -428,6 +467,8 @@ mod pod {
     unsafe impl aya::Pod for Conn {}
     unsafe impl aya::Pod for Reply {}
     unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for HomeKey {}
+    unsafe impl aya::Pod for HomeHop {}
     unsafe impl aya::Pod for ArpClaim {}
     unsafe impl aya::Pod for RateWindow {}
     unsafe impl aya::Pod for Counter {}

@@ -19,11 +19,13 @@ mod stats;
 use aya_ebpf::{
     bindings::xdp_action, helpers::generated as gen, macros::xdp, programs::XdpContext,
 };
-use gateway_common::{proto, tcp_state, vip_flags, FlowKey, Path, Reason, ServiceKey, Vip};
+use gateway_common::{
+    proto, tcp_state, vip_flags, FlowKey, HomeKey, Path, Reason, ServiceKey, Vip,
+};
 
 use crate::{
     forward::Route,
-    maps::{CONNS, PEERS, REPLIES, SERVICES, SETTINGS, VIPS},
+    maps::{CONNS, HOME_HOPS, NAT_HOMES, PEERS, REPLIES, SERVICES, SETTINGS, VIPS},
     nat::L4,
     parse::{
         ptr_at, EthHdr, Ipv4Hdr, TcpHdr, UdpHdr, ETH_LEN, ETH_P_ARP, ETH_P_IP, IPV4_LEN,
@@ -276,7 +278,7 @@ unsafe fn from_backend(
         return pass_through(len);
     }
     if port < settings.nat_port_min || port > settings.nat_port_max {
-        return pass_through(len);
+        return to_other_home(ctx, eth, ip, port, l4_proto, len);
     }
     let key = FlowKey {
         src_addr: (*ip).saddr,
@@ -316,6 +318,37 @@ unsafe fn from_backend(
         Path::Reply,
         len,
     )
+}
+
+/// A packet to a port outside this node's NAT block: a reply whose home is another node
+/// (its block holds the port) goes there untouched; anything else is not ours.
+#[inline(always)]
+unsafe fn to_other_home(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *mut Ipv4Hdr,
+    port: u16,
+    l4_proto: u8,
+    len: u64,
+) -> u32 {
+    let node = match NAT_HOMES.get(port as u32) {
+        Some(node) if *node != 0 => *node,
+        _ => return pass_through(len),
+    };
+    let key = HomeKey {
+        node,
+        ifindex: ctx.ingress_ifindex() as u32,
+    };
+    let Some(hop) = HOME_HOPS.get_ptr_mut(&key) else {
+        return pass_through(len);
+    };
+    let route = Route {
+        l4_proto,
+        src: (*ip).saddr,
+        dst: (*hop).addr,
+        tot_len: (*ip).tot_len,
+    };
+    forward::to_home(ctx, eth, hop, &route, now(), len)
 }
 
 #[cfg(not(test))]

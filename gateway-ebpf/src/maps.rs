@@ -8,9 +8,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use gateway_common::{
-    Action, ArpClaim, Backend, Conn, Counter, FlowKey, Iface, Path, RateWindow, Reason, Reply,
-    Service, ServiceKey, Settings, Vip, CONN_TABLE_SIZE, MAGLEV_ENTRIES, MAX_BACKENDS, MAX_IFACES,
-    MAX_PEER_ADDRS, MAX_SERVICES, MAX_VIPS,
+    Action, ArpClaim, Backend, Conn, Counter, FlowKey, HomeHop, HomeKey, Iface, Path, RateWindow,
+    Reason, Reply, Service, ServiceKey, Settings, Vip, CONN_TABLE_SIZE, MAGLEV_ENTRIES,
+    MAX_BACKENDS, MAX_IFACES, MAX_PEER_ADDRS, MAX_SERVICES, MAX_VIPS, PORTS,
 };
 
 #[map]
@@ -47,3 +47,7 @@ pub static LEASE: Array<u64> = Array::with_max_entries(1, 0);
 pub static ARP_CLAIMS: LruHashMap<u32, ArpClaim> = LruHashMap::with_max_entries(MAX_VIPS, 0);
 #[map]
 pub static PEERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PEER_ADDRS, 0);
+#[map]
+pub static NAT_HOMES: Array<u32> = Array::with_max_entries(PORTS, 0);
+#[map]
+pub static HOME_HOPS: HashMap<HomeKey, HomeHop> = HashMap::with_max_entries(MAX_PEER_ADDRS, 0);

@@ -1,5 +1,5 @@
-//! Whole-table reads and bulk deletes with `BPF_MAP_LOOKUP_BATCH` and `BPF_MAP_DELETE_BATCH`,
-//! which aya 0.14 does not offer. The conntrack sweep reads both connection tables every
+//! Whole-table reads, bulk writes and bulk deletes with `BPF_MAP_LOOKUP_BATCH`,
+//! `BPF_MAP_UPDATE_BATCH` and `BPF_MAP_DELETE_BATCH`, which aya 0.14 does not offer. The conntrack sweep reads both connection tables every
 //! second; entry by entry that is two syscalls per entry (get-next-key, lookup), which at ten
 //! thousand new connections a second cost the daemon several percent of a CPU.
 use std::{
@@ -15,6 +15,7 @@ use aya::{
 
 /// `enum bpf_cmd` values from the kernel's UAPI.
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
 /// Entries asked for per lookup syscall.
@@ -119,6 +120,30 @@ pub fn delete<K: Pod, V: Pod>(map: &impl IterableMap<K, V>, keys: &[K]) -> io::R
         rest = &rest[(done + skip).min(rest.len())..];
     }
     Ok(deleted)
+}
+
+/// Writes `keys[i] = values[i]` for every `i`, one syscall per chunk (a whole 64 Ki-entry
+/// array in a handful of calls instead of one call per entry).
+pub fn update<K: Pod, V: Pod>(
+    map: &impl IterableMap<K, V>,
+    keys: &[K],
+    values: &[V],
+) -> io::Result<()> {
+    assert_eq!(keys.len(), values.len(), "one value per key");
+    let mut done = 0;
+    while done < keys.len() {
+        let count = (keys.len() - done).min(CHUNK);
+        let mut attr = BatchAttr {
+            keys: keys[done..].as_ptr() as u64,
+            values: values[done..].as_ptr() as u64,
+            count: count as u32,
+            map_fd: fd(map.map()),
+            ..BatchAttr::default()
+        };
+        bpf(BPF_MAP_UPDATE_BATCH, &mut attr)?;
+        done += count;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

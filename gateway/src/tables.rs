@@ -12,11 +12,12 @@ use aya::{
     Ebpf,
 };
 use gateway_common::{
-    self as common, maps, role, vip_flags, ArpClaim, Conn, Counter, FlowKey, Iface, Reply,
-    ServiceKey, Settings, MAGLEV_MAX,
+    self as common, maps, role, vip_flags, ArpClaim, Conn, Counter, FlowKey, HomeHop, HomeKey,
+    Iface, Reply, ServiceKey, Settings, MAGLEV_MAX, PORTS,
 };
 
 use crate::{
+    batch,
     config::{Cluster, Config, Role, Service},
     maglev,
     netlink::Nic,
@@ -38,6 +39,10 @@ pub struct Maps {
     pub arp_claims: BpfHashMap<MapData, u32, ArpClaim>,
     /// Primary addresses of the configured cluster nodes.
     pub peers: BpfHashMap<MapData, u32, u32>,
+    /// Which node's NAT block holds each port (1 + node index; 0 = none or this node).
+    nat_homes: Array<MapData, u32>,
+    /// The other nodes' primary addresses, per NIC of this node.
+    home_hops: BpfHashMap<MapData, HomeKey, HomeHop>,
     /// Connections by client 5-tuple.
     pub conns: BpfHashMap<MapData, FlowKey, Conn>,
     /// Connections by reply 5-tuple.
@@ -87,6 +92,8 @@ impl Maps {
             lease: take!(dp, maps::LEASE),
             arp_claims: take!(dp, maps::ARP_CLAIMS),
             peers: take!(dp, maps::PEERS),
+            nat_homes: take!(dp, maps::NAT_HOMES),
+            home_hops: take!(dp, maps::HOME_HOPS),
             conns: take!(dp, maps::CONNS),
             replies: take!(dp, maps::REPLIES),
             actions: take!(dp, maps::ACTIONS),
@@ -151,7 +158,10 @@ impl Maps {
         match &config.cluster {
             // Alone, nobody could take the VIPs over, so the dead-man switch never trips.
             None => self.renew_lease(u64::MAX),
-            Some(cluster) => self.write_peers(cluster),
+            Some(cluster) => {
+                self.write_peers(cluster)?;
+                self.write_homes(cluster, nics)
+            }
         }
     }
 
@@ -202,6 +212,48 @@ impl Maps {
         }
         for (addr, index) in wanted {
             self.peers.insert(addr, index, 0).context("writing PEERS")?;
+        }
+        Ok(())
+    }
+
+    /// Writes the distributed NAT: for every port of another node's NAT block, that node
+    /// (`NAT_HOMES`), and for every other node and NIC of this node, the node's primary address
+    /// on that NIC's subnet (`HOME_HOPS`), so a back-end's reply that reaches this node (it owns
+    /// the back-ends' gateway VIP) goes on to the node that translated the connection.
+    /// `nics` are in `[[interface]]` order, as the node map's addresses are.
+    pub fn write_homes(&mut self, cluster: &Cluster, nics: &[Nic]) -> Result<()> {
+        let mut homes = vec![0u32; PORTS as usize];
+        let mut hops = HashMap::new();
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            if i == cluster.me {
+                continue;
+            }
+            let home = i as u32 + 1;
+            if let Some((first, last)) = node.nat_ports {
+                homes[first as usize..=last as usize].fill(home);
+            }
+            for (nic, addr) in nics.iter().zip(&node.addresses) {
+                let key = HomeKey {
+                    node: home,
+                    ifindex: nic.ifindex,
+                };
+                let hop = HomeHop {
+                    addr: u32::from(*addr).to_be(),
+                    ..HomeHop::default()
+                };
+                hops.insert(key, hop);
+            }
+        }
+        let ports: Vec<u32> = (0..PORTS).collect();
+        batch::update(&self.nat_homes, &ports, &homes).context("writing NAT_HOMES")?;
+        let stale: Vec<HomeKey> = self.home_hops.keys().filter_map(Result::ok).collect();
+        for k in stale.iter().filter(|k| !hops.contains_key(k)) {
+            self.home_hops.remove(k)?;
+        }
+        for (key, hop) in hops {
+            self.home_hops
+                .insert(key, hop, 0)
+                .context("writing HOME_HOPS")?;
         }
         Ok(())
     }
@@ -439,6 +491,16 @@ mod tests {
         let peer = |a: [u8; 4]| m.peers.get(&u32::from(Ipv4Addr::from(a)).to_be(), 0).ok();
         assert_eq!(peer([10, 1, 0, 4]), None, "a removed node's addresses go");
         assert_eq!(peer([10, 1, 0, 3]), Some(1));
+
+        let home = |port: u32| m.nat_homes.get(&port, 0).unwrap();
+        assert_eq!((home(25_000), home(30_000), home(49_999)), (0, 2, 3));
+        assert_eq!(home(50_000), 0, "a port of no block");
+        let hop = m
+            .home_hops
+            .get(&HomeKey { node: 2, ifindex: 101 }, 0)
+            .unwrap();
+        assert_eq!(hop.addr, u32::from(Ipv4Addr::new(10, 1, 0, 3)).to_be());
+        assert!(m.home_hops.get(&HomeKey { node: 1, ifindex: 100 }, 0).is_err());
 
         let claim = ArpClaim {
             mac: [2, 9, 9, 9, 9, 9],

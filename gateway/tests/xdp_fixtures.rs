@@ -557,6 +557,54 @@ fn cluster_rows(rows: &mut Vec<Row>) {
     ));
 }
 
+/// Distributed NAT: a back-end's reply for another node's NAT port reaches this node (it owns
+/// the back-ends' gateway VIP) and goes on to that node untouched but for the MACs.
+fn home_rows(rows: &mut Vec<Row>) {
+    let reply = |dport| Flow {
+        src_mac: BACKEND_MACS[0],
+        dst_mac: INT_MAC,
+        src: BACKENDS[0],
+        dst: CLIENT,
+        sport: BACKEND_PORT,
+        dport,
+    };
+    let home = reply(HOME_PORT);
+    rows.push(
+        Row::new(
+            "tcp reply for another node's nat port goes to that node",
+            Nic::Internal,
+            tcp(&home, ACK),
+            Action::Redirect,
+        )
+        .path(Path::ToHome)
+        .expect(move |_| Ok(tcp(&home.macs(INT_MAC, HOME_MAC), ACK))),
+    );
+    rows.push(
+        Row::new(
+            "udp reply for another node's nat port goes to that node",
+            Nic::Internal,
+            udp(&home, true),
+            Action::Redirect,
+        )
+        .path(Path::ToHome)
+        .expect(move |_| Ok(udp(&home.macs(INT_MAC, HOME_MAC), true))),
+    );
+    rows.push(
+        Row::new(
+            "reply for a node whose mac is unresolved is dropped, never routed untranslated",
+            Nic::Internal,
+            tcp(&reply(HOME_UNRESOLVED_PORT), ACK),
+            Action::Drop,
+        )
+        .reason(Reason::HomeUnresolved),
+    );
+    rows.push(pass_row(
+        "a port of no node's block is not a reply",
+        Nic::Internal,
+        tcp(&reply(32000), ACK),
+    ));
+}
+
 /// A client behind the router: translated replies go back to the router's MAC.
 fn routed_rows(rows: &mut Vec<Row>) {
     let flow = Flow {
@@ -1106,6 +1154,7 @@ fn xdp_fixtures() -> Result<()> {
     reuse_rows(&mut rows);
     cluster_rows(&mut rows);
     routed_rows(&mut rows);
+    home_rows(&mut rows);
     edge_rows(&mut rows);
     settings_rows(&mut rows);
     truncated_rows(&mut rows);

@@ -12,7 +12,8 @@ use aya::{
     Ebpf,
 };
 use gateway_common::{
-    maps, proto, role, vip_flags, Backend, Counter, Iface, RateWindow, Service, ServiceKey,
+    maps, proto, role, vip_flags, Backend, Counter, HomeHop, HomeKey, Iface, RateWindow, Service,
+    ServiceKey,
     Settings, Vip, MAGLEV_MAX,
 };
 
@@ -46,6 +47,13 @@ pub const PEER: [u8; 4] = [10, 0, 1, 2];
 pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 2];
 pub const NAT_MIN: u16 = 20000;
 pub const NAT_MAX: u16 = 20999;
+/// Another node on the internal subnet whose NAT block is 30000-30999 (a static neighbour),
+/// and one whose block is 31000-31999 but whose MAC is unresolved.
+pub const HOME: [u8; 4] = [10, 0, 2, 2];
+pub const HOME_MAC: [u8; 6] = [0x02, 0, 0, 0, 2, 2];
+pub const HOME_PORT: u16 = 30005;
+pub const HOME_UNRESOLVED: [u8; 4] = [10, 0, 2, 3];
+pub const HOME_UNRESOLVED_PORT: u16 = 31005;
 /// Maglev table size of the test services (prime).
 const TABLE: u32 = 7;
 
@@ -120,6 +128,7 @@ impl Testbed {
             ([10, 0, 1, 254], ROUTER_MAC, "ext0"),
             (BACKENDS[0], BACKEND_MACS[0], "int0"),
             (BACKENDS[1], BACKEND_MACS[1], "int0"),
+            (HOME, HOME_MAC, "int0"),
         ] {
             netns.ip(&format!(
                 "neigh add {} lladdr {} dev {dev} nud permanent",
@@ -238,6 +247,23 @@ impl Testbed {
         })?;
         let mut peers: HashMap<_, u32, u32> = HashMap::try_from(self.map(maps::PEERS))?;
         peers.insert(be(PEER), 1, 0)?;
+        let homes = [(2, 30000, HOME), (3, 31000, HOME_UNRESOLVED)];
+        let mut ports: Array<_, u32> = Array::try_from(self.map(maps::NAT_HOMES))?;
+        for (node, first, _) in homes {
+            for port in first..first + 1000 {
+                ports.set(port, node, 0)?;
+            }
+        }
+        let mut hops: HashMap<_, HomeKey, HomeHop> =
+            HashMap::try_from(self.map(maps::HOME_HOPS))?;
+        for (node, _, addr) in homes {
+            let key = HomeKey { node, ifindex: int };
+            let hop = HomeHop {
+                addr: be(addr),
+                ..HomeHop::default()
+            };
+            hops.insert(key, hop, 0)?;
+        }
         self.set_lease(u64::MAX)
     }
 
