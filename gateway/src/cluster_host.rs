@@ -4,7 +4,7 @@
 use std::{
     collections::{HashMap, HashSet},
     net::Ipv4Addr,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use gateway_common::ArpClaim;
@@ -84,9 +84,13 @@ impl Host {
         while self.garps.try_join_next().is_some() {}
     }
 
-    /// Moves the dead-man switch forward: XDP keeps answering for our VIPs for one lease.
-    pub fn renew_lease(&self) {
-        let until = monotonic_ns().saturating_add(self.lease.as_nanos() as u64);
+    /// Moves the dead-man switch forward: XDP keeps answering for our VIPs for one lease, but
+    /// never past `cap` (the ring's [`crate::cluster::ring::Node::answer_until`]).
+    pub fn renew_lease(&self, now: Instant, cap: Option<Instant>) {
+        let lease = cap.map_or(self.lease, |cap| {
+            self.lease.min(cap.saturating_duration_since(now))
+        });
+        let until = monotonic_ns().saturating_add(lease.as_nanos() as u64);
         if let Err(e) = self.shared.lock().unwrap().maps.renew_lease(until) {
             warn!("renewing the lease: {e:#}");
         }

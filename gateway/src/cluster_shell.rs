@@ -61,6 +61,7 @@ pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
     let mut ring = RingConfig::new(nodes, vips);
     ring.hold = t.token_hold.unwrap_or(ring.hold);
     ring.loss_timeout = t.token_loss.unwrap_or(ring.loss_timeout);
+    ring.unreachable_after = crate::cluster_link::transport_config(cluster).give_up_after();
     // The token sequence starts at a random point (DESIGN.md): a restarted node never
     // reuses the numbers of its previous life.
     let mut seed = [0u8; 8];
@@ -200,7 +201,7 @@ impl Shell {
         }
         if self.next_tick <= now {
             self.next_tick = now + self.host.tick();
-            self.host.renew_lease();
+            self.host.renew_lease(now, self.node.answer_until());
             for (vip, claim) in self.host.take_claims() {
                 warn!(%vip, mac = ?claim.mac, count = claim.count, "another station claims a VIP this node owns");
                 let Some((rival_ring, rival_low)) = self.rival else {

@@ -497,10 +497,25 @@ mod tests {
         assert_eq!(home(50_000), 0, "a port of no block");
         let hop = m
             .home_hops
-            .get(&HomeKey { node: 2, ifindex: 101 }, 0)
+            .get(
+                &HomeKey {
+                    node: 2,
+                    ifindex: 101,
+                },
+                0,
+            )
             .unwrap();
         assert_eq!(hop.addr, u32::from(Ipv4Addr::new(10, 1, 0, 3)).to_be());
-        assert!(m.home_hops.get(&HomeKey { node: 1, ifindex: 100 }, 0).is_err());
+        assert!(m
+            .home_hops
+            .get(
+                &HomeKey {
+                    node: 1,
+                    ifindex: 100
+                },
+                0
+            )
+            .is_err());
 
         let claim = ArpClaim {
             mac: [2, 9, 9, 9, 9, 9],

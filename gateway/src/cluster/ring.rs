@@ -66,6 +66,9 @@ pub struct RingConfig {
     pub join_interval: Duration,
     /// A token hop after which a moved VIP may move again for load.
     pub settle_hops: u32,
+    /// How long the transport tries a destination before reporting it unreachable: the
+    /// least time between a token pass to this node failing and its removal.
+    pub unreachable_after: Duration,
 }
 
 impl RingConfig {
@@ -83,6 +86,7 @@ impl RingConfig {
             startup: Duration::from_millis(300),
             join_interval: Duration::from_millis(50),
             settle_hops: 8,
+            unreachable_after: Duration::from_millis(75),
         }
     }
 }
@@ -302,6 +306,19 @@ impl Node {
             faulted: self.faulted,
             closed: self.token.closed.clone(),
         }
+    }
+
+    /// Until when this node may answer for its VIPs, as far as the ring knows: the earliest
+    /// moment the others could have removed it (its last hold, every other member's hold, then
+    /// the transport giving up on it). The daemon caps its dead-man lease with it, so a node
+    /// that was paused or cut off past that moment is silent before its VIPs are taken over,
+    /// and stays silent until a token tells it where it stands. `None` when no other node
+    /// could take its VIPs (alone) or it owns none (not a member).
+    pub fn answer_until(&self) -> Option<Instant> {
+        let others = self.members().len().saturating_sub(1) as u32;
+        (self.is_member() && others > 0).then(|| {
+            self.last_held_at + self.config.hold * (others + 1) + self.config.unreachable_after
+        })
     }
 
     /// Feeds one event; returns what to do.

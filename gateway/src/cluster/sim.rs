@@ -205,6 +205,7 @@ impl Sim {
         let nodes = (0..self.scenario.nodes).map(|i| NodeId(i as u8)).collect();
         let mut config = RingConfig::new(nodes, self.vips.clone());
         config.initial_seq = self.rng.next_u64() >> 8;
+        config.unreachable_after = TransportConfig::default().give_up_after();
         config
     }
 
@@ -485,7 +486,8 @@ impl Sim {
                     self.perform(&mut host, i, actions);
                 }
                 if host.next_lease <= self.now {
-                    host.lease_until = self.now + LEASE;
+                    let cap = host.node.answer_until().unwrap_or(self.now + LEASE);
+                    host.lease_until = (self.now + LEASE).min(cap);
                     host.next_lease = self.now + LEASE_TICK;
                 }
             }

@@ -13,8 +13,7 @@ use aya::{
 };
 use gateway_common::{
     maps, proto, role, vip_flags, Backend, Counter, HomeHop, HomeKey, Iface, RateWindow, Service,
-    ServiceKey,
-    Settings, Vip, MAGLEV_MAX,
+    ServiceKey, Settings, Vip, MAGLEV_MAX,
 };
 
 use super::netns::Netns;
@@ -254,8 +253,7 @@ impl Testbed {
                 ports.set(port, node, 0)?;
             }
         }
-        let mut hops: HashMap<_, HomeKey, HomeHop> =
-            HashMap::try_from(self.map(maps::HOME_HOPS))?;
+        let mut hops: HashMap<_, HomeKey, HomeHop> = HashMap::try_from(self.map(maps::HOME_HOPS))?;
         for (node, _, addr) in homes {
             let key = HomeKey { node, ifindex: int };
             let hop = HomeHop {
