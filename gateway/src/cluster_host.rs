@@ -4,6 +4,7 @@
 use std::{
     collections::{HashMap, HashSet},
     net::Ipv4Addr,
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -20,6 +21,9 @@ pub struct Host {
     /// Where each VIP is announced: (ifindex, MAC of the VIP's NIC).
     garp_targets: HashMap<Ipv4Addr, (u32, [u8; 6])>,
     garps: JoinSet<()>,
+    /// The VIPs this node answers for now, which pending announcements check before each
+    /// packet.
+    owned: Arc<RwLock<HashSet<Ipv4Addr>>>,
 }
 
 impl Host {
@@ -46,6 +50,7 @@ impl Host {
             lease,
             garp_targets,
             garps: JoinSet::new(),
+            owned: Arc::default(),
         }
     }
 
@@ -63,6 +68,7 @@ impl Host {
             warn!("writing VIP ownership: {e:#}");
             return;
         }
+        self.owned.write().unwrap().clone_from(owned);
         let mut taken: Vec<_> = owned.difference(&before).collect();
         let mut dropped: Vec<_> = before.difference(owned).collect();
         if !taken.is_empty() || !dropped.is_empty() {
@@ -79,7 +85,9 @@ impl Host {
             .iter()
             .filter_map(|v| self.garp_targets.get(v).map(|(i, m)| (*i, *m, *v)))
             .collect();
-        self.garps.spawn(garp::announce(arp, targets));
+        let owned = self.owned.clone();
+        let still_owned = move |vip| owned.read().unwrap().contains(&vip);
+        self.garps.spawn(garp::announce(arp, targets, still_owned));
         // Finished announcements are reaped here, so the set does not grow.
         while self.garps.try_join_next().is_some() {}
     }

@@ -218,7 +218,8 @@ async fn serve(
     let ring = match config.cluster {
         Some(_) => Some(crate::cluster_shell::spawn(&mut background, &shared, cluster_nics).await?),
         None => {
-            background.spawn(garp::announce(config.arp, garp_targets));
+            // Alone, every VIP stays this node's.
+            background.spawn(garp::announce(config.arp, garp_targets, |_| true));
             None
         }
     };

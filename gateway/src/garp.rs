@@ -58,8 +58,13 @@ fn send(ifindex: u32, frame: &[u8]) -> io::Result<()> {
     }
 }
 
-/// Announces each `(ifindex, mac, vip)` in two bursts as `arp` says.
-pub async fn announce(arp: Arp, targets: Vec<(u32, [u8; 6], Ipv4Addr)>) {
+/// Announces each `(ifindex, mac, vip)` in two bursts as `arp` says, each packet only while
+/// `still_owned(vip)`: a VIP that moved on meanwhile must not be claimed back by a late burst.
+pub async fn announce(
+    arp: Arp,
+    targets: Vec<(u32, [u8; 6], Ipv4Addr)>,
+    still_owned: impl Fn(Ipv4Addr) -> bool,
+) {
     for burst in 0..2 {
         if burst == 1 {
             tokio::time::sleep(arp.garp_second_burst).await;
@@ -68,7 +73,7 @@ pub async fn announce(arp: Arp, targets: Vec<(u32, [u8; 6], Ipv4Addr)>) {
             if i > 0 {
                 tokio::time::sleep(arp.garp_interval).await;
             }
-            for (ifindex, mac, vip) in &targets {
+            for (ifindex, mac, vip) in targets.iter().filter(|t| still_owned(t.2)) {
                 if let Err(e) = send(*ifindex, &frame(*mac, *vip)) {
                     warn!(%vip, "gratuitous ARP failed: {e}");
                 }

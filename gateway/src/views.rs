@@ -12,7 +12,7 @@ use crate::{
 /// The cluster as this node sees it: `status --json` key `cluster`. Built by the cluster shell
 /// from the ring's status in the daemon's own terms (node names, not ids), so the documented
 /// shape does not follow every change inside the protocol.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterView {
     /// This node's name.
     pub node: String,

@@ -87,6 +87,31 @@ impl ServiceConfig {
     }
 }
 
+impl ServiceConfig {
+    /// The service as a `[[service]]` table on `vip`, with its health check and back-ends.
+    pub fn to_toml(&self, vip: Ipv4Addr) -> String {
+        let mut s = format!(
+            "\n[[service]]\nname = \"{}\"\nvip = \"{vip}\"\nport = {}\nprotocol = \"{}\"\n",
+            self.name, self.port, self.protocol
+        );
+        if let Some(h) = &self.health {
+            // Writing to a String cannot fail.
+            let _ = write!(
+                s,
+                "\n[service.health]\nkind = \"{}\"\npath = \"/\"\ninterval = \"{}\"\ntimeout = \"{}\"\nrise = {}\nfall = {}\n",
+                h.kind, h.interval, h.timeout, h.rise, h.fall
+            );
+        }
+        for (addr, port, weight) in &self.backends {
+            let _ = write!(
+                s,
+                "\n[[service.backend]]\naddress = \"{addr}\"\nport = {port}\nweight = {weight}\n"
+            );
+        }
+        s
+    }
+}
+
 /// The daemon's configuration for the gateway topology.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -159,24 +184,7 @@ udp = "30s"
             closing = self.tcp_closing,
         );
         for service in &self.services {
-            let _ = write!(
-                s,
-                "\n[[service]]\nname = \"{}\"\nvip = \"{VIP}\"\nport = {}\nprotocol = \"{}\"\n",
-                service.name, service.port, service.protocol
-            );
-            if let Some(h) = &service.health {
-                let _ = write!(
-                    s,
-                    "\n[service.health]\nkind = \"{}\"\npath = \"/\"\ninterval = \"{}\"\ntimeout = \"{}\"\nrise = {}\nfall = {}\n",
-                    h.kind, h.interval, h.timeout, h.rise, h.fall
-                );
-            }
-            for (addr, port, weight) in &service.backends {
-                let _ = write!(
-                    s,
-                    "\n[[service.backend]]\naddress = \"{addr}\"\nport = {port}\nweight = {weight}\n"
-                );
-            }
+            s += &service.to_toml(VIP);
         }
         s
     }
@@ -193,6 +201,7 @@ udp = "30s"
 pub struct Daemon {
     process: Option<Process>,
     binary: PathBuf,
+    host: String,
     netns: String,
     socket: PathBuf,
     config: PathBuf,
@@ -205,13 +214,32 @@ impl Daemon {
     /// Writes `config`, starts the daemon and waits until it is ready.
     pub fn start(bed: &Testbed, config: &GatewayConfig) -> Result<Self> {
         config.write()?;
+        Self::start_in(
+            bed,
+            topology::GATEWAY,
+            &config.path,
+            &config.socket,
+            &config.pin_dir,
+        )
+    }
+
+    /// Starts a daemon in host `host` of `bed` with the config file at `path` (written by the
+    /// caller), which names `socket` and `pin_dir`, and waits until it is ready.
+    pub fn start_in(
+        bed: &Testbed,
+        host: &str,
+        path: &Path,
+        socket: &Path,
+        pin_dir: &Path,
+    ) -> Result<Self> {
         let mut daemon = Self {
             process: None,
             binary: binaries::find("gateway")?,
-            netns: bed.ns(topology::GATEWAY)?.name().to_owned(),
-            socket: config.socket.clone(),
-            config: config.path.clone(),
-            pin_dir: config.pin_dir.clone(),
+            host: host.to_owned(),
+            netns: bed.ns(host)?.name().to_owned(),
+            socket: socket.to_owned(),
+            config: path.to_owned(),
+            pin_dir: pin_dir.to_owned(),
             log_dir: bed.dir().to_owned(),
             starts: 0,
         };
@@ -224,7 +252,9 @@ impl Daemon {
     pub fn launch(&mut self) -> Result<Duration> {
         let started = Instant::now();
         self.starts += 1;
-        let log = self.log_dir.join(format!("gateway-{}.log", self.starts));
+        let log = self
+            .log_dir
+            .join(format!("{}-gateway-{}.log", self.host, self.starts));
         let args = vec![
             "daemon".to_owned(),
             "--config".to_owned(),
@@ -320,6 +350,28 @@ impl Daemon {
             bail!("daemon exited with {status}:\n{}", process.log_tail(30));
         }
         Ok(started.elapsed())
+    }
+
+    /// Sends `signal` to the running daemon (SIGSTOP / SIGCONT to hang and resume it).
+    pub fn signal(&mut self, signal: i32) -> Result<()> {
+        self.process
+            .as_mut()
+            .context("daemon not running")?
+            .signal(signal)
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash does, and reaps it. Its XDP program stays
+    /// attached (the link is pinned) and keeps serving until its lease runs out.
+    pub fn kill(&mut self) -> Result<()> {
+        let mut process = self.process.take().context("daemon not running")?;
+        process.signal(libc::SIGKILL)?;
+        process.wait_exit(Duration::from_secs(5))?;
+        Ok(())
+    }
+
+    /// Whether a daemon process is running (not killed or stopped by the test).
+    pub fn running(&self) -> bool {
+        self.process.is_some()
     }
 
     /// The running daemon's process id (for CPU accounting).

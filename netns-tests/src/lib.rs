@@ -1,8 +1,10 @@
 //! A testbed of network namespaces for the gateway: hosts, bridges and veth links built from a
 //! description, processes started inside them, and everything removed on drop (even on panic).
 //! The end-to-end tests, the demo and the end-to-end benchmark all stand on it.
+pub mod arp;
 pub mod binaries;
 pub mod client;
+pub mod cluster;
 pub mod cluster_topology;
 pub mod cmd;
 pub mod cpu;

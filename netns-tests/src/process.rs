@@ -82,9 +82,11 @@ impl Process {
         Ok(())
     }
 
-    /// Stops the process: SIGTERM, then SIGKILL if it does not exit in time.
+    /// Stops the process: SIGTERM (and SIGCONT, should a test have stopped it), then SIGKILL
+    /// if it does not exit in time.
     pub fn stop(&mut self) -> Result<ExitStatus> {
         self.signal(libc::SIGTERM)?;
+        self.signal(libc::SIGCONT)?;
         match self.wait_exit(TERM_GRACE) {
             Ok(status) => Ok(status),
             Err(_) => {

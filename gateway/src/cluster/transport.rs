@@ -33,7 +33,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::envelope::{self, EnvelopeError, Header, Kind, OVERHEAD};
 use super::keys::Keyring;
@@ -224,7 +224,7 @@ pub enum TransportEvent {
 }
 
 /// What the transport did and what it dropped, by reason; for status and metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransportCounters {
     /// Data datagrams sent for the first time.
     pub sent: u64,

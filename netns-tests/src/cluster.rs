@@ -1,0 +1,408 @@
+//! A gateway cluster on the cluster testbed: one daemon per node with the same node map, keys,
+//! VIPs and services; starting, killing, hanging and isolating nodes as the tests need; and
+//! reading the cluster's state through each node's CLI. Field order is drop order: daemons,
+//! back-end servers, testbed.
+use crate::arp::{parse_mac, Mac};
+use crate::cluster_topology::{
+    self, external_addr, internal_addr, EXTERNAL_VIPS, NODES, ROUTER_ADDR,
+};
+use crate::daemon::{Daemon, ServiceConfig, ECHO_PORT, WEB_PORT};
+use crate::netns::Netns;
+use crate::process::Process;
+use crate::testbed::Testbed;
+use crate::topology::{self, EXT_IF, INTERNAL_VIP, INT_IF};
+use anyhow::{bail, Context, Result};
+use gateway::views::ClusterView;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The HMAC key every node of the test cluster shares (key id 1).
+pub const KEY: &str = "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// Every VIP the cluster owns: the external ones, then the back-ends' gateway.
+pub fn all_vips() -> Vec<Ipv4Addr> {
+    let mut vips = EXTERNAL_VIPS.to_vec();
+    vips.push(INTERNAL_VIP);
+    vips
+}
+
+/// Where a VIP starts and how it sticks (`[[vip]] preferred` and `persistence`).
+#[derive(Clone, Debug)]
+pub struct Placement {
+    /// The VIP.
+    pub vip: Ipv4Addr,
+    /// Index of its preferred node.
+    pub preferred: usize,
+    /// 0, 1 or 3.
+    pub persistence: u8,
+}
+
+/// What differs between cluster tests.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterOptions {
+    /// VIP placements; VIPs not listed have neither.
+    pub placements: Vec<Placement>,
+    /// `[cluster.timers]` lines, e.g. `("token_hold", "5ms")`; empty keeps the defaults.
+    pub timers: Vec<(String, String)>,
+    /// `[cluster] lease`; `None` keeps the default.
+    pub lease: Option<String>,
+}
+
+/// One node: its files and, while it runs, its daemon.
+pub struct Node {
+    /// Its name (`gw1`...), also its testbed host.
+    pub name: &'static str,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its control socket.
+    pub socket: PathBuf,
+    /// Its bpffs pin directory.
+    pub pin_dir: PathBuf,
+    /// The daemon, while it runs.
+    pub daemon: Option<Daemon>,
+}
+
+/// The cluster testbed with a daemon on every node.
+pub struct Cluster {
+    /// The nodes, in ring order.
+    pub nodes: Vec<Node>,
+    /// The back-end servers.
+    pub servers: Vec<Process>,
+    /// The testbed.
+    pub bed: Testbed,
+}
+
+/// The services of every external VIP: HTTP on port 80 and UDP echo on port 5000 over all
+/// three back-ends.
+fn services() -> Vec<ServiceConfig> {
+    vec![ServiceConfig::web(&[1, 1, 1]), ServiceConfig::echo()]
+}
+
+impl Cluster {
+    /// Builds the testbed, starts the back-ends and a daemon on every node, and waits until
+    /// the ring has formed and every VIP has one owner.
+    pub fn start(options: &ClusterOptions) -> Result<Self> {
+        let started = Instant::now();
+        let bed = cluster_topology::build()?;
+        let servers = topology::start_backends(&bed)?;
+        let nodes = NODES
+            .iter()
+            .map(|name| Node {
+                name,
+                config: bed.dir().join(format!("{name}.toml")),
+                socket: bed.dir().join(format!("{name}.sock")),
+                pin_dir: Path::new("/sys/fs/bpf").join(format!("{}-{name}", bed.prefix())),
+                daemon: None,
+            })
+            .collect();
+        let mut cluster = Self {
+            nodes,
+            servers,
+            bed,
+        };
+        for i in 0..cluster.nodes.len() {
+            let text = cluster.config_text(i, options);
+            std::fs::write(&cluster.nodes[i].config, text)?;
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.start_daemon(i)?;
+        }
+        let formed = cluster.wait_converged(Duration::from_secs(20))?;
+        println!(
+            "cluster {} ready in {:.2?} (ring converged {:.2?} after the last start)",
+            cluster.bed.prefix(),
+            started.elapsed(),
+            formed
+        );
+        Ok(cluster)
+    }
+
+    /// The config file of node `i`.
+    pub fn config_text(&self, i: usize, options: &ClusterOptions) -> String {
+        let node = &self.nodes[i];
+        let mut s = format!(
+            "[node]\nname = \"{name}\"\nnat_ports = \"{nat}\"\npin_dir = \"{pin}\"\nxdp_mode = \"native\"\n\n\
+             [control]\nsocket = \"{socket}\"\n\n\
+             [[interface]]\nname = \"{EXT_IF}\"\nrole = \"external\"\n\n\
+             [[interface]]\nname = \"{INT_IF}\"\nrole = \"internal\"\n",
+            name = node.name,
+            nat = nat_block(i),
+            pin = node.pin_dir.display(),
+            socket = node.socket.display(),
+        );
+        let vips = EXTERNAL_VIPS
+            .iter()
+            .map(|v| (*v, EXT_IF))
+            .chain([(INTERNAL_VIP, INT_IF)]);
+        for (vip, ifname) in vips {
+            let _ = write!(
+                s,
+                "\n[[vip]]\naddress = \"{vip}\"\ninterface = \"{ifname}\"\n"
+            );
+            if let Some(p) = options.placements.iter().find(|p| p.vip == vip) {
+                let _ = write!(
+                    s,
+                    "preferred = \"{}\"\npersistence = {}\n",
+                    NODES[p.preferred], p.persistence
+                );
+            }
+        }
+        for vip in EXTERNAL_VIPS {
+            for service in services() {
+                let named = ServiceConfig {
+                    name: format!("{}-{vip}", service.name),
+                    ..service
+                };
+                s += &named.to_toml(vip);
+            }
+        }
+        let _ = write!(
+            s,
+            "\n[timeouts]\ntcp_established = \"300s\"\ntcp_closing = \"10s\"\nudp = \"30s\"\n\
+             \n[cluster]\nwitness = [\"{ROUTER_ADDR}\"]\n"
+        );
+        if let Some(lease) = &options.lease {
+            let _ = writeln!(s, "lease = \"{lease}\"");
+        }
+        let _ = write!(s, "\n[cluster.keys]\n1 = \"{KEY}\"\n");
+        if !options.timers.is_empty() {
+            s += "\n[cluster.timers]\n";
+            for (key, value) in &options.timers {
+                let _ = writeln!(s, "{key} = \"{value}\"");
+            }
+        }
+        for (j, name) in NODES.iter().enumerate() {
+            let _ = write!(
+                s,
+                "\n[[cluster.node]]\nname = \"{name}\"\naddresses = [\"{}\", \"{}\"]\nnat_ports = \"{}\"\n",
+                external_addr(j),
+                internal_addr(j),
+                nat_block(j)
+            );
+        }
+        s
+    }
+
+    /// Starts node `i`'s daemon (it must not run) and waits until its CLI answers. A daemon
+    /// that was killed starts again on its pins, as a restarted daemon does.
+    pub fn start_daemon(&mut self, i: usize) -> Result<()> {
+        let node = &mut self.nodes[i];
+        match node.daemon.as_mut() {
+            Some(d) if d.running() => bail!("{} runs already", node.name),
+            Some(d) => {
+                d.launch()?;
+            }
+            None => {
+                let daemon = Daemon::start_in(
+                    &self.bed,
+                    node.name,
+                    &node.config,
+                    &node.socket,
+                    &node.pin_dir,
+                )?;
+                node.daemon = Some(daemon);
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `i`'s daemon.
+    pub fn daemon(&self, i: usize) -> Result<&Daemon> {
+        self.nodes[i]
+            .daemon
+            .as_ref()
+            .with_context(|| format!("{} has no daemon", self.nodes[i].name))
+    }
+
+    /// Node `i`'s namespace.
+    pub fn ns(&self, i: usize) -> &Netns {
+        self.bed.ns(self.nodes[i].name).expect("node host")
+    }
+
+    /// The router's namespace (the VIPs' L2 neighbour, where ARP is watched).
+    pub fn router(&self) -> &Netns {
+        self.bed.ns(topology::ROUTER).expect("router host")
+    }
+
+    /// The client namespace.
+    pub fn client(&self) -> &Netns {
+        self.bed.ns(topology::CLIENT).expect("client host")
+    }
+
+    /// `gateway status --json` of node `i`.
+    pub fn status(&self, i: usize) -> Result<serde_json::Value> {
+        self.daemon(i)?.json(&["status"])
+    }
+
+    /// The cluster as node `i` sees it.
+    pub fn view(&self, i: usize) -> Result<ClusterView> {
+        let status = self.status(i)?;
+        serde_json::from_value(status["cluster"].clone())
+            .with_context(|| format!("cluster view of {}: {status}", self.nodes[i].name))
+    }
+
+    /// The VIPs node `i`'s XDP answers for (its maps).
+    pub fn owned(&self, i: usize) -> Result<Vec<Ipv4Addr>> {
+        let status = self.status(i)?;
+        let vips = status["vips"].as_array().context("no vips")?;
+        Ok(vips
+            .iter()
+            .filter(|v| v["owned"] == true)
+            .filter_map(|v| v["address"].as_str()?.parse().ok())
+            .collect())
+    }
+
+    /// The MAC of node `i`'s external NIC.
+    pub fn mac(&self, i: usize, ifname: &str) -> Result<Mac> {
+        let text = self.ns(i).ip(&["-j", "link", "show", "dev", ifname])?;
+        let value: serde_json::Value = serde_json::from_str(&text)?;
+        parse_mac(value[0]["address"].as_str().context("no MAC")?)
+    }
+
+    /// Indexes of the nodes whose daemon runs and answers its CLI.
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i].daemon.as_ref().is_some_and(Daemon::running) && self.status(i).is_ok()
+            })
+            .collect()
+    }
+
+    /// Checks the converged state once: every live node is a member of one ring of exactly
+    /// the live nodes, all agree on the VIP table, every VIP has an owner among them, and each
+    /// node's maps answer for exactly the VIPs the table gives it. Returns the owners by VIP.
+    pub fn converged(&self) -> Result<Vec<(Ipv4Addr, usize)>> {
+        let live = self.live();
+        let names: Vec<&str> = live.iter().map(|&i| self.nodes[i].name).collect();
+        let mut table = None;
+        for &i in &live {
+            let view = self.view(i)?;
+            let members: Vec<&str> = view.members.iter().map(|m| m.name.as_str()).collect();
+            if view.state != "member" || members != names {
+                bail!(
+                    "{}: {} of {members:?}, live {names:?}",
+                    view.node,
+                    view.state
+                );
+            }
+            let owners: Vec<(String, Option<String>)> = view
+                .vips
+                .iter()
+                .map(|v| (v.address.clone(), v.owner.clone()))
+                .collect();
+            match &table {
+                None => table = Some(owners),
+                Some(t) if *t == owners => {}
+                Some(t) => bail!("{} sees {owners:?}, another node {t:?}", view.node),
+            }
+        }
+        let table = table.context("no live node")?;
+        let mut out = Vec::new();
+        for (address, owner) in table {
+            let vip: Ipv4Addr = address.parse()?;
+            let owner = owner.with_context(|| format!("{vip} has no owner"))?;
+            let i = NODES
+                .iter()
+                .position(|n| *n == owner)
+                .with_context(|| format!("{vip} owned by unknown {owner}"))?;
+            if !live.contains(&i) {
+                bail!("{vip} owned by {owner}, which is not live");
+            }
+            out.push((vip, i));
+        }
+        for &i in &live {
+            let mut owned = self.owned(i)?;
+            owned.sort();
+            let mut wanted: Vec<Ipv4Addr> = out
+                .iter()
+                .filter(|(_, o)| *o == i)
+                .map(|(v, _)| *v)
+                .collect();
+            wanted.sort();
+            if owned != wanted {
+                bail!(
+                    "{} answers for {owned:?}, the table gives it {wanted:?}",
+                    NODES[i]
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until [`Cluster::converged`] holds; returns how long that took.
+    pub fn wait_converged(&self, within: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        loop {
+            match self.converged() {
+                Ok(_) => return Ok(started.elapsed()),
+                Err(e) if started.elapsed() > within => {
+                    bail!("no converged cluster after {within:?}: {e:#}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// The node that owns `vip` in the converged table.
+    pub fn owner(&self, vip: Ipv4Addr) -> Result<usize> {
+        self.converged()?
+            .into_iter()
+            .find(|(v, _)| *v == vip)
+            .map(|(_, i)| i)
+            .with_context(|| format!("{vip} not in the table"))
+    }
+
+    /// Node `i` dies as a host dies: its daemon is killed with SIGKILL and its links go down.
+    pub fn kill_host(&mut self, i: usize) -> Result<()> {
+        self.kill_daemon(i)?;
+        self.set_links(i, "down")
+    }
+
+    /// Node `i`'s links come back up (its daemon is started separately).
+    pub fn revive_links(&self, i: usize) -> Result<()> {
+        self.set_links(i, "up")
+    }
+
+    /// Sets node `i`'s NICs `up` or `down`.
+    pub fn set_links(&self, i: usize, state: &str) -> Result<()> {
+        for ifname in [EXT_IF, INT_IF] {
+            self.ns(i).ip(&["link", "set", ifname, state])?;
+        }
+        Ok(())
+    }
+
+    /// Node `i`'s daemon alone is killed with SIGKILL; its host, NICs and XDP (pinned) stay
+    /// up, so its XDP answers until the lease runs out.
+    pub fn kill_daemon(&mut self, i: usize) -> Result<()> {
+        self.nodes[i].daemon.as_mut().context("no daemon")?.kill()
+    }
+
+    /// Sends `signal` to node `i`'s daemon (SIGSTOP / SIGCONT).
+    pub fn signal(&mut self, i: usize, signal: i32) -> Result<()> {
+        self.nodes[i]
+            .daemon
+            .as_mut()
+            .context("no daemon")?
+            .signal(signal)
+    }
+
+    /// The UDP echo service of `vip`.
+    pub fn echo(vip: Ipv4Addr) -> SocketAddrV4 {
+        SocketAddrV4::new(vip, ECHO_PORT)
+    }
+
+    /// The HTTP service of `vip`.
+    pub fn web(vip: Ipv4Addr) -> SocketAddrV4 {
+        SocketAddrV4::new(vip, WEB_PORT)
+    }
+}
+
+/// Node `i`'s NAT port block: 10000-16999, 17000-23999, 24000-30999, all below the kernel's
+/// ephemeral ports (32768-60999), which the nodes' own connections (health checks) use: a
+/// reply to one of those must not look like another node's NAT port.
+pub fn nat_block(i: usize) -> String {
+    let first = 10_000 + 7_000 * i;
+    format!("{first}-{}", first + 6_999)
+}
