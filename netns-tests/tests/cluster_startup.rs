@@ -14,11 +14,10 @@ fn startup_converges_and_each_vip_is_answered_by_its_owner_alone() {
     let cluster = Cluster::start(&ClusterOptions::default()).unwrap();
     let owners = cluster.converged().unwrap();
     println!("owners: {owners:?}");
-    for i in 0..NODES.len() {
+    for (i, name) in NODES.iter().enumerate() {
         assert!(
             owners.iter().any(|(_, o)| *o == i),
-            "{} owns nothing: {owners:?}",
-            NODES[i]
+            "{name} owns nothing: {owners:?}"
         );
     }
 
