@@ -381,7 +381,9 @@ impl Shell {
                 .collect(),
             token: TokenView {
                 seq: status.seq,
-                round_ms: None,
+                round_ms: status.round.map(|r| r.as_secs_f64() * 1000.0),
+                holding: status.holding,
+                stale: status.stale_tokens,
             },
             config_version: 1,
             vips: status

@@ -68,6 +68,12 @@ pub struct TokenView {
     pub seq: u64,
     /// The latest time of one round of the ring, in milliseconds.
     pub round_ms: Option<f64>,
+    /// Whether this node holds the token now.
+    #[serde(default)]
+    pub holding: bool,
+    /// Tokens this node dropped as stale (a second token would show here).
+    #[serde(default)]
+    pub stale: u64,
 }
 
 /// One row of the VIP table.

@@ -62,6 +62,8 @@ pub struct Node {
     pub pin_dir: PathBuf,
     /// The daemon, while it runs.
     pub daemon: Option<Daemon>,
+    /// Stopped with SIGSTOP (its CLI would not answer).
+    pub paused: bool,
 }
 
 /// The cluster testbed with a daemon on every node.
@@ -95,6 +97,7 @@ impl Cluster {
                 socket: bed.dir().join(format!("{name}.sock")),
                 pin_dir: Path::new("/sys/fs/bpf").join(format!("{}-{name}", bed.prefix())),
                 daemon: None,
+                paused: false,
             })
             .collect();
         let mut cluster = Self {
@@ -265,7 +268,9 @@ impl Cluster {
     pub fn live(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|&i| {
-                self.nodes[i].daemon.as_ref().is_some_and(Daemon::running) && self.status(i).is_ok()
+                !self.nodes[i].paused
+                    && self.nodes[i].daemon.as_ref().is_some_and(Daemon::running)
+                    && self.status(i).is_ok()
             })
             .collect()
     }
@@ -379,8 +384,21 @@ impl Cluster {
         self.nodes[i].daemon.as_mut().context("no daemon")?.kill()
     }
 
-    /// Sends `signal` to node `i`'s daemon (SIGSTOP / SIGCONT).
-    pub fn signal(&mut self, i: usize, signal: i32) -> Result<()> {
+    /// Hangs node `i`'s daemon (SIGSTOP), as a stuck process does; its XDP keeps running.
+    pub fn pause(&mut self, i: usize) -> Result<()> {
+        self.signal(i, libc::SIGSTOP)?;
+        self.nodes[i].paused = true;
+        Ok(())
+    }
+
+    /// Resumes node `i`'s daemon (SIGCONT).
+    pub fn resume(&mut self, i: usize) -> Result<()> {
+        self.signal(i, libc::SIGCONT)?;
+        self.nodes[i].paused = false;
+        Ok(())
+    }
+
+    fn signal(&mut self, i: usize, signal: i32) -> Result<()> {
         self.nodes[i]
             .daemon
             .as_mut()

@@ -217,6 +217,12 @@ pub struct RingStatus {
     pub faulted: bool,
     /// Nodes an operator closed.
     pub closed: Vec<NodeId>,
+    /// Whether this node holds the token now.
+    pub holding: bool,
+    /// Time between this node's last two holds of the token: one round of the ring.
+    pub round: Option<Duration>,
+    /// Tokens dropped as stale (a sequence this node has seen or passed already).
+    pub stale_tokens: u64,
 }
 
 /// One node's protocol state.
@@ -235,6 +241,8 @@ pub struct Node {
     last_sent_seq: u64,
     last_token_at: Instant,
     last_held_at: Instant,
+    last_round: Option<Duration>,
+    stale_tokens: u64,
     probe_out: bool,
     joins: BTreeSet<NodeId>,
     asks: Vec<AdminAsk>,
@@ -275,6 +283,8 @@ impl Node {
             in_flight: None,
             last_token_at: now,
             last_held_at: now,
+            last_round: None,
+            stale_tokens: 0,
             probe_out: false,
             joins: BTreeSet::new(),
             asks: Vec::new(),
@@ -305,6 +315,9 @@ impl Node {
             owned: self.owned.clone(),
             faulted: self.faulted,
             closed: self.token.closed.clone(),
+            holding: self.holding,
+            round: self.last_round,
+            stale_tokens: self.stale_tokens,
         }
     }
 
@@ -472,7 +485,8 @@ impl Node {
     fn on_token(&mut self, now: Instant, t: Token, out: &mut Vec<Action>) {
         let same_ring = self.is_member() && t.epoch == self.token.epoch;
         if same_ring && t.seq <= self.token.seq.max(self.last_sent_seq) {
-            return; // stale
+            self.stale_tokens += 1;
+            return;
         }
         if !t.members.contains(&self.me) {
             if same_ring {
@@ -498,6 +512,8 @@ impl Node {
             // A better ring took this node: leave the old one.
             self.leave(out);
         }
+        self.last_round = (same_ring && self.membership == Membership::Member)
+            .then(|| now.saturating_duration_since(self.last_held_at));
         self.membership = Membership::Member;
         self.token = t;
         self.holding = true;
