@@ -4,10 +4,10 @@
 //! use it to prove that each VIP is answered by exactly one MAC, and that a node which lost its
 //! VIPs never answers for them again.
 use crate::netns::Netns;
+use crate::packet::{self, PacketSocket};
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 /// A MAC address.
 pub type Mac = [u8; 6];
 
-const ETH_P_ARP: u16 = 0x0806;
+/// The ARP ethertype.
+pub const ETH_P_ARP: u16 = 0x0806;
 const ARP_REQUEST: u16 = 1;
 const ARP_REPLY: u16 = 2;
 /// Ethernet header (14) + ARP for IPv4 over Ethernet (28).
@@ -54,22 +55,6 @@ pub fn parse_mac(text: &str) -> Result<Mac> {
         .map_err(|_| anyhow::anyhow!("bad MAC {text}"))
 }
 
-/// The MAC and first IPv4 address of `ifname` in `ns`.
-fn link_identity(ns: &Netns, ifname: &str) -> Result<(Mac, Ipv4Addr, u32)> {
-    let text = ns.ip(&["-j", "addr", "show", "dev", ifname])?;
-    let value: serde_json::Value = serde_json::from_str(&text)?;
-    let link = &value[0];
-    let mac = parse_mac(link["address"].as_str().context("no MAC")?)?;
-    let addr = link["addr_info"]
-        .as_array()
-        .and_then(|a| a.iter().find(|i| i["family"] == "inet"))
-        .and_then(|i| i["local"].as_str())
-        .context("no IPv4 address")?
-        .parse()?;
-    let ifindex = link["ifindex"].as_u64().context("no ifindex")? as u32;
-    Ok((mac, addr, ifindex))
-}
-
 /// An ARP request from `mac`/`addr` for `target`, broadcast.
 pub fn request(mac: Mac, addr: Ipv4Addr, target: Ipv4Addr) -> [u8; FRAME_LEN] {
     let mut f = [0u8; FRAME_LEN];
@@ -100,49 +85,6 @@ pub fn parse_answer(frame: &[u8], at: Instant) -> Option<Heard> {
     answer.then_some(Heard { at, addr, mac })
 }
 
-/// A raw ARP socket bound to one interface, with a short receive timeout.
-fn open_socket(ifindex: u32) -> Result<OwnedFd> {
-    let proto = ETH_P_ARP.to_be() as i32;
-    // SAFETY: plain socket(2); the descriptor is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("AF_PACKET socket");
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = ETH_P_ARP.to_be();
-    sll.sll_ifindex = ifindex as i32;
-    // SAFETY: binding a valid socket to a valid sockaddr_ll of the size given.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("bind AF_PACKET socket");
-    }
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 5_000,
-    };
-    // SAFETY: setting SO_RCVTIMEO with a timeval of the size given.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &timeout as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        )
-    };
-    Ok(fd)
-}
-
 /// Asks for every target each `interval` and records every answer heard, until stopped.
 pub struct ArpWatch {
     stop: Arc<AtomicBool>,
@@ -159,13 +101,13 @@ impl ArpWatch {
         targets: &[Ipv4Addr],
         interval: Option<Duration>,
     ) -> Result<Self> {
-        let (mac, addr, ifindex) = link_identity(ns, ifname)?;
+        let (mac, addr, ifindex) = packet::link_identity(ns, ifname)?;
         let stop = Arc::new(AtomicBool::new(false));
         let heard = Arc::new(Mutex::new(Vec::new()));
         let (stop2, heard2, targets) = (stop.clone(), heard.clone(), targets.to_vec());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = ns.spawn(move || {
-            let socket = open_socket(ifindex);
+            let socket = PacketSocket::open(ifindex, ETH_P_ARP);
             let _ = ready_tx.send(socket.is_ok());
             let socket = socket?;
             let mut next_ask = Instant::now();
@@ -173,32 +115,13 @@ impl ArpWatch {
             while !stop2.load(Ordering::Relaxed) {
                 if let Some(every) = interval.filter(|_| Instant::now() >= next_ask) {
                     for target in &targets {
-                        let frame = request(mac, addr, *target);
-                        // SAFETY: sending a buffer we own on a bound packet socket.
-                        unsafe {
-                            libc::send(
-                                socket.as_raw_fd(),
-                                frame.as_ptr() as *const libc::c_void,
-                                frame.len(),
-                                0,
-                            )
-                        };
+                        socket.send(&request(mac, addr, *target));
                     }
                     next_ask += every;
                 }
-                // SAFETY: receiving into a buffer we own, of the length given.
-                let n = unsafe {
-                    libc::recv(
-                        socket.as_raw_fd(),
-                        buf.as_mut_ptr() as *mut libc::c_void,
-                        buf.len(),
-                        0,
-                    )
-                };
-                if n > 0 {
-                    if let Some(h) = parse_answer(&buf[..n as usize], Instant::now()) {
-                        heard2.lock().unwrap().push(h);
-                    }
+                let n = socket.recv(&mut buf);
+                if let Some(h) = n.and_then(|n| parse_answer(&buf[..n], Instant::now())) {
+                    heard2.lock().unwrap().push(h);
                 }
             }
             Ok(())

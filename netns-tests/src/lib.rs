@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod daemon;
 pub mod netns;
 pub mod nft_baseline;
+pub mod packet;
 pub mod process;
 pub mod scenario;
 pub mod testbed;
