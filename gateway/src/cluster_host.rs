@@ -4,7 +4,10 @@
 use std::{
     collections::{HashMap, HashSet},
     net::Ipv4Addr,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -20,15 +23,21 @@ pub struct Host {
     lease: Duration,
     /// Where each VIP is announced: (ifindex, MAC of the VIP's NIC).
     garp_targets: HashMap<Ipv4Addr, (u32, [u8; 6])>,
+    announcer: Arc<garp::Announcer>,
     garps: JoinSet<()>,
     /// The VIPs this node answers for now, which pending announcements check before each
     /// packet.
     owned: Arc<RwLock<HashSet<Ipv4Addr>>>,
+    /// Until when (`CLOCK_MONOTONIC` ns) the lease last written lets XDP answer: pending
+    /// announcements stop with it, so a burst that was due while the daemon hung is not sent
+    /// on waking before the ring has had its say.
+    lease_until: Arc<AtomicU64>,
 }
 
 impl Host {
-    /// The host of `shared`'s config, whose VIPs live on `nics`.
-    pub fn new(shared: Shared, nics: &[Nic]) -> Self {
+    /// The host of `shared`'s config, whose VIPs live on `nics`; fails without the raw
+    /// socket gratuitous ARP needs.
+    pub fn new(shared: Shared, nics: &[Nic]) -> std::io::Result<Self> {
         let state = shared.lock().unwrap();
         let garp_targets = state
             .config
@@ -45,13 +54,15 @@ impl Host {
             .as_ref()
             .map_or(Duration::MAX, |c| c.lease);
         drop(state);
-        Self {
+        Ok(Self {
             shared,
             lease,
             garp_targets,
+            announcer: Arc::new(garp::Announcer::open()?),
             garps: JoinSet::new(),
             owned: Arc::default(),
-        }
+            lease_until: Arc::default(),
+        })
     }
 
     /// How often the lease is renewed and claims are read: five times per lease, at least
@@ -85,9 +96,14 @@ impl Host {
             .iter()
             .filter_map(|v| self.garp_targets.get(v).map(|(i, m)| (*i, *m, *v)))
             .collect();
-        let owned = self.owned.clone();
-        let still_owned = move |vip| owned.read().unwrap().contains(&vip);
-        self.garps.spawn(garp::announce(arp, targets, still_owned));
+        let (owned, lease_until) = (self.owned.clone(), self.lease_until.clone());
+        let still_owned = move |vip| {
+            monotonic_ns() < lease_until.load(Ordering::Relaxed)
+                && owned.read().unwrap().contains(&vip)
+        };
+        let announcer = self.announcer.clone();
+        self.garps
+            .spawn(garp::announce(announcer, arp, targets, still_owned));
         // Finished announcements are reaped here, so the set does not grow.
         while self.garps.try_join_next().is_some() {}
     }
@@ -99,6 +115,7 @@ impl Host {
             self.lease.min(cap.saturating_duration_since(now))
         });
         let until = monotonic_ns().saturating_add(lease.as_nanos() as u64);
+        self.lease_until.store(until, Ordering::Relaxed);
         if let Err(e) = self.shared.lock().unwrap().maps.renew_lease(until) {
             warn!("renewing the lease: {e:#}");
         }

@@ -37,6 +37,10 @@ use crate::{
 /// How long a CLI command may wait for the ring to carry it out.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Waking up this much later than planned means the process was stopped or starved: the
+/// ring then checks whether the others may have removed this node meanwhile.
+const STALL: Duration = Duration::from_millis(20);
+
 /// A CLI command and where its answer goes.
 pub type AdminRequest = (Admin, Answer);
 
@@ -129,7 +133,7 @@ impl Shell {
             }
         }
         let link = Link::open(&cluster).await?;
-        let host = Host::new(shared.clone(), nics);
+        let host = Host::new(shared.clone(), nics).context("gratuitous ARP socket")?;
         let now = Instant::now();
         let (node, actions) = Node::new(ring_config(&config, &cluster), me, now);
         info!(node = %config.name, id = me.0, addresses = ?mine, port = cluster.port,
@@ -162,6 +166,7 @@ impl Shell {
         mut faults: watch::Receiver<Vec<Fault>>,
     ) {
         loop {
+            let waiting_since = Instant::now();
             let deadline = self.deadline();
             tokio::select! {
                 () = self.link.receive() => {}
@@ -175,6 +180,14 @@ impl Shell {
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             let now = Instant::now();
+            // A deadline already past when the wait began is no lateness of this process.
+            let due = deadline.max(waiting_since);
+            if now > due + STALL {
+                // Stopped or starved: tell the ring before it sees anything that waited.
+                warn!(late = ?now - due, "the cluster shell ran late");
+                let actions = self.node.handle(now, Event::Stalled);
+                self.perform(now, actions);
+            }
             self.on_time(now);
             self.flush(now);
         }

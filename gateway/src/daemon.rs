@@ -219,7 +219,11 @@ async fn serve(
         Some(_) => Some(crate::cluster_shell::spawn(&mut background, &shared, cluster_nics).await?),
         None => {
             // Alone, every VIP stays this node's.
-            background.spawn(garp::announce(config.arp, garp_targets, |_| true));
+            let announcer =
+                std::sync::Arc::new(garp::Announcer::open().context("gratuitous ARP socket")?);
+            background.spawn(garp::announce(announcer, config.arp, garp_targets, |_| {
+                true
+            }));
             None
         }
     };

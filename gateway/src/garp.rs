@@ -1,6 +1,11 @@
 //! Gratuitous ARP for the VIPs this node takes, so switches and neighbours learn where they
 //! live: a burst at start and a second burst a little later.
-use std::{io, net::Ipv4Addr};
+use std::{
+    io,
+    net::Ipv4Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::Arc,
+};
 
 use tracing::{info, warn};
 
@@ -21,46 +26,65 @@ pub fn frame(mac: [u8; 6], vip: Ipv4Addr) -> [u8; 42] {
     f
 }
 
-/// Sends one frame out of `ifindex` through an AF_PACKET socket.
-fn send(ifindex: u32, frame: &[u8]) -> io::Result<()> {
-    // SAFETY: plain socket syscalls on a descriptor we own and close; the address struct is
-    // zeroed and filled within its bounds.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW,
-            i32::from(ETH_P_ARP.to_be()),
-        );
+/// One raw `AF_PACKET` socket for every announcement of the daemon's life: creating and
+/// closing a packet socket per frame costs an RCU grace period in the kernel on close, which
+/// blocked the daemon's runtime for tens of milliseconds per burst.
+pub struct Announcer {
+    fd: OwnedFd,
+}
+
+impl Announcer {
+    /// Opens the socket (needs CAP_NET_RAW).
+    pub fn open() -> io::Result<Self> {
+        // SAFETY: plain socket(2); the descriptor is owned right away.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                i32::from(ETH_P_ARP.to_be()),
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Sends `frame` out of interface `ifindex`, broadcast.
+    fn send(&self, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
         addr.sll_protocol = ETH_P_ARP.to_be();
         addr.sll_ifindex = ifindex as i32;
         addr.sll_halen = 6;
         addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-        let rc = libc::sendto(
-            fd,
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        let result = if rc < 0 {
+        // SAFETY: sending a buffer we own to a valid sockaddr_ll of the size given.
+        let rc = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc < 0 {
             Err(io::Error::last_os_error())
         } else {
             Ok(())
-        };
-        libc::close(fd);
-        result
+        }
     }
 }
 
 /// Announces each `(ifindex, mac, vip)` in two bursts as `arp` says, each packet only while
 /// `still_owned(vip)`: a VIP that moved on meanwhile must not be claimed back by a late burst.
 pub async fn announce(
+    announcer: Arc<Announcer>,
     arp: Arp,
     targets: Vec<(u32, [u8; 6], Ipv4Addr)>,
     still_owned: impl Fn(Ipv4Addr) -> bool,
@@ -74,7 +98,7 @@ pub async fn announce(
                 tokio::time::sleep(arp.garp_interval).await;
             }
             for (ifindex, mac, vip) in targets.iter().filter(|t| still_owned(t.2)) {
-                if let Err(e) = send(*ifindex, &frame(*mac, *vip)) {
+                if let Err(e) = announcer.send(*ifindex, &frame(*mac, *vip)) {
                     warn!(%vip, "gratuitous ARP failed: {e}");
                 }
             }

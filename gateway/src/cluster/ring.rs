@@ -141,6 +141,9 @@ pub enum Event {
         /// What to do.
         op: AdminOp,
     },
+    /// This node's process did not run for a while (stopped, starved): whatever it holds may
+    /// be stale. Fed by the daemon, before anything received meanwhile.
+    Stalled,
     /// The node cannot serve (witness unreachable, NIC down, XDP gone).
     LocalFault,
     /// The node can serve again.
@@ -242,6 +245,11 @@ pub struct Node {
     last_token_at: Instant,
     last_held_at: Instant,
     last_round: Option<Duration>,
+    /// When this node last left or was removed from a ring.
+    outside_since: Instant,
+    /// After a stall: tokens before this are leftovers from before the stall (nobody can have
+    /// taken this node back in, as it asks to join only afterwards).
+    quarantine_until: Instant,
     stale_tokens: u64,
     probe_out: bool,
     joins: BTreeSet<NodeId>,
@@ -284,6 +292,8 @@ impl Node {
             last_token_at: now,
             last_held_at: now,
             last_round: None,
+            outside_since: now,
+            quarantine_until: now,
             stale_tokens: 0,
             probe_out: false,
             joins: BTreeSet::new(),
@@ -362,7 +372,7 @@ impl Node {
             Event::Timer(TimerKind::Pass) => {}
             Event::Timer(TimerKind::Loss) => self.on_loss_timer(now, &mut out),
             Event::Timer(TimerKind::Join) => {
-                if !self.faulted {
+                if !self.faulted && now >= self.quarantine_until {
                     self.send_joins(&mut out);
                 }
                 out.push(self.timer(TimerKind::Join, now + self.config.join_interval));
@@ -372,10 +382,11 @@ impl Node {
                 origin: self.me,
                 op,
             }),
+            Event::Stalled => self.on_stalled(now, &mut out),
             Event::LocalFault => {
                 if !self.faulted {
                     self.faulted = true;
-                    self.leave(&mut out);
+                    self.leave(now, &mut out);
                 }
             }
             Event::LocalHealthy => {
@@ -482,7 +493,21 @@ impl Node {
         }
     }
 
+    /// After a stall past the moment the others could have removed this node, it assumes they
+    /// did: it drops every VIP at once and, after a quarantine that lets the tokens queued
+    /// during the stall drain unheeded, asks to join again.
+    fn on_stalled(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.answer_until().is_some_and(|until| now > until) {
+            self.quarantine_until = now + self.config.unreachable_after;
+            self.leave(now, out);
+        }
+    }
+
     fn on_token(&mut self, now: Instant, t: Token, out: &mut Vec<Action>) {
+        if now < self.quarantine_until {
+            self.stale_tokens += 1;
+            return;
+        }
         let same_ring = self.is_member() && t.epoch == self.token.epoch;
         if same_ring && t.seq <= self.token.seq.max(self.last_sent_seq) {
             self.stale_tokens += 1;
@@ -491,7 +516,7 @@ impl Node {
         if !t.members.contains(&self.me) {
             if same_ring {
                 // This node was removed from its ring.
-                self.leave(out);
+                self.leave(now, out);
             }
             return;
         }
@@ -510,7 +535,7 @@ impl Node {
                 return;
             }
             // A better ring took this node: leave the old one.
-            self.leave(out);
+            self.leave(now, out);
         }
         self.last_round = (same_ring && self.membership == Membership::Member)
             .then(|| now.saturating_duration_since(self.last_held_at));
@@ -548,9 +573,12 @@ impl Node {
         });
     }
 
-    /// Drops every VIP at once and asks to join again.
-    fn leave(&mut self, out: &mut Vec<Action>) {
+    /// Drops every VIP at once and asks to join again; only if nobody takes it in for
+    /// `startup` from now does it run alone (a node that was removed while hung must not
+    /// claim every VIP the moment it wakes up).
+    fn leave(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.membership = Membership::Outside;
+        self.outside_since = now;
         self.holding = false;
         self.in_flight = None;
         self.token.members = vec![self.me];
@@ -560,7 +588,7 @@ impl Node {
             self.owned.clear();
             out.push(Action::ApplyVips(BTreeSet::new()));
         }
-        if !self.faulted {
+        if !self.faulted && now >= self.quarantine_until {
             self.send_joins(out);
         }
     }
@@ -574,12 +602,12 @@ impl Node {
             Membership::Starting if now >= self.started + self.config.startup => {
                 self.form_alone(now, out);
             }
-            Membership::Outside if now >= self.last_token_at + self.config.startup => {
+            Membership::Outside if now >= self.outside_since + self.config.startup => {
                 self.form_alone(now, out);
             }
             Membership::Member if self.holding => {}
             Membership::Member if now >= self.last_held_at + self.removed_after() => {
-                self.leave(out);
+                self.leave(now, out);
             }
             // A token this node passed is still with the transport (resending, or about to
             // report the destination unreachable): not lost yet.

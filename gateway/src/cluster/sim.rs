@@ -535,6 +535,11 @@ impl Sim {
             Fault::Resume(i) if self.host(i).paused => {
                 self.log(|| format!("resume node {i}"));
                 self.host_mut(i).paused = false;
+                // The daemon notices its stall before it handles what arrived meanwhile.
+                let mut host = self.take(i);
+                let actions = host.node.handle(self.now, Event::Stalled);
+                self.perform(&mut host, i, actions);
+                self.put(i, host);
                 self.tell_witness(i);
             }
             Fault::Partition { side, isolated } => {
