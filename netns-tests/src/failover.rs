@@ -365,6 +365,10 @@ pub struct Limits {
     pub steady_timeout: Duration,
     /// How long a failover may take before the round counts as failed.
     pub failover_within: Duration,
+    /// Each kill waits a pseudo-random time below this first, so kills fall at random phases
+    /// of the system's heartbeat (a kill just after a VRRP advert fails over a whole advert
+    /// interval later than one just before it).
+    pub jitter: Duration,
 }
 
 impl Default for Limits {
@@ -372,6 +376,7 @@ impl Default for Limits {
         Self {
             steady_timeout: Duration::from_secs(30),
             failover_within: Duration::from_secs(15),
+            jitter: Duration::from_secs(1),
         }
     }
 }
@@ -401,10 +406,10 @@ pub fn wait_steady(
     }
 }
 
-/// The measuring loop of the failover benchmark: starts `system`, then `rounds` times waits
-/// for steady service through `prober`, kills the VIP's owner as a host dies, measures the
-/// failover time, and restarts the node. The prober must already be running against a VIP
-/// served by `system`.
+/// The measuring loop of the failover benchmark: `rounds` times waits a random part of
+/// [`Limits::jitter`] and for steady service through `prober`, kills the VIP's owner as a host dies, measures the
+/// failover time, and restarts the node. `system` must be started and the prober running
+/// against a VIP it serves.
 pub fn measure_failovers(
     bed: &Testbed,
     system: &mut dyn System,
@@ -414,6 +419,7 @@ pub fn measure_failovers(
 ) -> Result<Vec<Round>> {
     let mut measured = Vec::new();
     for round in 0..rounds {
+        std::thread::sleep(pseudo_random_below(limits.jitter));
         let owner = wait_steady(bed, system, prober, limits.steady_timeout)
             .with_context(|| format!("{} round {round}: before the kill", system.name()))?;
         let node = NODES[owner];
@@ -435,6 +441,22 @@ pub fn measure_failovers(
             .with_context(|| format!("{} round {round}: restart {node}", system.name()))?;
     }
     Ok(measured)
+}
+
+/// A duration in `[0, limit)` from the clock's nanoseconds: random enough to spread kills over
+/// a heartbeat's phase, without a dependency.
+fn pseudo_random_below(limit: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let limit = limit.as_nanos() as u64;
+    if limit == 0 {
+        return Duration::ZERO;
+    }
+    // Mix the nanoseconds so consecutive calls are not correlated with the loop's timing.
+    let mixed = u64::from(nanos).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    Duration::from_nanos(mixed % limit)
 }
 
 /// Median and maximum of measured failover times, in milliseconds.
@@ -522,6 +544,14 @@ mod tests {
         assert_eq!(log.answered_fraction(ms(0), ms(4)), Some(1.0));
         assert_eq!(log.answered_fraction(ms(2), ms(6)), Some(0.5));
         assert_eq!(log.answered_fraction(ms(20), ms(30)), None);
+    }
+
+    #[test]
+    fn jitter_stays_below_its_limit() {
+        assert_eq!(pseudo_random_below(Duration::ZERO), Duration::ZERO);
+        for _ in 0..100 {
+            assert!(pseudo_random_below(ms(3)) < ms(3));
+        }
     }
 
     #[test]
