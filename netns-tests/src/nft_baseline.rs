@@ -4,9 +4,57 @@
 use crate::netns::Netns;
 use crate::topology::{self, BACKEND_HTTP_PORT, EXT_IF, INTERNAL_VIP, INT_IF, VIP};
 use anyhow::Result;
+use std::net::Ipv4Addr;
 
 /// The nftables table the baseline installs.
 const TABLE: &str = "gateway_baseline";
+
+/// One DNAT service of a [`ruleset`]: `proto` port `port` of the VIPs to every back-end's
+/// `backend_port`.
+#[derive(Clone, Copy, Debug)]
+pub struct Dnat {
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    /// The service port on the VIPs.
+    pub port: u16,
+    /// The port on the back-ends.
+    pub backend_port: u16,
+}
+
+/// The nftables ruleset (table `table`) that DNATs each service of `services` on any of `vips`
+/// to the back-ends in turn (new connections round robin; conntrack keeps a connection on its
+/// back-end and un-NATs the replies). Shared by the one-node baseline and the keepalived
+/// cluster, so both measure the same kernel path.
+pub fn ruleset(table: &str, vips: &[Ipv4Addr], services: &[Dnat]) -> String {
+    let backends: Vec<String> = (0..topology::BACKENDS.len())
+        .map(|i| format!("{i} : {}", topology::backend_addr(i)))
+        .collect();
+    let vips: Vec<String> = vips.iter().map(Ipv4Addr::to_string).collect();
+    let mut rules = format!(
+        "table ip {table} {{\n chain prerouting {{\n  type nat hook prerouting priority dstnat; policy accept;\n"
+    );
+    for s in services {
+        rules += &format!(
+            "  ip daddr {{ {} }} {} dport {} dnat to numgen inc mod {} map {{ {} }} : {}\n",
+            vips.join(", "),
+            s.proto,
+            s.port,
+            backends.len(),
+            backends.join(", "),
+            s.backend_port
+        );
+    }
+    rules + " }\n}\n"
+}
+
+/// Loads an nftables ruleset into network namespace `netns` (through a file, `nft -f`).
+pub fn load(netns: &str, rules: &str) -> Result<()> {
+    let file = std::env::temp_dir().join(format!("{netns}.nft"));
+    std::fs::write(&file, rules)?;
+    let loaded = crate::cmd::run_in(netns, "nft", &["-f", &file.to_string_lossy()]);
+    let _ = std::fs::remove_file(&file);
+    loaded.map(drop)
+}
 
 /// The installed baseline; dropping it removes the rules and addresses again.
 pub struct NftBaseline<'a> {
@@ -21,20 +69,12 @@ impl<'a> NftBaseline<'a> {
         let baseline = Self { gw };
         gw.ip(&["addr", "add", &format!("{VIP}/32"), "dev", EXT_IF])?;
         gw.ip(&["addr", "add", &format!("{INTERNAL_VIP}/24"), "dev", INT_IF])?;
-        let backends: Vec<String> = (0..topology::BACKENDS.len())
-            .map(|i| format!("{i} : {}", topology::backend_addr(i)))
-            .collect();
-        let rules = format!(
-            "table ip {TABLE} {{\n chain prerouting {{\n  type nat hook prerouting priority dstnat; policy accept;\n  \
-             ip daddr {VIP} tcp dport {port} dnat to numgen inc mod {} map {{ {} }} : {BACKEND_HTTP_PORT}\n }}\n}}\n",
-            backends.len(),
-            backends.join(", ")
-        );
-        let file = std::env::temp_dir().join(format!("{}.nft", gw.name()));
-        std::fs::write(&file, rules)?;
-        let loaded = gw.exec("nft", &["-f", &file.to_string_lossy()]);
-        let _ = std::fs::remove_file(&file);
-        loaded?;
+        let dnat = Dnat {
+            proto: "tcp",
+            port,
+            backend_port: BACKEND_HTTP_PORT,
+        };
+        load(gw.name(), &ruleset(TABLE, &[VIP], &[dnat]))?;
         gw.sysctl(
             "net.netfilter.nf_conntrack_tcp_timeout_time_wait",
             &time_wait.to_string(),

@@ -1,18 +1,20 @@
-//! `cargo xtask bench`: the XDP per-packet benchmark (gateway's `xdp_bench` example) and the
-//! end-to-end benchmark (netns-tests' `e2e-bench`), merged into target/bench/results.json as
-//! rows `{"name","value","unit","baseline","ratio"}` and printed as a table.
+//! `cargo xtask bench`: the XDP per-packet benchmark (gateway's `xdp_bench` example), the
+//! end-to-end benchmark (netns-tests' `e2e-bench`) and the failover benchmark (netns-tests'
+//! `failover-bench`), merged into target/bench/results.json as rows
+//! `{"name","value","unit","baseline","ratio"}` and printed as a table.
 use crate::step::{self, Steps};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-/// Runs both benchmarks and merges their rows.
+/// Runs the benchmarks and merges their rows.
 pub fn run(steps: &mut Steps) -> Result<()> {
     let dir = step::root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let xdp = dir.join("xdp.json");
     let e2e = dir.join("e2e.json");
+    let failover = dir.join("failover.json");
     steps.run("build: release binaries", || {
         step::status(&mut step::cargo(&[
             "build",
@@ -41,9 +43,17 @@ pub fn run(steps: &mut Steps) -> Result<()> {
                 .arg(&e2e),
         )
     })?;
+    steps.run("bench: failover time, keepalived (VRRP)", || {
+        step::status(
+            Command::new(step::root().join("target/release/failover-bench"))
+                .arg("--json")
+                .arg(&failover),
+        )
+    })?;
     steps.run("bench: merge", || {
         let mut rows = read_rows(&xdp)?;
         rows.extend(read_rows(&e2e)?);
+        rows.extend(read_rows(&failover)?);
         fill_ratios(&mut rows);
         let out = dir.join("results.json");
         std::fs::write(&out, serde_json::to_string_pretty(&rows)?)?;
