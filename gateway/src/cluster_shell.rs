@@ -9,6 +9,7 @@
 //! timeout, the ring's timers, the lease renewal and the pending CLI deadlines.
 use std::{
     collections::{BTreeMap, HashSet},
+    net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
@@ -40,6 +41,25 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Waking up this much later than planned means the process was stopped or starved: the
 /// ring then checks whether the others may have removed this node meanwhile.
 const STALL: Duration = Duration::from_millis(20);
+
+/// How often the other nodes' neighbour entries are refreshed (well inside the kernel's
+/// reachable time, so the entries never go stale between refreshes).
+const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
+
+/// The other nodes' primary addresses with the NIC of this node on the same path.
+fn peer_neighbours(cluster: &Cluster, nics: &[Nic]) -> Vec<(u32, Ipv4Addr)> {
+    cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != cluster.me)
+        .flat_map(|(_, node)| {
+            nics.iter()
+                .zip(&node.addresses)
+                .map(|(nic, a)| (nic.ifindex, *a))
+        })
+        .collect()
+}
 
 /// A CLI command and where its answer goes.
 pub type AdminRequest = (Admin, Answer);
@@ -435,6 +455,12 @@ pub async fn spawn(
         .monitor
         .clone();
     let shell = Shell::start(shared.clone(), &nics).await?;
+    let peers = peer_neighbours(&shell.cluster, &nics);
+    background.spawn(async move {
+        if let Err(e) = crate::netlink::keep_neighbours(peers, NEIGHBOUR_REFRESH).await {
+            warn!("keeping the other nodes' neighbour entries: {e:#}");
+        }
+    });
     let (fault_tx, fault_rx) = watch::channel(Vec::new());
     background.spawn(crate::faults::run(monitor, nics, fault_tx));
     let (admin_tx, admin_rx) = mpsc::channel(16);

@@ -1,9 +1,18 @@
-//! Reads the cluster NICs from the kernel over rtnetlink: ifindex, MAC and primary IPv4.
-use std::net::{IpAddr, Ipv4Addr};
+//! The kernel's view over rtnetlink: the cluster NICs (ifindex, MAC, primary IPv4), and the
+//! neighbour entries of the other nodes, which the data path's forwarding needs resolved.
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 use futures::TryStreamExt;
-use rtnetlink::packet_route::{address::AddressAttribute, link::LinkAttribute};
+use rtnetlink::packet_route::{
+    address::AddressAttribute,
+    link::LinkAttribute,
+    neighbour::{NeighbourFlags, NeighbourState},
+};
+use tracing::debug;
 
 /// What the daemon needs to know about one NIC.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,4 +85,35 @@ pub fn mac_string(mac: &[u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// Keeps the other nodes' neighbour entries resolved: every `every`, for each `(ifindex,
+/// address)`, asks the kernel to use the entry (`NTF_USE`), which starts ARP resolution when it
+/// is missing or failed and refreshes it otherwise. XDP hands a back-end's reply to its home
+/// node with the MAC `bpf_fib_lookup` finds there and cannot resolve one itself; without this a
+/// path the cluster protocol seldom uses (its first sends take the primary path) could stay
+/// unresolved after a node's links flapped, and those replies would be dropped.
+pub async fn keep_neighbours(targets: Vec<(u32, Ipv4Addr)>, every: Duration) -> Result<()> {
+    let (connection, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+    let task = tokio::spawn(connection);
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        for (ifindex, addr) in &targets {
+            let result = handle
+                .neighbours()
+                .add(*ifindex, IpAddr::V4(*addr))
+                .state(NeighbourState::None)
+                .flags(NeighbourFlags::Use)
+                .replace()
+                .execute()
+                .await;
+            if let Err(e) = result {
+                debug!(%addr, ifindex, "neighbour use: {e}");
+            }
+        }
+        if task.is_finished() {
+            bail!("the rtnetlink connection ended");
+        }
+    }
 }

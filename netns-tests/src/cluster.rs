@@ -7,6 +7,8 @@ use crate::cluster_topology::{
     self, external_addr, internal_addr, EXTERNAL_VIPS, NODES, ROUTER_ADDR,
 };
 use crate::daemon::{Daemon, ServiceConfig, ECHO_PORT, WEB_PORT};
+use crate::failover;
+use crate::host_death::DeadHost;
 use crate::netns::Netns;
 use crate::process::Process;
 use crate::testbed::Testbed;
@@ -66,10 +68,17 @@ pub struct Node {
     pub paused: bool,
 }
 
-/// The cluster testbed with a daemon on every node.
-pub struct Cluster {
+/// The daemons of the cluster's nodes, on a testbed someone else owns (the cluster tests'
+/// [`Cluster`], or the failover benchmark's shared testbed).
+pub struct Gateways {
     /// The nodes, in ring order.
     pub nodes: Vec<Node>,
+}
+
+/// The cluster testbed with a daemon on every node; dereferences to its [`Gateways`].
+pub struct Cluster {
+    /// The daemons.
+    pub gateways: Gateways,
     /// The back-end servers.
     pub servers: Vec<Process>,
     /// The testbed.
@@ -82,13 +91,10 @@ fn services() -> Vec<ServiceConfig> {
     vec![ServiceConfig::web(&[1, 1, 1]), ServiceConfig::echo()]
 }
 
-impl Cluster {
-    /// Builds the testbed, starts the back-ends and a daemon on every node, and waits until
-    /// the ring has formed and every VIP has one owner.
-    pub fn start(options: &ClusterOptions) -> Result<Self> {
-        let started = Instant::now();
-        let bed = cluster_topology::build()?;
-        let servers = topology::start_backends(&bed)?;
+impl Gateways {
+    /// Writes every node's config for `bed`, starts a daemon on each, and waits until the
+    /// ring has formed and every VIP has one owner.
+    pub fn start(bed: &Testbed, options: &ClusterOptions) -> Result<Self> {
         let nodes = NODES
             .iter()
             .map(|name| Node {
@@ -100,26 +106,15 @@ impl Cluster {
                 paused: false,
             })
             .collect();
-        let mut cluster = Self {
-            nodes,
-            servers,
-            bed,
-        };
-        for i in 0..cluster.nodes.len() {
-            let text = cluster.config_text(i, options);
-            std::fs::write(&cluster.nodes[i].config, text)?;
+        let mut gateways = Self { nodes };
+        for i in 0..gateways.nodes.len() {
+            std::fs::write(&gateways.nodes[i].config, gateways.config_text(i, options))?;
         }
-        for i in 0..cluster.nodes.len() {
-            cluster.start_daemon(i)?;
+        for i in 0..gateways.nodes.len() {
+            gateways.start_daemon(bed, i)?;
         }
-        let formed = cluster.wait_converged(Duration::from_secs(20))?;
-        println!(
-            "cluster {} ready in {:.2?} (ring converged {:.2?} after the last start)",
-            cluster.bed.prefix(),
-            started.elapsed(),
-            formed
-        );
-        Ok(cluster)
+        gateways.wait_converged(Duration::from_secs(20))?;
+        Ok(gateways)
     }
 
     /// The config file of node `i`.
@@ -190,7 +185,7 @@ impl Cluster {
 
     /// Starts node `i`'s daemon (it must not run) and waits until its CLI answers. A daemon
     /// that was killed starts again on its pins, as a restarted daemon does.
-    pub fn start_daemon(&mut self, i: usize) -> Result<()> {
+    pub fn start_daemon(&mut self, bed: &Testbed, i: usize) -> Result<()> {
         let node = &mut self.nodes[i];
         match node.daemon.as_mut() {
             Some(d) if d.running() => bail!("{} runs already", node.name),
@@ -198,13 +193,8 @@ impl Cluster {
                 d.launch()?;
             }
             None => {
-                let daemon = Daemon::start_in(
-                    &self.bed,
-                    node.name,
-                    &node.config,
-                    &node.socket,
-                    &node.pin_dir,
-                )?;
+                let daemon =
+                    Daemon::start_in(bed, node.name, &node.config, &node.socket, &node.pin_dir)?;
                 node.daemon = Some(daemon);
             }
         }
@@ -217,21 +207,6 @@ impl Cluster {
             .daemon
             .as_ref()
             .with_context(|| format!("{} has no daemon", self.nodes[i].name))
-    }
-
-    /// Node `i`'s namespace.
-    pub fn ns(&self, i: usize) -> &Netns {
-        self.bed.ns(self.nodes[i].name).expect("node host")
-    }
-
-    /// The router's namespace (the VIPs' L2 neighbour, where ARP is watched).
-    pub fn router(&self) -> &Netns {
-        self.bed.ns(topology::ROUTER).expect("router host")
-    }
-
-    /// The client namespace.
-    pub fn client(&self) -> &Netns {
-        self.bed.ns(topology::CLIENT).expect("client host")
     }
 
     /// `gateway status --json` of node `i`.
@@ -255,13 +230,6 @@ impl Cluster {
             .filter(|v| v["owned"] == true)
             .filter_map(|v| v["address"].as_str()?.parse().ok())
             .collect())
-    }
-
-    /// The MAC of node `i`'s external NIC.
-    pub fn mac(&self, i: usize, ifname: &str) -> Result<Mac> {
-        let text = self.ns(i).ip(&["-j", "link", "show", "dev", ifname])?;
-        let value: serde_json::Value = serde_json::from_str(&text)?;
-        parse_mac(value[0]["address"].as_str().context("no MAC")?)
     }
 
     /// Indexes of the nodes whose daemon runs and answers its CLI.
@@ -359,25 +327,6 @@ impl Cluster {
             .with_context(|| format!("{vip} not in the table"))
     }
 
-    /// Node `i` dies as a host dies: its daemon is killed with SIGKILL and its links go down.
-    pub fn kill_host(&mut self, i: usize) -> Result<()> {
-        self.kill_daemon(i)?;
-        self.set_links(i, "down")
-    }
-
-    /// Node `i`'s links come back up (its daemon is started separately).
-    pub fn revive_links(&self, i: usize) -> Result<()> {
-        self.set_links(i, "up")
-    }
-
-    /// Sets node `i`'s NICs `up` or `down`.
-    pub fn set_links(&self, i: usize, state: &str) -> Result<()> {
-        for ifname in [EXT_IF, INT_IF] {
-            self.ns(i).ip(&["link", "set", ifname, state])?;
-        }
-        Ok(())
-    }
-
     /// Node `i`'s daemon alone is killed with SIGKILL; its host, NICs and XDP (pinned) stay
     /// up, so its XDP answers until the lease runs out.
     pub fn kill_daemon(&mut self, i: usize) -> Result<()> {
@@ -405,6 +354,73 @@ impl Cluster {
             .context("no daemon")?
             .signal(signal)
     }
+}
+
+impl Cluster {
+    /// Builds the testbed, starts the back-ends and a daemon on every node, and waits until
+    /// the ring has formed and every VIP has one owner.
+    pub fn start(options: &ClusterOptions) -> Result<Self> {
+        let started = Instant::now();
+        let bed = cluster_topology::build()?;
+        let servers = topology::start_backends(&bed)?;
+        let gateways = Gateways::start(&bed, options)?;
+        println!(
+            "cluster {} ready in {:.2?}",
+            bed.prefix(),
+            started.elapsed()
+        );
+        Ok(Self {
+            gateways,
+            servers,
+            bed,
+        })
+    }
+
+    /// Starts node `i`'s daemon again (see [`Gateways::start_daemon`]).
+    pub fn start_daemon(&mut self, i: usize) -> Result<()> {
+        self.gateways.start_daemon(&self.bed, i)
+    }
+
+    /// Node `i`'s namespace.
+    pub fn ns(&self, i: usize) -> &Netns {
+        self.bed.ns(self.nodes[i].name).expect("node host")
+    }
+
+    /// The router's namespace (the VIPs' L2 neighbour, where ARP is watched).
+    pub fn router(&self) -> &Netns {
+        self.bed.ns(topology::ROUTER).expect("router host")
+    }
+
+    /// The client namespace.
+    pub fn client(&self) -> &Netns {
+        self.bed.ns(topology::CLIENT).expect("client host")
+    }
+
+    /// The MAC of node `i`'s external NIC.
+    pub fn mac(&self, i: usize, ifname: &str) -> Result<Mac> {
+        let text = self.ns(i).ip(&["-j", "link", "show", "dev", ifname])?;
+        let value: serde_json::Value = serde_json::from_str(&text)?;
+        parse_mac(value[0]["address"].as_str().context("no MAC")?)
+    }
+
+    /// Node `i` dies as a host dies: its daemon is killed with SIGKILL and its links go down.
+    pub fn kill_host(&mut self, i: usize) -> Result<()> {
+        self.gateways.kill_daemon(i)?;
+        self.set_links(i, "down")
+    }
+
+    /// Node `i`'s links come back up (its daemon is started separately).
+    pub fn revive_links(&self, i: usize) -> Result<()> {
+        self.set_links(i, "up")
+    }
+
+    /// Sets node `i`'s NICs `up` or `down`.
+    pub fn set_links(&self, i: usize, state: &str) -> Result<()> {
+        for ifname in [EXT_IF, INT_IF] {
+            self.ns(i).ip(&["link", "set", ifname, state])?;
+        }
+        Ok(())
+    }
 
     /// The UDP echo service of `vip`.
     pub fn echo(vip: Ipv4Addr) -> SocketAddrV4 {
@@ -417,10 +433,106 @@ impl Cluster {
     }
 }
 
+impl std::ops::Deref for Cluster {
+    type Target = Gateways;
+
+    fn deref(&self) -> &Gateways {
+        &self.gateways
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut Gateways {
+        &mut self.gateways
+    }
+}
+
 /// Node `i`'s NAT port block: 10000-16999, 17000-23999, 24000-30999, all below the kernel's
 /// ephemeral ports (32768-60999), which the nodes' own connections (health checks) use: a
 /// reply to one of those must not look like another node's NAT port.
 pub fn nat_block(i: usize) -> String {
     let first = 10_000 + 7_000 * i;
     format!("{first}-{}", first + 6_999)
+}
+
+/// The gateway cluster as a system of the failover benchmark, on the benchmark's testbed: three
+/// daemons with the default timers, the prober's VIP being the first external one.
+pub struct GatewaySystem {
+    options: ClusterOptions,
+    gateways: Option<Gateways>,
+}
+
+impl GatewaySystem {
+    /// The cluster with `options` (defaults: the default timers).
+    pub fn new(options: ClusterOptions) -> Self {
+        Self {
+            options,
+            gateways: None,
+        }
+    }
+
+    fn gateways(&mut self) -> Result<&mut Gateways> {
+        self.gateways
+            .as_mut()
+            .context("the gateway cluster is not started")
+    }
+}
+
+impl failover::System for GatewaySystem {
+    fn name(&self) -> String {
+        "gateway".to_owned()
+    }
+
+    fn start(&mut self, bed: &Testbed) -> Result<()> {
+        self.gateways = Some(Gateways::start(bed, &self.options)?);
+        Ok(())
+    }
+
+    fn owner_of_vip(&self, _bed: &Testbed) -> Result<Option<usize>> {
+        let gateways = self.gateways.as_ref().context("not started")?;
+        Ok(gateways.converged().ok().and_then(|table| {
+            table
+                .into_iter()
+                .find(|(vip, _)| *vip == EXTERNAL_VIPS[0])
+                .map(|(_, owner)| owner)
+        }))
+    }
+
+    fn restart_node(&mut self, bed: &Testbed, dead: DeadHost) -> Result<()> {
+        let i = NODES
+            .iter()
+            .position(|n| *n == dead.host)
+            .with_context(|| format!("{} is no node", dead.host))?;
+        let gateways = self.gateways()?;
+        // Reaps the daemon the host's death killed; its pins stay, as on a rebooted host
+        // whose bpffs survived (the restarted daemon adopts them).
+        gateways.kill_daemon(i)?;
+        dead.revive(bed)?;
+        gateways.start_daemon(bed, i)?;
+        gateways.wait_settled(Duration::from_secs(20))
+    }
+}
+
+impl Gateways {
+    /// Waits until the cluster has converged and its VIP table stayed the same for a second
+    /// (the moves that balance the VIPs over a rejoined node are over).
+    pub fn wait_settled(&self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        let mut last: Option<(Vec<(Ipv4Addr, usize)>, Instant)> = None;
+        loop {
+            match (self.converged(), &last) {
+                (Ok(table), Some((seen, since))) if *seen == table => {
+                    if since.elapsed() >= Duration::from_secs(1) {
+                        return Ok(());
+                    }
+                }
+                (Ok(table), _) => last = Some((table, Instant::now())),
+                (Err(_), _) => last = None,
+            }
+            if Instant::now() > deadline {
+                bail!("the cluster did not settle in {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

@@ -81,12 +81,12 @@ impl RingConfig {
             config_version: 1,
             initial_seq: 1,
             hold: Duration::from_millis(5),
-            loss_timeout: Duration::from_millis(120),
+            loss_timeout: Duration::from_millis(40),
             removed_after: Duration::from_millis(400),
             startup: Duration::from_millis(300),
             join_interval: Duration::from_millis(50),
             settle_hops: 8,
-            unreachable_after: Duration::from_millis(75),
+            unreachable_after: Duration::from_millis(51),
         }
     }
 }
@@ -247,6 +247,10 @@ pub struct Node {
     last_round: Option<Duration>,
     /// When this node last left or was removed from a ring.
     outside_since: Instant,
+    /// Members this node's own 911 found unreachable since it last saw the token: if it
+    /// regenerates the token, it removes them at once rather than find out again with the
+    /// token (the transport gave up on them moments ago).
+    probe_skipped: BTreeSet<NodeId>,
     /// After a stall: tokens before this are leftovers from before the stall (nobody can have
     /// taken this node back in, as it asks to join only afterwards).
     quarantine_until: Instant,
@@ -293,6 +297,7 @@ impl Node {
             last_held_at: now,
             last_round: None,
             outside_since: now,
+            probe_skipped: BTreeSet::new(),
             quarantine_until: now,
             stale_tokens: 0,
             probe_out: false,
@@ -543,6 +548,7 @@ impl Node {
         self.token = t;
         self.holding = true;
         self.probe_out = false;
+        self.probe_skipped.clear();
         self.last_token_at = now;
         self.last_held_at = now;
         self.apply(out);
@@ -655,6 +661,7 @@ impl Node {
     }
 
     fn skip_probe(&mut self, unreachable: NodeId, out: &mut Vec<Action>) {
+        self.probe_skipped.insert(unreachable);
         let probe = Probe {
             origin: self.me,
             permit: true,
@@ -713,6 +720,12 @@ impl Node {
         }
         self.holding = false;
         self.last_held_at = now;
+        for gone in std::mem::take(&mut self.probe_skipped) {
+            if gone != self.me {
+                self.token.members.retain(|&m| m != gone);
+                self.joins.remove(&gone);
+            }
+        }
         self.admit_joins();
         self.release_conceded(now);
         self.carry_out_asks(out);

@@ -4,10 +4,11 @@
 //! sent after the kill is the failover time. Repeated `--rounds` times per system; writes rows
 //! `{"name","value","unit"}` (median and maximum per system) and prints a table.
 //!
-//! Systems are [`System`]s: keepalived with its default and its fast timers now; the gateway
-//! cluster plugs in as another entry of [`systems`].
+//! Systems are [`System`]s: the gateway cluster with its default timers, and keepalived with
+//! its default and its fast timers.
 use anyhow::{Context, Result};
 use clap::Parser;
+use netns_tests::cluster::{ClusterOptions, GatewaySystem};
 use netns_tests::cluster_topology::{self, EXTERNAL_VIPS};
 use netns_tests::daemon::ECHO_PORT;
 use netns_tests::failover::{self, Limits, Prober, Round, System};
@@ -30,18 +31,26 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "keepalived_default,keepalived_fast"
+        default_value = "gateway,keepalived_default,keepalived_fast"
     )]
     systems: Vec<String>,
 }
 
-/// The system of a name given on the command line; the gateway cluster adds its entry here.
+/// The system of a name given on the command line.
 fn system(name: &str) -> Result<Box<dyn System>> {
+    if name == "gateway" {
+        return Ok(Box::new(GatewaySystem::new(ClusterOptions::default())));
+    }
     match name.strip_prefix("keepalived_") {
         Some(profile) => Ok(Box::new(KeepalivedSystem::new(Timers::parse(profile)?))),
-        None => anyhow::bail!("unknown system `{name}` (keepalived_default, keepalived_fast)"),
+        None => {
+            anyhow::bail!("unknown system `{name}` (gateway, keepalived_default, keepalived_fast)")
+        }
     }
 }
+
+/// The row the gateway's rows are compared with: keepalived with its defaults.
+const BASELINE: &str = "failover_ms_median/keepalived_default";
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -63,7 +72,9 @@ fn main() -> Result<()> {
             &prober,
             args.rounds,
             Limits::default(),
-        )?;
+        )
+        // A panic, not an error: the testbed then keeps the daemons' logs for a post-mortem.
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let totals = prober.stop()?;
         println!(
             "{name}: prober sent {} datagrams, {} echoed",
@@ -88,10 +99,14 @@ fn main() -> Result<()> {
             .map(|r| format!("{:.1} {}", r.failover.as_secs_f64() * 1e3, r.killed))
             .collect();
         println!("{name:<24} {median:>12.1} {max:>12.1}  {}", each.join(", "));
-        rows.push(
-            json!({"name": format!("failover_ms_median/{name}"), "value": median, "unit": "ms"}),
-        );
-        rows.push(json!({"name": format!("failover_ms_max/{name}"), "value": max, "unit": "ms"}));
+        for (stat, value) in [("median", median), ("max", max)] {
+            let mut row =
+                json!({"name": format!("failover_ms_{stat}/{name}"), "value": value, "unit": "ms"});
+            if name == "gateway" {
+                row["baseline"] = json!(BASELINE);
+            }
+            rows.push(row);
+        }
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&rows)?)
