@@ -135,6 +135,8 @@ pub struct Shell {
     /// The best ring heard of in a non-member's join (size, lowest id): the rival in an ARP
     /// conflict, since XDP reports only the rival's MAC.
     rival: Option<(usize, NodeId)>,
+    /// This node's standing and the members, as last logged.
+    logged_ring: (String, Vec<String>),
 }
 
 impl Shell {
@@ -171,6 +173,7 @@ impl Shell {
             next_tick: now,
             sent: BTreeMap::new(),
             rival: None,
+            logged_ring: Default::default(),
         };
         shell.perform(now, actions);
         shell.on_time(now);
@@ -385,9 +388,19 @@ impl Shell {
         self.publish();
     }
 
-    /// Publishes the ring's status, in the daemon's terms, for the control socket.
-    fn publish(&self) {
+    /// Publishes the ring's status, in the daemon's terms, for the control socket, and logs
+    /// every change of this node's standing or of the member list.
+    fn publish(&mut self) {
         let view = self.view();
+        let ring: (String, Vec<String>) = (
+            view.state.clone(),
+            view.members.iter().map(|m| m.name.clone()).collect(),
+        );
+        if ring != self.logged_ring {
+            info!(state = %ring.0, members = ?ring.1, epoch = self.node.status().epoch,
+                  seq = view.token.seq, "ring changed");
+            self.logged_ring = ring;
+        }
         self.shared.lock().unwrap().cluster = Some(view);
     }
 
