@@ -42,6 +42,10 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// ring then checks whether the others may have removed this node meanwhile.
 const STALL: Duration = Duration::from_millis(20);
 
+/// How long a rival ring heard of in a join counts: a ring that claims our VIPs and can reach
+/// us asks to join every `join_interval`; older news may describe a ring long gone.
+const RIVAL_FRESH: Duration = Duration::from_millis(500);
+
 /// How often the other nodes' neighbour entries are refreshed (well inside the kernel's
 /// reachable time, so the entries never go stale between refreshes).
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
@@ -132,9 +136,9 @@ pub struct Shell {
     next_tick: Instant,
     /// What each message in the transport's hands was, for the ring's outcome events.
     sent: BTreeMap<MessageId, (NodeId, Sent)>,
-    /// The best ring heard of in a non-member's join (size, lowest id): the rival in an ARP
-    /// conflict, since XDP reports only the rival's MAC.
-    rival: Option<(usize, NodeId)>,
+    /// The best ring heard of in a non-member's join (size, lowest id) and when: the rival in
+    /// an ARP conflict, since XDP reports only the rival's MAC. Trusted for [`RIVAL_FRESH`].
+    rival: Option<((usize, NodeId), Instant)>,
     /// This node's standing and the members, as last logged.
     logged_ring: (String, Vec<String>),
 }
@@ -240,8 +244,9 @@ impl Shell {
             self.host.renew_lease(now, self.node.answer_until());
             for (vip, claim) in self.host.take_claims() {
                 warn!(%vip, mac = ?claim.mac, count = claim.count, "another station claims a VIP this node owns");
-                let Some((rival_ring, rival_low)) = self.rival else {
-                    continue;
+                let (rival_ring, rival_low) = match self.rival {
+                    Some((rival, heard)) if now < heard + RIVAL_FRESH => rival,
+                    _ => self.assumed_rival(),
                 };
                 let event = Event::VipConflict {
                     vip,
@@ -253,6 +258,20 @@ impl Shell {
             }
         }
         self.pending.expire(now);
+    }
+
+    /// The rival of an ARP conflict when no join told of it (the two sides cannot talk, as in a
+    /// partition of the cluster network alone): every configured node outside this node's
+    /// ring. So the side with more nodes keeps the VIP, and of two equal sides the one with the
+    /// lowest node id, without either hearing from the other.
+    fn assumed_rival(&self) -> (usize, NodeId) {
+        let status = self.node.status();
+        let others: Vec<NodeId> = (0..self.cluster.nodes.len())
+            .map(|i| NodeId(i as u8))
+            .filter(|id| !status.members.contains(id))
+            .collect();
+        let low = others.iter().copied().min().unwrap_or(NodeId(u8::MAX));
+        (others.len(), low)
     }
 
     fn set_faults(&mut self, now: Instant, faults: Vec<Fault>) {
@@ -349,11 +368,13 @@ impl Shell {
                             if let Message::Join(j) = &msg {
                                 if let (Some(low), true) = (j.ring_low, j.ring_size > 0) {
                                     let heard = (j.ring_size as usize, low);
-                                    if self.rival.is_none_or(|r| {
-                                        (r.0, std::cmp::Reverse(r.1))
-                                            < (heard.0, std::cmp::Reverse(heard.1))
-                                    }) {
-                                        self.rival = Some(heard);
+                                    let better = |(r, at): ((usize, NodeId), Instant)| {
+                                        now >= at + RIVAL_FRESH
+                                            || (r.0, std::cmp::Reverse(r.1))
+                                                < (heard.0, std::cmp::Reverse(heard.1))
+                                    };
+                                    if self.rival.is_none_or(better) {
+                                        self.rival = Some((heard, now));
                                     }
                                 }
                             }

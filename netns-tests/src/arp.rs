@@ -190,6 +190,31 @@ pub fn answers(
     Ok(out)
 }
 
+/// The longest stretch during which two or more MACs answered for `addr`: the answers fall
+/// into buckets of `bucket` (the watch's asking interval), and a bucket with answers from two
+/// MACs counts as a moment of two answering owners.
+pub fn longest_dual(heard: &[Heard], addr: Ipv4Addr, bucket: Duration) -> Duration {
+    let Some(start) = heard.iter().map(|h| h.at).min() else {
+        return Duration::ZERO;
+    };
+    let mut buckets: BTreeMap<u128, BTreeSet<Mac>> = BTreeMap::new();
+    for h in heard.iter().filter(|h| h.addr == addr) {
+        let k = h.at.duration_since(start).as_nanos() / bucket.as_nanos().max(1);
+        buckets.entry(k).or_default().insert(h.mac);
+    }
+    let (mut longest, mut run, mut last) = (0u32, 0u32, None);
+    for (k, macs) in &buckets {
+        if macs.len() < 2 {
+            run = 0;
+        } else {
+            run = if last == Some(k - 1) { run + 1 } else { 1 };
+            longest = longest.max(run);
+        }
+        last = Some(*k);
+    }
+    bucket * longest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +236,28 @@ mod tests {
         let garp = request([2, 0, 0, 0, 0, 9], vip, vip);
         assert_eq!(parse_answer(&garp, now).map(|h| h.addr), Some(vip));
         assert_eq!(parse_answer(&garp[..41], now), None, "cut short");
+    }
+
+    #[test]
+    fn dual_answers_are_measured_in_consecutive_buckets() {
+        let vip = Ipv4Addr::new(10, 0, 0, 100);
+        let t0 = Instant::now();
+        let at = |ms: u64, mac: u8| Heard {
+            at: t0 + Duration::from_millis(ms),
+            addr: vip,
+            mac: [2, 0, 0, 0, 0, mac],
+        };
+        let bucket = Duration::from_millis(10);
+        let heard = [
+            at(0, 1),
+            at(12, 1),
+            at(13, 2),
+            at(21, 1),
+            at(22, 2),
+            at(35, 2),
+        ];
+        assert_eq!(longest_dual(&heard, vip, bucket), bucket * 2);
+        assert_eq!(longest_dual(&heard[..2], vip, bucket), Duration::ZERO);
     }
 
     #[test]

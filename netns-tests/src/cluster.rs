@@ -414,10 +414,16 @@ impl Cluster {
         self.set_links(i, "up")
     }
 
-    /// Sets node `i`'s NICs `up` or `down`.
+    /// Sets node `i`'s NICs `up` or `down`; up again, the default route (which went with the
+    /// link) is restored.
     pub fn set_links(&self, i: usize, state: &str) -> Result<()> {
         for ifname in [EXT_IF, INT_IF] {
             self.ns(i).ip(&["link", "set", ifname, state])?;
+        }
+        if state == "up" {
+            let router = ROUTER_ADDR.to_string();
+            self.ns(i)
+                .ip(&["route", "replace", "default", "via", &router])?;
         }
         Ok(())
     }

@@ -30,7 +30,8 @@
 //!   stops taking part until healthy, then rejoins.
 //! - Split brain: `VipConflict` (XDP saw another node claim a VIP this node answers for)
 //!   makes the member of the smaller ring (ties: the higher lowest node id) release the VIP at
-//!   once until it next takes a token; within a merged ring placement leaves one owner.
+//!   once until it next takes a token, and the other announce it again; within a merged ring
+//!   placement leaves one owner.
 //! - Config version: carried on every token and join.
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -259,6 +260,8 @@ pub struct Node {
     joins: BTreeSet<NodeId>,
     asks: Vec<AdminAsk>,
     owned: BTreeSet<Ipv4Addr>,
+    /// VIPs lost to a rival in a row, since this node last held a token with other members.
+    concessions: BTreeMap<Ipv4Addr, u32>,
     /// Token hops since each VIP last moved.
     settled: BTreeMap<Ipv4Addr, u32>,
     /// VIPs given up after a conflict, until when: then this node hands them back to
@@ -304,6 +307,7 @@ impl Node {
             joins: BTreeSet::new(),
             asks: Vec::new(),
             owned: BTreeSet::new(),
+            concessions: BTreeMap::new(),
             settled: BTreeMap::new(),
             conceded: BTreeMap::new(),
         };
@@ -408,9 +412,21 @@ impl Node {
                 rival_low,
             } => {
                 let rival = (rival_ring, std::cmp::Reverse(rival_low.0));
-                if self.owned.contains(&vip) && rival > self.ring_rank() {
-                    self.conceded.insert(vip, now + self.removed_after());
+                if !self.owned.contains(&vip) {
+                } else if rival > self.ring_rank() {
+                    // Conceded for longer each time the same VIP is lost again without this
+                    // node having been in a ring with others meanwhile (a partition of the
+                    // cluster network that lasts): up to 64 times `removed_after`.
+                    let base = self.removed_after();
+                    let streak = self.concessions.entry(vip).or_insert(0);
+                    let hold = base * (1 << (*streak).min(6));
+                    *streak += 1;
+                    self.conceded.insert(vip, now + hold);
                     self.apply(&mut out);
+                } else {
+                    // Keeping it: announce again, so the neighbours that followed the rival's
+                    // claim come back.
+                    out.push(Action::Garp(vec![vip]));
                 }
             }
         }
@@ -549,6 +565,9 @@ impl Node {
         self.holding = true;
         self.probe_out = false;
         self.probe_skipped.clear();
+        if self.token.members.len() > 1 {
+            self.concessions.clear();
+        }
         self.last_token_at = now;
         self.last_held_at = now;
         self.apply(out);
