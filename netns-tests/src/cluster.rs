@@ -2,7 +2,7 @@
 //! VIPs and services; starting, killing, hanging and isolating nodes as the tests need; and
 //! reading the cluster's state through each node's CLI. Field order is drop order: daemons,
 //! back-end servers, testbed.
-use crate::arp::{parse_mac, Mac};
+use crate::arp::{parse_mac, ArpWatch, Mac};
 use crate::cluster_topology::{
     self, external_addr, internal_addr, EXTERNAL_VIPS, NODES, ROUTER_ADDR,
 };
@@ -389,6 +389,16 @@ impl Cluster {
     /// The router's namespace (the VIPs' L2 neighbour, where ARP is watched).
     pub fn router(&self) -> &Netns {
         self.bed.ns(topology::ROUTER).expect("router host")
+    }
+
+    /// An ARP watch in the router asking for every external VIP every 10 ms.
+    pub fn watch_arp(&self) -> Result<ArpWatch> {
+        ArpWatch::start(
+            self.router(),
+            EXT_IF,
+            &EXTERNAL_VIPS,
+            Some(Duration::from_millis(10)),
+        )
     }
 
     /// The client namespace.

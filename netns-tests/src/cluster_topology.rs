@@ -11,9 +11,7 @@
 //! The router is the nodes' witness and the place where the tests listen to ARP. The same
 //! testbed serves keepalived (VRRP) as the failover baseline.
 use crate::testbed::{End, HostSpec, Spec, Testbed};
-use crate::topology::{
-    backend_addr, client_addrs, BACKENDS, CLIENT, EXT_IF, INTERNAL_VIP, INT_IF, ROUTER,
-};
+use crate::topology::{self, client_addrs, CLIENT, EXT_IF, INT_IF, ROUTER};
 use anyhow::Result;
 use std::net::Ipv4Addr;
 
@@ -71,13 +69,7 @@ pub fn spec() -> Spec {
             .port(End::new(node, EXT_IF, &[&ext]), "ext", true)
             .port(End::new(node, INT_IF, &[&int]), "int", true);
     }
-    for (i, host) in BACKENDS.iter().enumerate() {
-        let cidr = format!("{}/24", backend_addr(i));
-        spec = spec
-            .host(HostSpec::new(host).route("default", &INTERNAL_VIP.to_string()))
-            .port(End::new(host, "eth0", &[&cidr]), "int", false);
-    }
-    spec
+    topology::with_backends(spec)
 }
 
 /// Builds the cluster testbed.

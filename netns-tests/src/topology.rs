@@ -58,7 +58,7 @@ pub fn backend_name(i: usize) -> String {
 pub fn spec() -> Spec {
     let client_cidrs: Vec<String> = client_addrs().iter().map(|a| format!("{a}/24")).collect();
     let client_cidrs: Vec<&str> = client_cidrs.iter().map(String::as_str).collect();
-    let mut spec = Spec::default()
+    let spec = Spec::default()
         .bridge("ext")
         .bridge("int")
         .host(HostSpec::new(CLIENT).route("10.0.0.0/24", "192.168.10.1"))
@@ -75,6 +75,11 @@ pub fn spec() -> Spec {
         .port(End::new(ROUTER, "ext0", &["10.0.0.1/24"]), "ext", false)
         .port(End::new(GATEWAY, EXT_IF, &["10.0.0.2/24"]), "ext", true)
         .port(End::new(GATEWAY, INT_IF, &["10.1.0.2/24"]), "int", true);
+    with_backends(spec)
+}
+
+/// Adds the back-end hosts to `spec`, on bridge `int`, routing via the internal VIP.
+pub fn with_backends(mut spec: Spec) -> Spec {
     for (i, host) in BACKENDS.iter().enumerate() {
         let cidr = format!("{}/24", backend_addr(i));
         spec = spec

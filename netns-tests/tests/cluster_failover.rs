@@ -6,7 +6,7 @@
 //! timers. In the second case the dead daemon's XDP, still attached, must stop answering ARP
 //! for its VIPs when its lease runs out (the dead-man switch), which an ARP watch in the router
 //! checks.
-use netns_tests::arp::{mac_string, ArpWatch};
+use netns_tests::arp::mac_string;
 use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use netns_tests::failover::Prober;
@@ -84,13 +84,7 @@ fn vips_fail_over_when_a_host_dies_and_when_its_daemon_dies() {
         .filter(|(v, o)| *o == victim && EXTERNAL_VIPS.contains(v))
         .map(|(v, _)| v)
         .collect();
-    let watch = ArpWatch::start(
-        cluster.router(),
-        EXT_IF,
-        &EXTERNAL_VIPS,
-        Some(Duration::from_millis(10)),
-    )
-    .unwrap();
+    let watch = cluster.watch_arp().unwrap();
     std::thread::sleep(Duration::from_millis(100));
     println!(
         "killing the daemon of {} ({}), owner of {its_vips:?}",

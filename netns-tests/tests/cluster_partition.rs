@@ -7,10 +7,9 @@
 //!    and the dual-claim rule makes it give them up; after the heal the rings merge;
 //! 3. 15 % random loss of the cluster protocol on every node (nftables) for 15 s: the
 //!    membership must not flap; false removals are counted and reported (and must be none).
-use netns_tests::arp::{longest_dual, ArpWatch};
+use netns_tests::arp::longest_dual;
 use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
-use netns_tests::topology::EXT_IF;
 use std::time::{Duration, Instant};
 
 /// Split-brain resolution time of DESIGN.md.
@@ -38,13 +37,7 @@ fn nft_clear(cluster: &Cluster, i: usize) {
 #[test]
 fn partitions_and_loss_never_leave_two_answering_owners() {
     let cluster = Cluster::start(&ClusterOptions::default()).unwrap();
-    let watch = ArpWatch::start(
-        cluster.router(),
-        EXT_IF,
-        &EXTERNAL_VIPS,
-        Some(Duration::from_millis(10)),
-    )
-    .unwrap();
+    let watch = cluster.watch_arp().unwrap();
 
     // 1. NICs down and up.
     let x = cluster.owner(EXTERNAL_VIPS[0]).unwrap();

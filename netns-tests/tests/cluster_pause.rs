@@ -4,7 +4,7 @@
 //! out, before the others take its VIPs; once resumed it drops its VIPs, never answers for a VIP
 //! another node owns, and rejoins. The VIPs stick (persistence 1), so after the pause the
 //! resumed node owns none and any answer from it would be a violation.
-use netns_tests::arp::{mac_string, ArpWatch};
+use netns_tests::arp::mac_string;
 use netns_tests::cluster::{all_vips, Cluster, ClusterOptions, Placement};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use netns_tests::topology::EXT_IF;
@@ -41,13 +41,7 @@ fn a_hung_node_goes_silent_then_rejoins_without_answering_for_others() {
         mac_string(&mac)
     );
 
-    let watch = ArpWatch::start(
-        cluster.router(),
-        EXT_IF,
-        &EXTERNAL_VIPS,
-        Some(Duration::from_millis(10)),
-    )
-    .unwrap();
+    let watch = cluster.watch_arp().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let paused_at = Instant::now();
     cluster.pause(hung).unwrap();
