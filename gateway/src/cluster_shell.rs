@@ -32,15 +32,12 @@ use crate::{
     deadlines::{Answer, Pending, Timers},
     faults::Fault,
     netlink::Nic,
+    stall::StallWatch,
     views::{ClusterView, MemberView, TokenView, VipView},
 };
 
 /// How long a CLI command may wait for the ring to carry it out.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Waking up this much later than planned means the process was stopped or starved: the
-/// ring then checks whether the others may have removed this node meanwhile.
-const STALL: Duration = Duration::from_millis(20);
 
 /// How long a rival ring heard of in a join counts: a ring that claims our VIPs and can reach
 /// us asks to join every `join_interval`; older news may describe a ring long gone.
@@ -141,6 +138,11 @@ pub struct Shell {
     rival: Option<((usize, NodeId), Instant)>,
     /// This node's standing and the members, as last logged.
     logged_ring: (String, Vec<String>),
+    /// Notices when the process did not run (stopped, starved).
+    stall_watch: StallWatch,
+    /// How long the transport tries a peer: a stall of about that length may have got this
+    /// node removed.
+    give_up: Duration,
 }
 
 impl Shell {
@@ -150,6 +152,7 @@ impl Shell {
     pub async fn start(shared: Shared, nics: &[Nic]) -> Result<Self> {
         let config = shared.lock().unwrap().config.clone();
         let cluster = config.cluster.clone().context("no [cluster] section")?;
+        let give_up = crate::cluster_link::transport_config(&cluster).give_up_after();
         let me = NodeId(cluster.me as u8);
         let mine = &cluster.nodes[cluster.me].addresses;
         for (nic, addr) in nics.iter().zip(mine) {
@@ -178,6 +181,8 @@ impl Shell {
             sent: BTreeMap::new(),
             rival: None,
             logged_ring: Default::default(),
+            stall_watch: StallWatch::start().context("starting the stall watch")?,
+            give_up,
         };
         shell.perform(now, actions);
         shell.on_time(now);
@@ -208,10 +213,12 @@ impl Shell {
             }
             let now = Instant::now();
             // A deadline already past when the wait began is no lateness of this process.
-            let due = deadline.max(waiting_since);
-            if now > due + STALL {
-                // Stopped or starved: tell the ring before it sees anything that waited.
-                warn!(late = ?now - due, "the cluster shell ran late");
+            let late = now.saturating_duration_since(deadline.max(waiting_since));
+            let stopped = self.stall_watch.take();
+            // Stopped long enough that the others may have given up on this node, or the
+            // runtime itself that late: tell the ring before it sees anything that waited.
+            if stopped >= self.give_up / 2 || late >= self.give_up {
+                warn!(?stopped, ?late, "this process did not run for a while");
                 let actions = self.node.handle(now, Event::Stalled);
                 self.perform(now, actions);
             }

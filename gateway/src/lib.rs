@@ -17,6 +17,7 @@ pub mod garp;
 pub mod health;
 pub mod maglev;
 pub mod netlink;
+pub mod stall;
 pub mod stats;
 pub mod tables;
 pub mod views;

@@ -1,0 +1,84 @@
+//! Noticing that this process did not run: a thread that wakes every few milliseconds and
+//! records the longest gap between its wake-ups. A stopped (SIGSTOP) or starved process shows a
+//! gap as long as the stall; the async runtime merely being busy does not, so a late timer
+//! alone is not mistaken for a stall.
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+/// How often the watch thread wakes.
+const BEAT: Duration = Duration::from_millis(5);
+
+/// The watch; dropping it stops its thread.
+pub struct StallWatch {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    /// Longest gap between wake-ups since the last [`StallWatch::take`], in microseconds.
+    longest_us: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl StallWatch {
+    /// Starts the watch thread.
+    pub fn start() -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            longest_us: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let beat = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("stall-watch".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                while !beat.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(BEAT);
+                    let now = Instant::now();
+                    let gap = now.duration_since(last).as_micros() as u64;
+                    beat.longest_us.fetch_max(gap, Ordering::Relaxed);
+                    last = now;
+                }
+            })?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The longest time the process did not run since the last call (a few milliseconds
+    /// when nothing stalled it).
+    pub fn take(&self) -> Duration {
+        Duration::from_micros(self.shared.longest_us.swap(0, Ordering::Relaxed))
+    }
+}
+
+impl Drop for StallWatch {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_process_shows_short_gaps() {
+        let watch = StallWatch::start().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let gap = watch.take();
+        assert!(gap >= BEAT && gap < Duration::from_millis(40), "{gap:?}");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(watch.take() < Duration::from_millis(40), "taken resets");
+    }
+}
