@@ -278,6 +278,10 @@ unsafe fn from_backend(
         return pass_through(len);
     }
     if port < settings.nat_port_min || port > settings.nat_port_max {
+        // Alone (no cluster port), no other node has NAT ports: skip the lookup.
+        if settings.cluster_port == 0 {
+            return pass_through(len);
+        }
         return to_other_home(ctx, eth, ip, port, l4_proto, len);
     }
     let key = FlowKey {
