@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::{
     cluster::{
-        message::{AdminOp, AdminResult, Message},
+        message::{AdminOp, AdminResult, Load, Message},
         ring::{Action, Event, Node, RingConfig, Sent, TimerKind},
         transport::{MessageId, TransportEvent},
         types::{NodeId, VipEntry},
@@ -31,13 +31,17 @@ use crate::{
     daemon::Shared,
     deadlines::{Answer, Pending, Timers},
     faults::Fault,
+    load::LoadMeter,
     netlink::Nic,
     stall::StallWatch,
-    views::{ClusterView, MemberView, TokenView, VipView},
+    views::{ClusterView, LoadView, MemberView, TokenView, VipView},
 };
 
 /// How long a CLI command may wait for the ring to carry it out.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often this node measures its load for the token.
+const LOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a rival ring heard of in a join counts: a ring that claims our VIPs and can reach
 /// us asks to join every `join_interval`; older news may describe a ring long gone.
@@ -140,6 +144,10 @@ pub struct Shell {
     logged_ring: (String, Vec<String>),
     /// Notices when the process did not run (stopped, starved).
     stall_watch: StallWatch,
+    /// This node's load, measured every [`LOAD_INTERVAL`] for the token.
+    load: LoadMeter,
+    /// When the load is measured next.
+    next_load: Instant,
     /// How long the transport tries a peer: a stall of about that length may have got this
     /// node removed.
     give_up: Duration,
@@ -182,6 +190,8 @@ impl Shell {
             rival: None,
             logged_ring: Default::default(),
             stall_watch: StallWatch::start().context("starting the stall watch")?,
+            load: LoadMeter::default(),
+            next_load: now,
             give_up,
         };
         shell.perform(now, actions);
@@ -235,7 +245,7 @@ impl Shell {
         ]
         .into_iter()
         .flatten()
-        .fold(self.next_tick, Instant::min)
+        .fold(self.next_tick.min(self.next_load), Instant::min)
     }
 
     /// Fires whatever is due at `now`: transport resends, ring timers, lease and claims, CLI
@@ -261,6 +271,20 @@ impl Shell {
                     rival_low,
                 };
                 let actions = self.node.handle(now, event);
+                self.perform(now, actions);
+            }
+        }
+        if self.next_load <= now {
+            self.next_load = now + LOAD_INTERVAL;
+            let rates = self.load.sample(&self.shared.lock().unwrap().maps);
+            if let Some(r) = rates {
+                let load = Load {
+                    node: self.node.id(),
+                    cpu_permille: r.cpu_permille,
+                    packets_per_s: r.packets_per_s,
+                    bytes_per_s: r.bytes_per_s,
+                };
+                let actions = self.node.handle(now, Event::LocalLoad(load));
                 self.perform(now, actions);
             }
         }
@@ -450,7 +474,15 @@ impl Shell {
                 .map(|id| MemberView {
                     id: id.0,
                     name: name(*id),
-                    load: None,
+                    load: status
+                        .loads
+                        .iter()
+                        .find(|l| l.node == *id)
+                        .map(|l| LoadView {
+                            bytes_per_s: l.bytes_per_s,
+                            packets_per_s: u64::from(l.packets_per_s),
+                            cpu_permille: l.cpu_permille,
+                        }),
                 })
                 .collect(),
             token: TokenView {

@@ -15,6 +15,7 @@ pub mod ebpf_object;
 pub mod faults;
 pub mod garp;
 pub mod health;
+pub mod load;
 pub mod maglev;
 pub mod netlink;
 pub mod stall;

@@ -73,6 +73,22 @@ fn startup_converges_and_each_vip_is_answered_by_its_owner_alone() {
         assert!(text.ends_with(": ping"), "{vip} echo: {text}");
     }
 
+    // Every member's load travels on the token: each node sees all three.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let view = cluster.view(0).unwrap();
+        let loads: Vec<_> = view.members.iter().map(|m| (&m.name, m.load)).collect();
+        if loads.iter().all(|(_, l)| l.is_some()) {
+            println!("loads seen by gw1: {loads:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "loads missing: {loads:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // Replies of the VIPs whose owner does not hold the gateway VIP crossed to their home.
     let gateway_owner = owners.iter().find(|(v, _)| *v == INTERNAL_VIP).unwrap().1;
     if owners

@@ -40,7 +40,7 @@ use std::{
 };
 
 use super::{
-    message::{AdminAsk, AdminDone, AdminOp, AdminResult, Join, Message, Probe, Token},
+    message::{AdminAsk, AdminDone, AdminOp, AdminResult, Join, Load, Message, Probe, Token},
     types::{NodeId, Persistence, VipEntry},
 };
 
@@ -145,6 +145,9 @@ pub enum Event {
     /// This node's process did not run for a while (stopped, starved): whatever it holds may
     /// be stale. Fed by the daemon, before anything received meanwhile.
     Stalled,
+    /// This node's latest load figures (the `node` field is ignored): carried on the token
+    /// from its next pass, so every member sees every member's load.
+    LocalLoad(Load),
     /// The node cannot serve (witness unreachable, NIC down, XDP gone).
     LocalFault,
     /// The node can serve again.
@@ -227,6 +230,8 @@ pub struct RingStatus {
     pub round: Option<Duration>,
     /// Tokens dropped as stale (a sequence this node has seen or passed already).
     pub stale_tokens: u64,
+    /// The members' loads as the last token carried them, this node's own as it last measured.
+    pub loads: Vec<Load>,
 }
 
 /// One node's protocol state.
@@ -260,6 +265,8 @@ pub struct Node {
     joins: BTreeSet<NodeId>,
     asks: Vec<AdminAsk>,
     owned: BTreeSet<Ipv4Addr>,
+    /// This node's load as last measured, written onto the token at every pass.
+    my_load: Option<Load>,
     /// VIPs lost to a rival in a row, since this node last held a token with other members.
     concessions: BTreeMap<Ipv4Addr, u32>,
     /// Token hops since each VIP last moved.
@@ -307,6 +314,7 @@ impl Node {
             joins: BTreeSet::new(),
             asks: Vec::new(),
             owned: BTreeSet::new(),
+            my_load: None,
             concessions: BTreeMap::new(),
             settled: BTreeMap::new(),
             conceded: BTreeMap::new(),
@@ -337,6 +345,14 @@ impl Node {
             holding: self.holding,
             round: self.last_round,
             stale_tokens: self.stale_tokens,
+            loads: self
+                .token
+                .loads
+                .iter()
+                .filter(|l| l.node != self.me)
+                .copied()
+                .chain(self.my_load)
+                .collect(),
         }
     }
 
@@ -392,6 +408,12 @@ impl Node {
                 op,
             }),
             Event::Stalled => self.on_stalled(now, &mut out),
+            Event::LocalLoad(load) => {
+                self.my_load = Some(Load {
+                    node: self.me,
+                    ..load
+                })
+            }
             Event::LocalFault => {
                 if !self.faulted {
                     self.faulted = true;
@@ -750,6 +772,7 @@ impl Node {
         self.carry_out_asks(out);
         self.place();
         self.token.config_version = self.config.config_version;
+        self.carry_loads();
         self.apply(out);
         let seq = self.token.seq.max(self.last_sent_seq) + 1;
         self.token.seq = seq;
@@ -769,6 +792,16 @@ impl Node {
             });
         }
         out.push(self.timer(TimerKind::Loss, now + self.config.loss_timeout));
+    }
+
+    /// Writes this node's load onto the token and drops the loads of nodes no longer members.
+    fn carry_loads(&mut self) {
+        let (me, members) = (self.me, self.token.members.clone());
+        self.token
+            .loads
+            .retain(|l| l.node != me && members.contains(&l.node));
+        self.token.loads.extend(self.my_load);
+        self.token.loads.sort_by_key(|l| l.node);
     }
 
     /// Hands VIPs conceded long enough ago back to placement.
