@@ -225,9 +225,10 @@ impl Shell {
             // A deadline already past when the wait began is no lateness of this process.
             let late = now.saturating_duration_since(deadline.max(waiting_since));
             let stopped = self.stall_watch.take();
-            // Stopped long enough that the others may have given up on this node, or the
-            // runtime itself that late: tell the ring before it sees anything that waited.
-            if stopped >= self.give_up / 2 || late >= self.give_up {
+            // Stopped (or the runtime late) as long as the others try a silent node before
+            // giving up on it: only then may they have removed this one. Tell the ring before
+            // it sees anything that waited.
+            if stopped.max(late) >= self.give_up {
                 warn!(?stopped, ?late, "this process did not run for a while");
                 let actions = self.node.handle(now, Event::Stalled);
                 self.perform(now, actions);
