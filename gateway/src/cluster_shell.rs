@@ -90,6 +90,7 @@ pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
     let mut ring = RingConfig::new(nodes, vips);
     ring.hold = t.token_hold.unwrap_or(ring.hold);
     ring.loss_timeout = t.token_loss.unwrap_or(ring.loss_timeout);
+    ring.probe_interval = t.probe_911.unwrap_or(ring.probe_interval);
     ring.unreachable_after = crate::cluster_link::transport_config(cluster).give_up_after();
     // The token sequence starts at a random point (DESIGN.md): a restarted node never
     // reuses the numbers of its previous life.

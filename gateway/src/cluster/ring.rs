@@ -59,6 +59,9 @@ pub struct RingConfig {
     pub hold: Duration,
     /// No token seen for this long: send a 911.
     pub loss_timeout: Duration,
+    /// How long a 911 this node sent may travel before it sends another (a probe takes up to
+    /// the transport's give-up per unreachable member it skips).
+    pub probe_interval: Duration,
     /// Not held the token for this long while a member: conclude it was removed.
     pub removed_after: Duration,
     /// No token this long after start: run alone.
@@ -83,6 +86,7 @@ impl RingConfig {
             initial_seq: 1,
             hold: Duration::from_millis(5),
             loss_timeout: Duration::from_millis(40),
+            probe_interval: Duration::from_millis(100),
             removed_after: Duration::from_millis(400),
             startup: Duration::from_millis(300),
             join_interval: Duration::from_millis(50),
@@ -262,6 +266,8 @@ pub struct Node {
     quarantine_until: Instant,
     stale_tokens: u64,
     probe_out: bool,
+    /// When this node last sent a 911 of its own.
+    probe_sent_at: Option<Instant>,
     joins: BTreeSet<NodeId>,
     asks: Vec<AdminAsk>,
     owned: BTreeSet<Ipv4Addr>,
@@ -311,6 +317,7 @@ impl Node {
             quarantine_until: now,
             stale_tokens: 0,
             probe_out: false,
+            probe_sent_at: None,
             joins: BTreeSet::new(),
             asks: Vec::new(),
             owned: BTreeSet::new(),
@@ -659,7 +666,14 @@ impl Node {
             // A token this node passed is still with the transport (resending, or about to
             // report the destination unreachable): not lost yet.
             Membership::Member if self.in_flight.is_some() => {}
+            // This node's 911 is still on its way round.
+            Membership::Member
+                if self.probe_out
+                    && self
+                        .probe_sent_at
+                        .is_some_and(|at| now < at + self.config.probe_interval) => {}
             Membership::Member if now >= self.last_token_at + self.loss_after() => {
+                self.probe_sent_at = Some(now);
                 self.send_probe(out);
             }
             _ => {}
