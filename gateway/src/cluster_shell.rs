@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::{
     cluster::{
-        message::{AdminOp, AdminResult, Load, Message},
+        message::{AdminOp, AdminResult, Message},
         ring::{Action, Event, Node, RingConfig, Sent, TimerKind},
         transport::{MessageId, TransportEvent},
         types::{NodeId, VipEntry},
@@ -278,14 +278,10 @@ impl Shell {
         }
         if self.next_load <= now {
             self.next_load = now + LOAD_INTERVAL;
-            let rates = self.load.sample(&self.shared.lock().unwrap().maps);
-            if let Some(r) = rates {
-                let load = Load {
-                    node: self.node.id(),
-                    cpu_permille: r.cpu_permille,
-                    packets_per_s: r.packets_per_s,
-                    bytes_per_s: r.bytes_per_s,
-                };
+            let load = self
+                .load
+                .sample(&self.shared.lock().unwrap().maps, self.node.id());
+            if let Some(load) = load {
                 let actions = self.node.handle(now, Event::LocalLoad(load));
                 self.perform(now, actions);
             }

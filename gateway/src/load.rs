@@ -5,7 +5,11 @@ use std::time::Instant;
 
 use gateway_common::Action;
 
-use crate::{stats, tables::Maps};
+use crate::{
+    cluster::{message::Load, types::NodeId},
+    stats,
+    tables::Maps,
+};
 
 /// Busy and total jiffies of all CPUs, from the first line of `/proc/stat`.
 fn cpu_times() -> Option<(u64, u64)> {
@@ -34,17 +38,6 @@ struct Sample {
     cpu: Option<(u64, u64)>,
 }
 
-/// Rates between successive samples.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Rates {
-    /// CPU busy, per mille of all CPUs.
-    pub cpu_permille: u16,
-    /// Packets per second through the data path.
-    pub packets_per_s: u32,
-    /// Bytes per second through the data path.
-    pub bytes_per_s: u64,
-}
-
 /// Turns counter readings into rates.
 #[derive(Default)]
 pub struct LoadMeter {
@@ -52,9 +45,9 @@ pub struct LoadMeter {
 }
 
 impl LoadMeter {
-    /// Reads the counters now; returns the rates since the previous reading (none the first
-    /// time).
-    pub fn sample(&mut self, maps: &Maps) -> Option<Rates> {
+    /// Reads the counters now; returns node `node`'s load, the rates since the previous
+    /// reading (none the first time).
+    pub fn sample(&mut self, maps: &Maps, node: NodeId) -> Option<Load> {
         let (packets, bytes) = Action::ALL.iter().fold((0, 0), |(p, b), a| {
             let c = stats::sum(&maps.actions, *a as u32);
             (p + c.packets, b + c.bytes)
@@ -65,13 +58,13 @@ impl LoadMeter {
             bytes,
             cpu: cpu_times(),
         };
-        let rates = self.last.map(|last| rates(&last, &now));
+        let load = self.last.map(|last| rates(node, &last, &now));
         self.last = Some(now);
-        rates
+        load
     }
 }
 
-fn rates(last: &Sample, now: &Sample) -> Rates {
+fn rates(node: NodeId, last: &Sample, now: &Sample) -> Load {
     let secs = now.at.duration_since(last.at).as_secs_f64().max(1e-3);
     let per_s = |a: u64, b: u64| (b.saturating_sub(a) as f64 / secs) as u64;
     let cpu_permille = match (last.cpu, now.cpu) {
@@ -80,7 +73,8 @@ fn rates(last: &Sample, now: &Sample) -> Rates {
         }
         _ => 0,
     };
-    Rates {
+    Load {
+        node,
         cpu_permille,
         packets_per_s: per_s(last.packets, now.packets).min(u64::from(u32::MAX)) as u32,
         bytes_per_s: per_s(last.bytes, now.bytes),
@@ -115,8 +109,9 @@ mod tests {
             cpu: Some((400, 2000)),
         };
         assert_eq!(
-            rates(&a, &b),
-            Rates {
+            rates(NodeId(2), &a, &b),
+            Load {
+                node: NodeId(2),
                 cpu_permille: 250,
                 packets_per_s: 1_000,
                 bytes_per_s: 100_000,

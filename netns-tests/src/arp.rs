@@ -35,14 +35,6 @@ pub struct Heard {
     pub mac: Mac,
 }
 
-/// Formats a MAC as `02:00:00:00:00:01`.
-pub fn mac_string(mac: &Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// Parses `02:00:00:00:00:01`.
 pub fn parse_mac(text: &str) -> Result<Mac> {
     let parts: Vec<u8> = text
@@ -264,7 +256,7 @@ mod tests {
     fn macs_read_and_print() {
         let mac = parse_mac("02:0a:00:00:00:ff").unwrap();
         assert_eq!(mac, [2, 10, 0, 0, 0, 255]);
-        assert_eq!(mac_string(&mac), "02:0a:00:00:00:ff");
+        assert_eq!(gateway::netlink::mac_string(&mac), "02:0a:00:00:00:ff");
         assert!(parse_mac("02:0a").is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! VIPs and services; starting, killing, hanging and isolating nodes as the tests need; and
 //! reading the cluster's state through each node's CLI. Field order is drop order: daemons,
 //! back-end servers, testbed.
-use crate::arp::{parse_mac, ArpWatch, Mac};
+use crate::arp::{ArpWatch, Mac};
 use crate::cluster_topology::{
     self, external_addr, internal_addr, EXTERNAL_VIPS, NODES, ROUTER_ADDR,
 };
@@ -10,6 +10,7 @@ use crate::daemon::{Daemon, ServiceConfig, ECHO_PORT, WEB_PORT};
 use crate::failover;
 use crate::host_death::DeadHost;
 use crate::netns::Netns;
+use crate::packet;
 use crate::process::Process;
 use crate::testbed::Testbed;
 use crate::topology::{self, EXT_IF, INTERNAL_VIP, INT_IF};
@@ -411,9 +412,7 @@ impl Cluster {
 
     /// The MAC of node `i`'s external NIC.
     pub fn mac(&self, i: usize, ifname: &str) -> Result<Mac> {
-        let text = self.ns(i).ip(&["-j", "link", "show", "dev", ifname])?;
-        let value: serde_json::Value = serde_json::from_str(&text)?;
-        parse_mac(value[0]["address"].as_str().context("no MAC")?)
+        Ok(packet::link_identity(self.ns(i), ifname)?.0)
     }
 
     /// Node `i` dies as a host dies: its daemon is killed with SIGKILL and its links go down.
