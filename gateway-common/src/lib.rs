@@ -139,6 +139,9 @@ pub struct Iface {
 pub mod vip_flags {
     /// This node owns the VIP: it answers ARP for it and serves it.
     pub const OWNED: u32 = 1;
+    /// `Vip::previous` is a live member: a datagram of a flow the owner does not know is first
+    /// offered to it (it may be one of its UDP flows), and comes back when it is new.
+    pub const PREVIOUS_LIVE: u32 = 2;
 }
 
 /// A VIP, keyed by its address (network order) in `VIPS`.
@@ -149,6 +152,14 @@ pub struct Vip {
     pub flags: u32,
     /// ifindex of the NIC whose subnet the VIP belongs to (ARP is answered only there).
     pub ifindex: u32,
+    /// 1 + the node index of the VIP's owner in this node's VIP table; 0 when unplaced. A
+    /// node that no longer owns the VIP sends a datagram the owner offered it, and that opens
+    /// no flow here, back to the owner.
+    pub owner: u32,
+    /// 1 + the node index of the VIP's previous holder, 0 for none: the connections it opened
+    /// before the VIP moved are still its own (connection hand-off), so the owner sends it the
+    /// packets it has no connection entry for instead of dropping them.
+    pub previous: u32,
 }
 
 /// IP protocol numbers used in keys.
@@ -403,6 +414,12 @@ counter_index! {
         /// A back-end's reply for another node's NAT port, sent on to that node (its home)
         /// untranslated, by MAC rewrite.
         ToHome = 6 => "to_home",
+        /// A client packet of no connection of the VIP's owner, sent on untranslated to the
+        /// VIP's previous holder, whose connection it may be (connection hand-off).
+        ToPrevious = 7 => "to_previous",
+        /// A client datagram the VIP's owner offered this node (its previous holder) that
+        /// belongs to no flow here, sent back to the owner to be opened there.
+        BackToOwner = 8 => "back_to_owner",
     }
 }
 
@@ -451,6 +468,9 @@ counter_index! {
         /// A reply for another node's NAT port whose home has no resolved MAC yet (dropped:
         /// the kernel would route it on untranslated).
         HomeUnresolved = 19 => "home_unresolved",
+        /// A packet handed between nodes (connection hand-off) whose TTL ran out: the nodes'
+        /// views of a VIP disagreed long enough to loop it (dropped).
+        HopLimit = 20 => "hop_limit",
     }
 }
 

@@ -67,7 +67,7 @@ fn resolve(ctx: &XdpContext, next_hop: *mut NextHop, route: &Route, now: u64) ->
 
 /// Rewrites the MACs from the resolved `next_hop` and redirects out of its NIC.
 #[inline(always)]
-fn redirect(eth: *mut EthHdr, next_hop: *const NextHop, path: Path, len: u64) -> u32 {
+pub fn redirect(eth: *mut EthHdr, next_hop: *const NextHop, path: Path, len: u64) -> u32 {
     // SAFETY: `next_hop` points into a live map value, `eth` into the packet.
     unsafe {
         (*eth).src = (*next_hop).src_mac;
@@ -107,6 +107,24 @@ pub fn send(
     }
 }
 
+/// The next hop to another node of the cluster (`hop`, on the packet's ingress subnet),
+/// resolved and cached; the reason it cannot be used otherwise.
+#[inline(always)]
+pub fn node_hop(
+    ctx: &XdpContext,
+    hop: *mut HomeHop,
+    route: &Route,
+    now: u64,
+) -> Result<*mut NextHop, Reason> {
+    // SAFETY: `hop` points into a live map value.
+    let next_hop = unsafe { core::ptr::addr_of_mut!((*hop).next_hop) };
+    match resolve(ctx, next_hop, route, now) {
+        Resolved::Ready => Ok(next_hop),
+        Resolved::NoNeigh => Err(Reason::HomeUnresolved),
+        Resolved::NoRoute => Err(Reason::NoRoute),
+    }
+}
+
 /// Sends a back-end's reply, untranslated, to its home node `hop` (the node whose NAT port
 /// block holds its destination port), by MAC rewrite. The kernel must not see it: it would
 /// route the half-translated reply on to the client, so an unresolved home is a drop.
@@ -119,13 +137,11 @@ pub fn to_home(
     now: u64,
     len: u64,
 ) -> u32 {
-    // SAFETY: `hop` points into a live map value.
-    let next_hop = unsafe { core::ptr::addr_of_mut!((*hop).next_hop) };
-    let reason = match resolve(ctx, next_hop, route, now) {
-        Resolved::Ready => return redirect(eth, next_hop, Path::ToHome, len),
-        Resolved::NoNeigh => Reason::HomeUnresolved,
-        Resolved::NoRoute => Reason::NoRoute,
-    };
-    stats::reason(reason, len);
-    xdp_action::XDP_DROP
+    match node_hop(ctx, hop, route, now) {
+        Ok(next_hop) => redirect(eth, next_hop, Path::ToHome, len),
+        Err(reason) => {
+            stats::reason(reason, len);
+            xdp_action::XDP_DROP
+        }
+    }
 }

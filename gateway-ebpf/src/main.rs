@@ -9,6 +9,7 @@ mod bench;
 mod conntrack;
 mod csum;
 mod forward;
+mod handoff;
 mod hash;
 mod lease;
 mod maps;
@@ -25,6 +26,7 @@ use gateway_common::{
 
 use crate::{
     forward::Route,
+    handoff::Handoff,
     maps::{CONNS, HOME_HOPS, NAT_HOMES, PEERS, REPLIES, SERVICES, SETTINGS, VIPS},
     nat::L4,
     parse::{
@@ -161,9 +163,6 @@ unsafe fn to_vip(
     header_len: usize,
     len: u64,
 ) -> u32 {
-    if vip.flags & vip_flags::OWNED == 0 {
-        return drop(Reason::NotOwner, len);
-    }
     if (*ip).frag_off & IP_MF_OFFSET.to_be() != 0 {
         return drop(Reason::Fragment, len);
     }
@@ -191,11 +190,41 @@ unsafe fn to_vip(
     let existing = CONNS.get_ptr_mut(key);
     let (conn, path) = match existing {
         // A SYN reusing the ports of a finished (FIN/RST) connection opens a new one: a fresh
-        // Maglev pick (the old backend may be down or drained) and a fresh NAT port.
+        // Maglev pick (the old backend may be down or drained) and a fresh NAT port. A node
+        // serves the connections it opened whether or not it still owns their VIP.
         Some(conn) if !(opening && l4_proto == proto::TCP && (*conn).state != tcp_state::OPEN) => {
             (conn, Path::Established)
         }
-        _ if opening => {
+        _ => {
+            let handoff = |node| Handoff {
+                ctx,
+                eth,
+                ip,
+                node,
+                now,
+                len,
+            };
+            if vip.flags & vip_flags::OWNED == 0 {
+                return not_owner(&handoff(vip.owner), l4_proto == proto::UDP, len);
+            }
+            // A packet no connection here knows may be one of the previous holder's: TCP
+            // unless it opens one, a datagram while that node is alive to send it back.
+            let offer = if l4_proto == proto::TCP {
+                !opening
+            } else {
+                vip.flags & vip_flags::PREVIOUS_LIVE != 0
+            };
+            if offer && vip.previous != 0 {
+                let previous = handoff(vip.previous);
+                if let Some(hop) = previous.hop() {
+                    if !previous.came_from(hop) {
+                        return previous.send(hop, Path::ToPrevious);
+                    }
+                }
+            }
+            if !opening {
+                return drop(Reason::NotOpening, len);
+            }
             if !lease::valid() {
                 return drop(Reason::LeaseExpired, len);
             }
@@ -215,7 +244,6 @@ unsafe fn to_vip(
                 Err(reason) => return drop(reason, len),
             }
         }
-        _ => return drop(Reason::NotOpening, len),
     };
     (*conn).last_seen_ns = now;
     if l4_proto == proto::TCP {
@@ -243,6 +271,21 @@ unsafe fn to_vip(
         path,
         len,
     )
+}
+
+/// A client packet for a VIP another node owns, of no connection of this node: a datagram the
+/// owner offered this node (its previous holder) goes back to it to be opened there; anything
+/// else came here by a stale ARP entry and is dropped.
+#[inline(always)]
+fn not_owner(owner: &Handoff, datagram: bool, len: u64) -> u32 {
+    if datagram && owner.node != 0 {
+        if let Some(hop) = owner.hop() {
+            if owner.came_from(hop) {
+                return owner.send(hop, Path::BackToOwner);
+            }
+        }
+    }
+    drop(Reason::NotOwner, len)
 }
 
 /// Any other IPv4 packet: a back-end's reply to a translated connection, or not ours.

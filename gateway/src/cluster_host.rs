@@ -15,7 +15,7 @@ use gateway_common::ArpClaim;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::{conntrack::monotonic_ns, daemon::Shared, garp, netlink::Nic};
+use crate::{conntrack::monotonic_ns, daemon::Shared, garp, handoff::Holders, netlink::Nic};
 
 /// The host side of the cluster.
 pub struct Host {
@@ -86,6 +86,16 @@ impl Host {
             taken.sort();
             dropped.sort();
             info!(?taken, ?dropped, "VIP ownership changed");
+        }
+    }
+
+    /// Tells XDP who holds each VIP's connections, for the VIPs whose holders changed.
+    pub fn set_holders(&self, changed: &[(Ipv4Addr, Holders)]) {
+        let mut state = self.shared.lock().unwrap();
+        for (vip, holders) in changed {
+            if let Err(e) = state.maps.set_holders(*vip, holders) {
+                warn!(%vip, "writing the VIP's holders: {e:#}");
+            }
         }
     }
 

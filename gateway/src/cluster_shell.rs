@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::{
     cluster::{
         message::{AdminOp, AdminResult, Message},
-        ring::{Action, Event, Node, RingConfig, Sent, TimerKind},
+        ring::{Action, Event, Node, RingConfig, RingStatus, Sent, TimerKind},
         transport::{MessageId, TransportEvent},
         types::{NodeId, VipEntry},
     },
@@ -31,6 +31,7 @@ use crate::{
     daemon::Shared,
     deadlines::{Answer, Pending, Timers},
     faults::Fault,
+    handoff::HolderTable,
     load::LoadMeter,
     netlink::Nic,
     stall::StallWatch,
@@ -152,6 +153,8 @@ pub struct Shell {
     /// How long the transport tries a peer: a stall of about that length may have got this
     /// node removed.
     give_up: Duration,
+    /// Who holds each VIP's connections, as last told to XDP.
+    holders: HolderTable,
 }
 
 impl Shell {
@@ -194,6 +197,7 @@ impl Shell {
             load: LoadMeter::default(),
             next_load: now,
             give_up,
+            holders: HolderTable::default(),
         };
         shell.perform(now, actions);
         shell.on_time(now);
@@ -441,21 +445,25 @@ impl Shell {
     /// Publishes the ring's status, in the daemon's terms, for the control socket, and logs
     /// every change of this node's standing or of the member list.
     fn publish(&mut self) {
-        let view = self.view();
+        let status = self.node.status();
+        let changed = self.holders.update(&status.vips, &status.members);
+        if !changed.is_empty() {
+            self.host.set_holders(&changed);
+        }
+        let view = self.view(&status);
         let ring: (String, Vec<String>) = (
             view.state.clone(),
             view.members.iter().map(|m| m.name.clone()).collect(),
         );
         if ring != self.logged_ring {
-            info!(state = %ring.0, members = ?ring.1, epoch = self.node.status().epoch,
+            info!(state = %ring.0, members = ?ring.1, epoch = status.epoch,
                   seq = view.token.seq, "ring changed");
             self.logged_ring = ring;
         }
         self.shared.lock().unwrap().cluster = Some(view);
     }
 
-    fn view(&self) -> ClusterView {
-        let status = self.node.status();
+    fn view(&self, status: &RingStatus) -> ClusterView {
         let name = |id: NodeId| {
             self.cluster
                 .nodes

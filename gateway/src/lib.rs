@@ -14,6 +14,7 @@ pub mod deadlines;
 pub mod ebpf_object;
 pub mod faults;
 pub mod garp;
+pub mod handoff;
 pub mod health;
 pub mod load;
 pub mod maglev;

@@ -18,7 +18,9 @@ use gateway_common::{
 
 use crate::{
     batch,
+    cluster::types::NodeId,
     config::{Cluster, Config, Role, Service},
+    handoff::Holders,
     maglev,
     netlink::Nic,
 };
@@ -150,6 +152,7 @@ impl Maps {
                     0
                 },
                 ifindex,
+                ..common::Vip::default()
             };
             self.vips
                 .insert(u32::from(vip.address).to_be(), value, 0)
@@ -181,6 +184,24 @@ impl Maps {
             }
         }
         Ok(())
+    }
+
+    /// Tells XDP who holds `vip`'s connections: its owner and previous holder (connection
+    /// hand-off); leaves this node's ownership alone.
+    pub fn set_holders(&mut self, vip: Ipv4Addr, holders: &Holders) -> Result<()> {
+        let key = u32::from(vip).to_be();
+        let Ok(mut entry) = self.vips.get(&key, 0) else {
+            return Ok(());
+        };
+        let index = |node: Option<NodeId>| node.map_or(0, |n| u32::from(n.0) + 1);
+        entry.owner = index(holders.owner);
+        entry.previous = index(holders.previous);
+        entry.flags = if holders.previous_live {
+            entry.flags | vip_flags::PREVIOUS_LIVE
+        } else {
+            entry.flags & !vip_flags::PREVIOUS_LIVE
+        };
+        self.vips.insert(key, entry, 0).context("writing VIPS")
     }
 
     /// The VIPs this node owns according to the map (what XDP acts on).

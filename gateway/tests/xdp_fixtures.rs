@@ -8,13 +8,13 @@ mod support;
 
 use anyhow::{ensure, Context, Result};
 use aya::maps::HashMap;
-use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
+use etherparse::{Ipv4Header, NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 use gateway_common::{
-    maps, programs, proto, tcp_state, Action, ArpClaim, Conn, FlowKey, Path, Reason, Reply,
-    Settings,
+    maps, programs, proto, tcp_state, vip_flags, Action, ArpClaim, Conn, FlowKey, Path, Reason,
+    Reply, Settings,
 };
 use support::{
-    packets::{self, arp, tcp, tcp_with, udp, Flags, Flow, ACK, FIN, RST, SYN},
+    packets::{self, arp, tcp, tcp_with, udp, udp_with, Flags, Flow, ACK, FIN, RST, SYN},
     testbed::*,
 };
 
@@ -605,6 +605,145 @@ fn home_rows(rows: &mut Vec<Row>) {
     ));
 }
 
+/// Connection hand-off: after a VIP moved here from node 2 (`PEER` on the external subnet), a
+/// packet of no connection here goes to node 2 untranslated, one TTL less; once the VIP moved
+/// on to node 2, this node keeps serving its own connections and sends back the datagrams node
+/// 2 offers it that are no flow of its own.
+fn handoff_rows(rows: &mut Vec<Row>) {
+    const NODE2: u32 = 2;
+    let moved_here = |live: bool| {
+        let flags = vip_flags::OWNED | if live { vip_flags::PREVIOUS_LIVE } else { 0 };
+        move |bed: &mut Testbed| bed.set_vip(flags, 1, NODE2)
+    };
+    let moved_away = |bed: &mut Testbed| bed.set_vip(0, NODE2, 0);
+    let from_node2 = |flow: Flow| flow.macs(PEER_MAC, EXT_MAC);
+    let to_node2 = |flow: Flow| flow.macs(EXT_MAC, PEER_MAC);
+    let ttl = |ttl: u8| move |ip: &mut Ipv4Header| ip.time_to_live = ttl;
+
+    let stray = to_vip(46100, PORT_TCP);
+    rows.push(
+        Row::new(
+            "tcp of no connection goes to the vip's previous holder",
+            Nic::External,
+            tcp(&stray, ACK),
+            Action::Redirect,
+        )
+        .path(Path::ToPrevious)
+        .before(moved_here(false))
+        .expect(move |_| Ok(tcp_with(&to_node2(stray), ACK, ttl(63)))),
+    );
+    rows.push(drop_row(
+        "tcp of no connection back from the previous holder is dropped",
+        tcp(&from_node2(stray), ACK),
+        Reason::NotOpening,
+    ));
+    rows.push(drop_row(
+        "tcp of no connection with no ttl left is not handed on",
+        tcp_with(&stray, ACK, ttl(1)),
+        Reason::HopLimit,
+    ));
+    let opened = to_vip(46101, PORT_TCP);
+    rows.push(tcp_fwd(
+        "tcp syn after a move opens here",
+        opened,
+        SYN,
+        Path::NewConn,
+        0,
+    ));
+    let datagram = to_vip(46102, PORT_UDP);
+    let to_backend1 = move |flow: Flow| {
+        move |bed: &Testbed| -> Result<Vec<u8>> {
+            let macs = Some((INT_MAC, BACKEND_MACS[1]));
+            Ok(udp(&translated(bed, &flow, proto::UDP, 1, macs)?, true))
+        }
+    };
+    rows.push(
+        Row::new(
+            "udp of no flow is offered to a live previous holder",
+            Nic::External,
+            udp(&datagram, true),
+            Action::Redirect,
+        )
+        .path(Path::ToPrevious)
+        .before(moved_here(true))
+        .expect(move |_| Ok(udp_with(&to_node2(datagram), true, ttl(63)))),
+    );
+    rows.push(
+        Row::new(
+            "udp the previous holder sends back opens here",
+            Nic::External,
+            udp(&from_node2(datagram), true),
+            Action::Redirect,
+        )
+        .path(Path::NewConn)
+        .counts(1, Some(1))
+        .expect(to_backend1(datagram)),
+    );
+    let unoffered = to_vip(46103, PORT_UDP);
+    rows.push(
+        Row::new(
+            "udp of no flow opens here when the previous holder is not a member",
+            Nic::External,
+            udp(&unoffered, true),
+            Action::Redirect,
+        )
+        .path(Path::NewConn)
+        .counts(1, Some(1))
+        .before(moved_here(false))
+        .expect(to_backend1(unoffered)),
+    );
+    rows.push(
+        tcp_fwd(
+            "a node keeps serving its connections after the vip moved on",
+            opened,
+            ACK,
+            Path::Established,
+            0,
+        )
+        .before(moved_away),
+    );
+    rows.push(
+        Row::new(
+            "its udp flows too",
+            Nic::External,
+            udp(&datagram, true),
+            Action::Redirect,
+        )
+        .path(Path::Established)
+        .counts(1, Some(1))
+        .expect(to_backend1(datagram)),
+    );
+    let new_flow = to_vip(46104, PORT_UDP);
+    rows.push(
+        Row::new(
+            "a datagram the owner offers that is no flow here goes back to the owner",
+            Nic::External,
+            udp(&from_node2(new_flow), true),
+            Action::Redirect,
+        )
+        .path(Path::BackToOwner)
+        .expect(move |_| Ok(udp_with(&to_node2(new_flow), true, ttl(63)))),
+    );
+    rows.push(drop_row(
+        "a datagram from elsewhere for a vip that moved away is dropped",
+        udp(&new_flow, true),
+        Reason::NotOwner,
+    ));
+    rows.push(drop_row(
+        "tcp the owner offers that is no connection here is dropped",
+        tcp(&from_node2(to_vip(46105, PORT_TCP)), ACK),
+        Reason::NotOwner,
+    ));
+    rows.push(
+        drop_row(
+            "a syn for a vip that moved away is dropped",
+            tcp(&to_vip(46106, PORT_TCP), SYN),
+            Reason::NotOwner,
+        )
+        .after(|bed| bed.set_vip(vip_flags::OWNED, 0, 0)),
+    );
+}
+
 /// A client behind the router: translated replies go back to the router's MAC.
 fn routed_rows(rows: &mut Vec<Row>) {
     let flow = Flow {
@@ -1158,6 +1297,7 @@ fn xdp_fixtures() -> Result<()> {
     edge_rows(&mut rows);
     settings_rows(&mut rows);
     truncated_rows(&mut rows);
+    handoff_rows(&mut rows);
     let mut failures = Vec::new();
     for row in &rows {
         if let Err(e) = run_row(&mut bed, row) {

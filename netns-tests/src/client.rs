@@ -355,3 +355,65 @@ impl Traffic {
         })
     }
 }
+
+/// One UDP flow kept going through a VIP (one socket, one source port): a `peer?` datagram
+/// every 10 ms, each answered by the back-end with the address it saw, so the report shows
+/// whether the flow kept its back-end and its translated source port (its NAT entry).
+pub struct UdpFlow {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<UdpFlowReport>>,
+}
+
+/// What a [`UdpFlow`] saw.
+#[derive(Clone, Debug, Default)]
+pub struct UdpFlowReport {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Answers received.
+    pub answered: u64,
+    /// Every distinct answer (`backend-2: 10.0.9.1:20013`) in the order first seen, with how
+    /// many times it came: more than one means the flow was translated anew.
+    pub answers: Vec<(String, u64)>,
+}
+
+impl UdpFlow {
+    /// Starts the flow from `src` (a fresh port) to `dst` in `netns`; returns after its first
+    /// answer.
+    pub fn start(netns: &Netns, src: Ipv4Addr, dst: SocketAddrV4) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stopping = stop.clone();
+        let thread = netns.spawn(move || {
+            let socket = UdpSocket::bind(SocketAddrV4::new(src, 0))?;
+            socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+            let mut report = UdpFlowReport::default();
+            let mut buf = [0u8; 512];
+            while !stopping.load(Ordering::Relaxed) {
+                socket.send_to(b"peer?", dst)?;
+                report.sent += 1;
+                if let Ok((n, _)) = socket.recv_from(&mut buf) {
+                    report.answered += 1;
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    match report.answers.iter_mut().find(|(a, _)| *a == text) {
+                        Some((_, count)) => *count += 1,
+                        None => report.answers.push((text, 1)),
+                    }
+                    let _ = ready_tx.send(());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(report)
+        });
+        if ready_rx.recv_timeout(IO_TIMEOUT * 2).is_err() {
+            stop.store(true, Ordering::Relaxed);
+            bail!("the UDP flow {src} -> {dst} got no first answer");
+        }
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops the flow and reports.
+    pub fn stop(self) -> Result<UdpFlowReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("UDP flow thread panicked")
+    }
+}

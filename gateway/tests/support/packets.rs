@@ -107,12 +107,19 @@ pub fn tcp(flow: &Flow, flags: Flags) -> Vec<u8> {
 
 /// A UDP datagram, with a checksum or with checksum 0 ("none").
 pub fn udp(flow: &Flow, checksum: bool) -> Vec<u8> {
-    let ip = ip_header(flow, IpNumber::UDP, 8 + PAYLOAD.len());
+    udp_with(flow, checksum, |_| {})
+}
+
+/// A UDP datagram; `tweak` may edit the IPv4 header (its checksum is computed afterwards).
+pub fn udp_with(flow: &Flow, checksum: bool, tweak: impl FnOnce(&mut Ipv4Header)) -> Vec<u8> {
+    let mut ip = ip_header(flow, IpNumber::UDP, 8 + PAYLOAD.len());
     let udp = if checksum {
         UdpHeader::with_ipv4_checksum(flow.sport, flow.dport, &ip, PAYLOAD).unwrap()
     } else {
         UdpHeader::without_ipv4_checksum(flow.sport, flow.dport, PAYLOAD.len()).unwrap()
     };
+    tweak(&mut ip);
+    ip.header_checksum = ip.calc_header_checksum();
     let mut out = frame(flow, EtherType::IPV4);
     ip.write(&mut out).unwrap();
     udp.write(&mut out).unwrap();

@@ -128,6 +128,7 @@ impl Testbed {
             (BACKENDS[0], BACKEND_MACS[0], "int0"),
             (BACKENDS[1], BACKEND_MACS[1], "int0"),
             (HOME, HOME_MAC, "int0"),
+            (PEER, PEER_MAC, "ext0"),
         ] {
             netns.ip(&format!(
                 "neigh add {} lladdr {} dev {dev} nud permanent",
@@ -182,14 +183,15 @@ impl Testbed {
             Vip {
                 flags: vip_flags::OWNED,
                 ifindex: ext,
+                ..Vip::default()
             },
             0,
         )?;
         vips.insert(
             be(FOREIGN_VIP),
             Vip {
-                flags: 0,
                 ifindex: ext,
+                ..Vip::default()
             },
             0,
         )?;
@@ -254,8 +256,14 @@ impl Testbed {
             }
         }
         let mut hops: HashMap<_, HomeKey, HomeHop> = HashMap::try_from(self.map(maps::HOME_HOPS))?;
-        for (node, _, addr) in homes {
-            let key = HomeKey { node, ifindex: int };
+        // Node 2 is `HOME` on the internal subnet and `PEER` on the external one.
+        let ext_hops = [(2, PEER, ext)];
+        for (node, addr, ifindex) in homes
+            .map(|(n, _, a)| (n, a, int))
+            .into_iter()
+            .chain(ext_hops)
+        {
+            let key = HomeKey { node, ifindex };
             let hop = HomeHop {
                 addr: be(addr),
                 ..HomeHop::default()
@@ -263,6 +271,20 @@ impl Testbed {
             hops.insert(key, hop, 0)?;
         }
         self.set_lease(u64::MAX)
+    }
+
+    /// Rewrites `VIP`'s entry: this node's ownership and who holds its connections.
+    pub fn set_vip(&mut self, flags: u32, owner: u32, previous: u32) -> Result<()> {
+        let ifindex = self.ext_ifindex;
+        let mut vips: HashMap<_, u32, Vip> = HashMap::try_from(self.map(maps::VIPS))?;
+        let vip = Vip {
+            flags,
+            ifindex,
+            owner,
+            previous,
+        };
+        vips.insert(be(VIP), vip, 0)?;
+        Ok(())
     }
 
     /// Sets the daemon's lease (`CLOCK_MONOTONIC` ns; 0 = expired).

@@ -1,5 +1,7 @@
 //! The back-end server of the testbed: HTTP/1.1 with keep-alive whose body names the
-//! back-end (`backend-2`), and a UDP echo that prefixes its name (`backend-2: <datagram>`).
+//! back-end (`backend-2`), and a UDP echo that prefixes its name (`backend-2: <datagram>`);
+//! the datagram `peer?` is answered with the address it came from (`backend-2: 10.0.9.1:20013`),
+//! so a client sees the source port the gateway translated its flow to.
 use anyhow::{Context, Result};
 use clap::Parser;
 use std::net::SocketAddr;
@@ -103,12 +105,19 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The datagram answered with its sender's address instead of an echo.
+const PEER_QUESTION: &[u8] = b"peer?";
+
 async fn serve_udp(socket: UdpSocket, name: String) -> Result<()> {
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, peer) = socket.recv_from(&mut buf).await?;
         let mut reply = format!("{name}: ").into_bytes();
-        reply.extend_from_slice(&buf[..n]);
+        if &buf[..n] == PEER_QUESTION {
+            reply.extend_from_slice(peer.to_string().as_bytes());
+        } else {
+            reply.extend_from_slice(&buf[..n]);
+        }
         socket.send_to(&reply, peer).await?;
     }
 }

@@ -1,0 +1,118 @@
+//! Who holds each VIP's connections, as this node tells its data path: the VIP's owner and the
+//! node that held it before (connection hand-off, DESIGN.md "VIP move without breaking
+//! connections"). The previous holder keeps serving the connections it opened; the owner's XDP
+//! sends it the packets it has no connection entry for.
+//!
+//! Each node works this out from the VIP tables it sees on the token: when a VIP's owner
+//! changes from one node to another, the first becomes its previous holder, until the VIP moves
+//! again. Only the newest move is remembered: connections opened two owners ago are not
+//! reached any more.
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use crate::cluster::types::{NodeId, VipEntry};
+
+/// Where a VIP's connections are, for the data path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Holders {
+    /// The VIP's owner in the latest table; `None` while nobody holds it.
+    pub owner: Option<NodeId>,
+    /// The node that owned it before the latest move.
+    pub previous: Option<NodeId>,
+    /// Whether the previous holder is a ring member: only then are datagrams of flows the
+    /// owner does not know offered to it (it sends back the ones that are not its own; a dead
+    /// one could not).
+    pub previous_live: bool,
+}
+
+/// The holders of every VIP, updated from each VIP table this node sees.
+#[derive(Debug, Default)]
+pub struct HolderTable {
+    vips: BTreeMap<Ipv4Addr, Holders>,
+}
+
+impl HolderTable {
+    /// Takes in the latest VIP table and member list; returns the VIPs whose holders changed,
+    /// which the data path must be told.
+    pub fn update(&mut self, table: &[VipEntry], members: &[NodeId]) -> Vec<(Ipv4Addr, Holders)> {
+        let mut changed = Vec::new();
+        for entry in table {
+            let before = self.vips.get(&entry.address).copied().unwrap_or_default();
+            let mut now = before;
+            if entry.owner.is_some() {
+                now.owner = entry.owner;
+                if before.owner.is_some() && before.owner != entry.owner {
+                    now.previous = before.owner;
+                }
+            }
+            now.previous_live = now.previous.is_some_and(|p| members.contains(&p));
+            if now != before || !self.vips.contains_key(&entry.address) {
+                self.vips.insert(entry.address, now);
+                changed.push((entry.address, now));
+            }
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::types::Persistence;
+
+    fn table(owners: &[Option<u8>]) -> Vec<VipEntry> {
+        owners
+            .iter()
+            .enumerate()
+            .map(|(i, o)| VipEntry {
+                address: Ipv4Addr::new(10, 0, 0, 100 + i as u8),
+                owner: o.map(NodeId),
+                preferred: None,
+                persistence: Persistence::Free,
+            })
+            .collect()
+    }
+
+    fn holders(owner: u8, previous: Option<u8>, previous_live: bool) -> Holders {
+        Holders {
+            owner: Some(NodeId(owner)),
+            previous: previous.map(NodeId),
+            previous_live,
+        }
+    }
+
+    #[test]
+    fn a_move_makes_the_old_owner_the_previous_holder_until_the_next_move() {
+        let all = [NodeId(0), NodeId(1), NodeId(2)];
+        let mut t = HolderTable::default();
+        let first = t.update(&table(&[Some(0), Some(1)]), &all);
+        assert_eq!(first.len(), 2, "every VIP is told once");
+        assert!(t.update(&table(&[Some(0), Some(1)]), &all).is_empty());
+        let moved = t.update(&table(&[Some(2), Some(1)]), &all);
+        assert_eq!(
+            moved,
+            vec![(Ipv4Addr::new(10, 0, 0, 100), holders(2, Some(0), true))]
+        );
+        let back = t.update(&table(&[Some(0), Some(1)]), &all);
+        assert_eq!(back[0].1, holders(0, Some(2), true));
+    }
+
+    #[test]
+    fn a_previous_holder_that_leaves_the_ring_is_kept_but_not_live() {
+        let mut t = HolderTable::default();
+        t.update(&table(&[Some(0)]), &[NodeId(0), NodeId(1)]);
+        let died = t.update(&table(&[Some(1)]), &[NodeId(1)]);
+        assert_eq!(died[0].1, holders(1, Some(0), false));
+        let rejoined = t.update(&table(&[Some(1)]), &[NodeId(1), NodeId(0)]);
+        assert_eq!(rejoined[0].1, holders(1, Some(0), true));
+    }
+
+    #[test]
+    fn an_unowned_spell_changes_nothing() {
+        let all = [NodeId(0), NodeId(1)];
+        let mut t = HolderTable::default();
+        t.update(&table(&[Some(0)]), &all);
+        assert!(t.update(&table(&[None]), &all).is_empty());
+        let taken = t.update(&table(&[Some(1)]), &all);
+        assert_eq!(taken[0].1, holders(1, Some(0), true));
+    }
+}
