@@ -75,8 +75,9 @@ pub mod maps {
     /// `HashMap<u32 address, u32 node index>`: the primary addresses of the configured cluster
     /// nodes; cluster-protocol datagrams from any other address are dropped.
     pub const PEERS: &str = "PEERS";
-    /// `Array<u32>` indexed by port: 1 + the index of the node whose NAT port block holds the
-    /// port, 0 for this node's own ports and ports of no block (distributed NAT).
+    /// `Array<u32>` indexed by port: 1 + the index of the node that serves the port's NAT
+    /// block (its own node, or the one that took it over), 0 for this node's own ports and
+    /// ports of no block (distributed NAT); `nat_home::LEFTOVERS` may be set on top.
     pub const NAT_HOMES: &str = "NAT_HOMES";
     /// `HashMap<HomeKey, HomeHop>`: where a reply for another node's NAT port goes, per node
     /// and ingress NIC (that node's primary address on the same subnet).
@@ -298,7 +299,20 @@ pub struct Settings {
     /// UDP port of the cluster protocol (host order); 0 when the node runs alone, so no
     /// datagram is filtered.
     pub cluster_port: u16,
-    pub _pad: [u8; 6],
+    /// 1 + this node's index in the node map (as in `NAT_HOMES`); 0 alone.
+    pub node: u16,
+    /// 1 + the index of the node that served this node's NAT block while it was away and
+    /// still serves the connections it took over: replies this node does not know go there.
+    /// 0 for none.
+    pub block_previous: u16,
+    pub _pad: [u8; 2],
+}
+
+/// Values of `NAT_HOMES`.
+pub mod nat_home {
+    /// Set on the ports of a block whose connections this node took over while the block's
+    /// node was away: their replies are looked up here before going to the block's node.
+    pub const LEFTOVERS: u32 = 1 << 31;
 }
 
 /// Number of entries of `NAT_HOMES`: one per port.

@@ -124,24 +124,3 @@ pub fn node_hop(
         Resolved::NoRoute => Err(Reason::NoRoute),
     }
 }
-
-/// Sends a back-end's reply, untranslated, to its home node `hop` (the node whose NAT port
-/// block holds its destination port), by MAC rewrite. The kernel must not see it: it would
-/// route the half-translated reply on to the client, so an unresolved home is a drop.
-#[inline(always)]
-pub fn to_home(
-    ctx: &XdpContext,
-    eth: *mut EthHdr,
-    hop: *mut HomeHop,
-    route: &Route,
-    now: u64,
-    len: u64,
-) -> u32 {
-    match node_hop(ctx, hop, route, now) {
-        Ok(next_hop) => redirect(eth, next_hop, Path::ToHome, len),
-        Err(reason) => {
-            stats::reason(reason, len);
-            xdp_action::XDP_DROP
-        }
-    }
-}

@@ -20,14 +20,12 @@ mod stats;
 use aya_ebpf::{
     bindings::xdp_action, helpers::generated as gen, macros::xdp, programs::XdpContext,
 };
-use gateway_common::{
-    proto, tcp_state, vip_flags, FlowKey, HomeKey, Path, Reason, ServiceKey, Vip,
-};
+use gateway_common::{nat_home, proto, tcp_state, vip_flags, FlowKey, Path, Reason, ServiceKey, Vip};
 
 use crate::{
     forward::Route,
     handoff::Handoff,
-    maps::{CONNS, HOME_HOPS, NAT_HOMES, PEERS, REPLIES, SERVICES, SETTINGS, VIPS},
+    maps::{CONNS, NAT_HOMES, PEERS, REPLIES, SERVICES, SETTINGS, VIPS},
     nat::L4,
     parse::{
         ptr_at, EthHdr, Ipv4Hdr, TcpHdr, UdpHdr, ETH_LEN, ETH_P_ARP, ETH_P_IP, IPV4_LEN,
@@ -307,12 +305,10 @@ unsafe fn from_backend(
     let Some((l4, tcp_flags)) = transport(ctx, l4_proto) else {
         return pass_through(len);
     };
-    let [src_port, dst_port] = *l4.ports;
-    // Only ports of this node's NAT block can be replies: a cheap test before the lookup.
     let Some(settings) = SETTINGS.get(0) else {
         return pass_through(len);
     };
-    let port = u16::from_be(dst_port);
+    let port = u16::from_be((*l4.ports)[1]);
     if l4_proto == proto::UDP && port == settings.cluster_port && port != 0 {
         // The cluster protocol: only configured nodes may speak it.
         if PEERS.get((*ip).saddr).is_none() {
@@ -320,82 +316,118 @@ unsafe fn from_backend(
         }
         return pass_through(len);
     }
-    if port < settings.nat_port_min || port > settings.nat_port_max {
-        // Alone (no cluster port), no other node has NAT ports: skip the lookup.
-        if settings.cluster_port == 0 {
-            return pass_through(len);
-        }
-        return to_other_home(ctx, eth, ip, port, l4_proto, len);
-    }
-    let key = FlowKey {
-        src_addr: (*ip).saddr,
-        dst_addr: (*ip).daddr,
-        src_port,
-        dst_port,
-        proto: l4_proto,
-        _pad: [0; 3],
-    };
-    let Some(reply) = REPLIES.get_ptr_mut(key) else {
-        return pass_through(len);
-    };
-    let now = now();
-    (*reply).last_seen_ns = now;
-    if l4_proto == proto::TCP {
-        conntrack::track(&mut (*reply).state, tcp_flags);
-    }
-    stats::service((*reply).service_id, len);
-    nat::to_client(
-        ip,
-        &l4,
-        (*reply).vip,
-        (*reply).vip_port,
-        (*reply).client_port,
-    );
-    forward::send(
+    let reply = Reply {
         ctx,
         eth,
-        core::ptr::addr_of_mut!((*reply).next_hop),
-        &Route {
-            l4_proto,
-            src: (*reply).vip,
-            dst: key.dst_addr,
-            tot_len: (*ip).tot_len,
-        },
-        now,
-        Path::Reply,
+        ip,
+        l4: &l4,
+        tcp_flags,
         len,
-    )
-}
-
-/// A packet to a port outside this node's NAT block: a reply whose home is another node
-/// (its block holds the port) goes there untouched; anything else is not ours.
-#[inline(always)]
-unsafe fn to_other_home(
-    ctx: &XdpContext,
-    eth: *mut EthHdr,
-    ip: *mut Ipv4Hdr,
-    port: u16,
-    l4_proto: u8,
-    len: u64,
-) -> u32 {
-    let node = match NAT_HOMES.get(port as u32) {
-        Some(node) if *node != 0 => *node,
+    };
+    let handoff = |node| Handoff {
+        ctx,
+        eth,
+        ip,
+        node,
+        now: now(),
+        len,
+    };
+    if port >= settings.nat_port_min && port <= settings.nat_port_max {
+        // Only ports of this node's NAT block can be its replies: a cheap test before the
+        // lookup.
+        if let Some(action) = reply.translate() {
+            return action;
+        }
+        // A connection of this block that the node which served it while this one was away
+        // took over, unless that node sent it here.
+        let previous = handoff(u32::from(settings.block_previous));
+        if previous.node != 0 {
+            if let Some(hop) = previous.hop() {
+                if !previous.came_from(hop) {
+                    return previous.send(hop, Path::ToHome);
+                }
+            }
+        }
+        return pass_through(len);
+    }
+    // Alone (no cluster port), no other node has NAT ports: skip the lookup.
+    if settings.cluster_port == 0 {
+        return pass_through(len);
+    }
+    let home = match NAT_HOMES.get(port as u32) {
+        Some(home) if *home != 0 => *home,
         _ => return pass_through(len),
     };
-    let key = HomeKey {
-        node,
-        ifindex: ctx.ingress_ifindex() as u32,
-    };
-    let Some(hop) = HOME_HOPS.get_ptr_mut(&key) else {
-        return pass_through(len);
-    };
-    let route = Route {
-        l4_proto,
-        src: (*ip).saddr,
-        dst: (*hop).addr,
-        tot_len: (*ip).tot_len,
-    };
-    forward::to_home(ctx, eth, hop, &route, now(), len)
+    let node = home & !nat_home::LEFTOVERS;
+    if home & nat_home::LEFTOVERS != 0 || node == u32::from(settings.node) {
+        // A block this node took over, or whose connections it still serves.
+        if let Some(action) = reply.translate() {
+            return action;
+        }
+        if node == u32::from(settings.node) {
+            return pass_through(len);
+        }
+    }
+    let home = handoff(node);
+    match home.hop() {
+        Some(hop) if !home.came_from(hop) => forward::redirect(eth, hop, Path::ToHome, len),
+        Some(_) => pass_through(len),
+        None => {
+            // The kernel must not see it: it would route the half-translated reply on to
+            // the client.
+            drop(Reason::HomeUnresolved, len)
+        }
+    }
+}
+
+/// A packet that may be a back-end's reply to a connection in `REPLIES`.
+struct Reply<'a> {
+    ctx: &'a XdpContext,
+    eth: *mut EthHdr,
+    ip: *mut Ipv4Hdr,
+    l4: &'a L4,
+    tcp_flags: u8,
+    len: u64,
+}
+
+impl Reply<'_> {
+    /// Translates the reply back and sends it to the client, if `REPLIES` knows it.
+    #[inline(always)]
+    unsafe fn translate(&self) -> Option<u32> {
+        let (ip, l4) = (self.ip, self.l4);
+        let [src_port, dst_port] = *l4.ports;
+        let l4_proto = (*ip).proto;
+        let key = FlowKey {
+            src_addr: (*ip).saddr,
+            dst_addr: (*ip).daddr,
+            src_port,
+            dst_port,
+            proto: l4_proto,
+            _pad: [0; 3],
+        };
+        let reply = REPLIES.get_ptr_mut(key)?;
+        let now = now();
+        (*reply).last_seen_ns = now;
+        if l4_proto == proto::TCP {
+            conntrack::track(&mut (*reply).state, self.tcp_flags);
+        }
+        stats::service((*reply).service_id, self.len);
+        nat::to_client(ip, l4, (*reply).vip, (*reply).vip_port, (*reply).client_port);
+        Some(forward::send(
+            self.ctx,
+            self.eth,
+            core::ptr::addr_of_mut!((*reply).next_hop),
+            &Route {
+                l4_proto,
+                src: (*reply).vip,
+                dst: key.dst_addr,
+                tot_len: (*ip).tot_len,
+            },
+            now,
+            Path::Reply,
+            self.len,
+        ))
+    }
 }
 
 #[cfg(not(test))]

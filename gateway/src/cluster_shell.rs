@@ -19,15 +19,17 @@ use tracing::{info, warn};
 
 use crate::{
     cluster::{
-        message::{AdminOp, AdminResult, Message},
-        ring::{Action, Event, Node, RingConfig, RingStatus, Sent, TimerKind},
+        message::{AdminOp, AdminResult, BlockHolder, Message},
+        ring::{Action, Event, Membership, Node, RingConfig, RingStatus, Sent, TimerKind},
         transport::{MessageId, TransportEvent},
         types::{NodeId, VipEntry},
     },
     cluster_host::Host,
     cluster_link::Link,
     config::{Cluster, Config, Persistence},
+    conntrack,
     control::Admin,
+    copies::{CopyStore, CopyStream, COPY_INTERVAL},
     daemon::Shared,
     deadlines::{Answer, Pending, Timers},
     faults::Fault,
@@ -35,7 +37,7 @@ use crate::{
     load::LoadMeter,
     netlink::Nic,
     stall::StallWatch,
-    views::{ClusterView, LoadView, MemberView, TokenView, VipView},
+    views::{BlockView, ClusterView, CopiesView, LoadView, MemberView, TokenView, VipView},
 };
 
 /// How long a CLI command may wait for the ring to carry it out.
@@ -155,6 +157,16 @@ pub struct Shell {
     give_up: Duration,
     /// Who holds each VIP's connections, as last told to XDP.
     holders: HolderTable,
+    /// This node's connections as its successor holds them.
+    copy_stream: CopyStream,
+    /// Copies of other nodes' connections.
+    copy_store: CopyStore,
+    /// When the connections are next compared with the successor's copies.
+    next_copy: Instant,
+    /// The NAT blocks away from their nodes, as last written into the maps.
+    blocks: Vec<BlockHolder>,
+    /// The cluster NICs, in `[[interface]]` order.
+    nics: Vec<Nic>,
 }
 
 impl Shell {
@@ -198,6 +210,11 @@ impl Shell {
             next_load: now,
             give_up,
             holders: HolderTable::default(),
+            copy_stream: CopyStream::default(),
+            copy_store: CopyStore::new(config.limits.max_connections as usize),
+            next_copy: now,
+            blocks: Vec::new(),
+            nics: nics.to_vec(),
         };
         shell.perform(now, actions);
         shell.on_time(now);
@@ -251,7 +268,10 @@ impl Shell {
         ]
         .into_iter()
         .flatten()
-        .fold(self.next_tick.min(self.next_load), Instant::min)
+        .fold(
+            self.next_tick.min(self.next_load).min(self.next_copy),
+            Instant::min,
+        )
     }
 
     /// Fires whatever is due at `now`: transport resends, ring timers, lease and claims, CLI
@@ -279,6 +299,10 @@ impl Shell {
                 let actions = self.node.handle(now, event);
                 self.perform(now, actions);
             }
+        }
+        if self.next_copy <= now {
+            self.next_copy = now + COPY_INTERVAL;
+            self.send_copies(now);
         }
         if self.next_load <= now {
             self.next_load = now + LOAD_INTERVAL;
@@ -362,11 +386,11 @@ impl Shell {
         }
     }
 
+    /// Sends one of the ring's messages; a refusal is reported to the ring as an undelivered
+    /// message.
     fn send(&mut self, now: Instant, to: NodeId, msg: &Message) {
-        let what = match msg {
-            Message::Token(_) => Sent::Token,
-            Message::Probe(_) => Sent::Probe,
-            Message::Join(_) => Sent::Join,
+        let Some(what) = Sent::of(msg) else {
+            return;
         };
         match self.link.send(now, to, msg.encode()) {
             Ok(id) => {
@@ -397,6 +421,12 @@ impl Shell {
                 busy = true;
                 let event = match event {
                     TransportEvent::Received { from, payload } => match Message::decode(&payload) {
+                        Ok(Message::Copies(copies)) => {
+                            if copies.from == from {
+                                self.copy_store.receive(copies);
+                            }
+                            continue;
+                        }
                         Ok(msg) => {
                             if let Message::Join(j) = &msg {
                                 if let (Some(low), true) = (j.ring_low, j.ring_size > 0) {
@@ -442,11 +472,79 @@ impl Shell {
         self.publish();
     }
 
+    /// Streams this node's new and ended connections to its successor in the ring (nothing
+    /// outside a ring or alone in one).
+    fn send_copies(&mut self, now: Instant) {
+        let status = self.node.status();
+        let me = self.node.id();
+        let successor = (status.membership == Membership::Member)
+            .then(|| {
+                let at = status.members.iter().position(|&m| m == me)?;
+                Some(status.members[(at + 1) % status.members.len()])
+            })
+            .flatten()
+            .filter(|&s| s != me);
+        let Some(successor) = successor else {
+            self.copy_stream.stop();
+            return;
+        };
+        let table = match conntrack::walk(&self.shared.lock().unwrap().maps) {
+            Ok((entries, _)) => conntrack::copies(&entries),
+            Err(e) => {
+                warn!("reading the connection table for the successor's copies: {e}");
+                return;
+            }
+        };
+        for msg in self.copy_stream.sync(me, successor, &table) {
+            if let Err(e) = self
+                .link
+                .send(now, successor, Message::Copies(msg).encode())
+            {
+                warn!(to = successor.0, "connection copies not sent: {e}");
+            }
+        }
+    }
+
+    /// Follows the ring's list of NAT blocks away from their nodes: takes over the
+    /// connections of each dead node whose block this node now holds (from the copies it
+    /// kept), then points the data path's NAT homes at the blocks' holders.
+    fn take_over_blocks(&mut self, blocks: &[BlockHolder]) {
+        let me = self.node.id();
+        let mut state = self.shared.lock().unwrap();
+        for b in blocks
+            .iter()
+            .filter(|b| !b.returned && !self.blocks.contains(b))
+        {
+            let copies = self.copy_store.take(b.block);
+            if b.holder != me {
+                continue;
+            }
+            // Before the block's replies are sent here.
+            match conntrack::take_over(&state.maps, &copies) {
+                Ok(n) => info!(
+                    node = b.block.0,
+                    connections = n,
+                    "took over the connections of a node that left the ring"
+                ),
+                Err(e) => warn!(node = b.block.0, "taking over connections: {e}"),
+            }
+        }
+        if let Err(e) = state.maps.write_homes(&self.cluster, &self.nics, blocks) {
+            warn!("writing the NAT homes: {e:#}");
+        }
+        self.blocks = blocks.to_vec();
+    }
+
     /// Publishes the ring's status, in the daemon's terms, for the control socket, and logs
     /// every change of this node's standing or of the member list.
     fn publish(&mut self) {
         let status = self.node.status();
-        let changed = self.holders.update(&status.vips, &status.members);
+        if status.blocks != self.blocks {
+            self.take_over_blocks(&status.blocks);
+        }
+        let changed = self
+            .holders
+            .update(&status.vips, &status.members, &status.blocks);
         if !changed.is_empty() {
             self.host.set_holders(&changed);
         }
@@ -509,6 +607,24 @@ impl Shell {
                 })
                 .collect(),
             closed: status.closed.iter().map(|id| name(*id)).collect(),
+            blocks: status
+                .blocks
+                .iter()
+                .map(|b| BlockView {
+                    block: name(b.block),
+                    holder: name(b.holder),
+                    state: if b.returned { "back" } else { "gone" }.into(),
+                })
+                .collect(),
+            copies: self
+                .copy_store
+                .per_node()
+                .into_iter()
+                .map(|(n, connections)| CopiesView {
+                    node: name(n),
+                    connections,
+                })
+                .collect(),
             faults: self.faults.iter().map(ToString::to_string).collect(),
             transport: self.link.counters().clone(),
             undecodable: self.undecodable,

@@ -1,13 +1,23 @@
 //! The connection table as the daemon sees it: joins `CONNS` with `REPLIES`, lists
 //! connections for `conns`, and sweeps out the idle ones, using `CLOCK_MONOTONIC` like
 //! `bpf_ktime_get_ns`.
-use std::{collections::HashMap, io, net::Ipv4Addr, time::Duration};
+use std::{
+    collections::HashMap,
+    io,
+    net::{Ipv4Addr, SocketAddrV4},
+    time::Duration,
+};
 
 use gateway_common::{proto, tcp_state, Conn, FlowKey, Reply};
 use serde_json::{json, Value};
 use tracing::debug;
 
-use crate::{batch, config::Timeouts, tables::Maps};
+use crate::{
+    batch,
+    cluster::message::{ConnCopy, ConnId},
+    config::Timeouts,
+    tables::Maps,
+};
 
 /// Now on the clock XDP stamps entries with.
 pub fn monotonic_ns() -> u64 {
@@ -106,6 +116,79 @@ pub fn walk(maps: &Maps) -> io::Result<(Vec<Entry>, Orphans)> {
         })
         .collect();
     Ok((entries, replies.into_values().collect()))
+}
+
+/// The copies of `entries` this node streams to its successor.
+pub fn copies(entries: &[Entry]) -> Vec<ConnCopy> {
+    let addr = |a: u32, p: u16| SocketAddrV4::new(Ipv4Addr::from(u32::from_be(a)), u16::from_be(p));
+    entries
+        .iter()
+        .map(|e| ConnCopy {
+            id: ConnId {
+                client: addr(e.key.src_addr, e.key.src_port),
+                vip: addr(e.key.dst_addr, e.key.dst_port),
+                proto: e.key.proto,
+            },
+            state: e.conn.state,
+            backend: addr(e.conn.backend_addr, e.conn.backend_port),
+            nat_port: u16::from_be(e.conn.nat_port),
+            backend_index: e.conn.backend_id as u16,
+            service_index: e.conn.service_id as u8,
+        })
+        .collect()
+}
+
+/// Writes both table entries of every copy (connections of a dead node this one takes over),
+/// as if each had just seen a packet; returns how many.
+pub fn take_over(maps: &Maps, copies: &[ConnCopy]) -> io::Result<usize> {
+    let now = monotonic_ns();
+    let be = |a: &SocketAddrV4| u32::from(*a.ip()).to_be();
+    let mut conn_keys = Vec::with_capacity(copies.len());
+    let mut conns = Vec::with_capacity(copies.len());
+    let mut reply_keys = Vec::with_capacity(copies.len());
+    let mut replies = Vec::with_capacity(copies.len());
+    for c in copies {
+        let key = FlowKey {
+            src_addr: be(&c.id.client),
+            dst_addr: be(&c.id.vip),
+            src_port: c.id.client.port().to_be(),
+            dst_port: c.id.vip.port().to_be(),
+            proto: c.id.proto,
+            _pad: [0; 3],
+        };
+        let conn = Conn {
+            backend_addr: be(&c.backend),
+            backend_port: c.backend.port().to_be(),
+            nat_port: c.nat_port.to_be(),
+            backend_id: u32::from(c.backend_index),
+            service_id: u32::from(c.service_index),
+            state: c.state,
+            created_ns: now,
+            last_seen_ns: now,
+            ..Conn::default()
+        };
+        reply_keys.push(FlowKey {
+            src_addr: conn.backend_addr,
+            dst_addr: key.src_addr,
+            src_port: conn.backend_port,
+            dst_port: conn.nat_port,
+            proto: key.proto,
+            _pad: [0; 3],
+        });
+        replies.push(Reply {
+            vip: key.dst_addr,
+            vip_port: key.dst_port,
+            client_port: key.src_port,
+            service_id: conn.service_id,
+            last_seen_ns: now,
+            ..Reply::default()
+        });
+        conn_keys.push(key);
+        conns.push(conn);
+    }
+    batch::update(&maps.replies, &reply_keys, &replies)?;
+    batch::update(&maps.conns, &conn_keys, &conns)?;
+    Ok(copies.len())
 }
 
 /// Deletes connections idle longer than their timeout, both directions; returns how many.
@@ -232,5 +315,42 @@ mod tests {
         assert_eq!(left, vec![fresh.0]);
         let left: Vec<FlowKey> = maps.replies.keys().map(Result::unwrap).collect();
         assert_eq!(left, vec![fresh.2]);
+    }
+
+    #[test]
+    fn copies_taken_over_by_another_node_are_the_same_connections() {
+        let load = || {
+            let mut ebpf = EbpfLoader::new()
+                .map_max_entries(names::CONNS, 1024)
+                .map_max_entries(names::REPLIES, 1024)
+                .load(crate::ebpf_object::BYTES)
+                .expect("loading the XDP object (needs root)");
+            Maps::take(&mut ebpf).unwrap()
+        };
+        let mut home = load();
+        let now = monotonic_ns();
+        for (k, c, rk, r) in [
+            pair(40000, 20001, now, tcp_state::OPEN),
+            pair(40001, 20002, now, tcp_state::FIN),
+        ] {
+            home.conns.insert(k, c, 0).unwrap();
+            home.replies.insert(rk, r, 0).unwrap();
+        }
+        let sorted = |maps: &Maps| {
+            let mut c = copies(&walk(maps).unwrap().0);
+            c.sort_by_key(|c| c.id);
+            c
+        };
+        let sent = sorted(&home);
+        assert_eq!(sent.len(), 2);
+        let successor = load();
+        assert_eq!(take_over(&successor, &sent).unwrap(), 2);
+        assert_eq!(sorted(&successor), sent);
+        let (entries, orphans) = walk(&successor).unwrap();
+        assert!(orphans.is_empty() && entries.iter().all(|e| e.reply.is_some()));
+        // The reply direction is keyed as XDP looks it up: back-end to the client's address.
+        assert!(entries
+            .iter()
+            .all(|e| e.reply.unwrap().0.dst_addr == e.key.src_addr));
     }
 }

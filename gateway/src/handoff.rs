@@ -5,11 +5,15 @@
 //!
 //! Each node works this out from the VIP tables it sees on the token: when a VIP's owner
 //! changes from one node to another, the first becomes its previous holder, until the VIP moves
-//! again. Only the newest move is remembered: connections opened two owners ago are not
-//! reached any more.
+//! again. A previous holder that died is replaced by the node that took over its connections
+//! (the holder of its NAT block). Only the newest move is remembered: connections opened two
+//! owners ago are not reached any more.
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use crate::cluster::types::{NodeId, VipEntry};
+use crate::cluster::{
+    message::BlockHolder,
+    types::{NodeId, VipEntry},
+};
 
 /// Where a VIP's connections are, for the data path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,9 +35,14 @@ pub struct HolderTable {
 }
 
 impl HolderTable {
-    /// Takes in the latest VIP table and member list; returns the VIPs whose holders changed,
-    /// which the data path must be told.
-    pub fn update(&mut self, table: &[VipEntry], members: &[NodeId]) -> Vec<(Ipv4Addr, Holders)> {
+    /// Takes in the latest VIP table, member list and NAT blocks away from their nodes;
+    /// returns the VIPs whose holders changed, which the data path must be told.
+    pub fn update(
+        &mut self,
+        table: &[VipEntry],
+        members: &[NodeId],
+        blocks: &[BlockHolder],
+    ) -> Vec<(Ipv4Addr, Holders)> {
         let mut changed = Vec::new();
         for entry in table {
             let before = self.vips.get(&entry.address).copied().unwrap_or_default();
@@ -42,6 +51,11 @@ impl HolderTable {
                 now.owner = entry.owner;
                 if before.owner.is_some() && before.owner != entry.owner {
                     now.previous = before.owner;
+                }
+            }
+            if let Some(gone) = now.previous.filter(|p| !members.contains(p)) {
+                if let Some(b) = blocks.iter().find(|b| b.block == gone && !b.returned) {
+                    now.previous = Some(b.holder);
                 }
             }
             now.previous_live = now.previous.is_some_and(|p| members.contains(&p));
@@ -84,35 +98,55 @@ mod tests {
     fn a_move_makes_the_old_owner_the_previous_holder_until_the_next_move() {
         let all = [NodeId(0), NodeId(1), NodeId(2)];
         let mut t = HolderTable::default();
-        let first = t.update(&table(&[Some(0), Some(1)]), &all);
+        let first = t.update(&table(&[Some(0), Some(1)]), &all, &[]);
         assert_eq!(first.len(), 2, "every VIP is told once");
-        assert!(t.update(&table(&[Some(0), Some(1)]), &all).is_empty());
-        let moved = t.update(&table(&[Some(2), Some(1)]), &all);
+        assert!(t.update(&table(&[Some(0), Some(1)]), &all, &[]).is_empty());
+        let moved = t.update(&table(&[Some(2), Some(1)]), &all, &[]);
         assert_eq!(
             moved,
             vec![(Ipv4Addr::new(10, 0, 0, 100), holders(2, Some(0), true))]
         );
-        let back = t.update(&table(&[Some(0), Some(1)]), &all);
+        let back = t.update(&table(&[Some(0), Some(1)]), &all, &[]);
         assert_eq!(back[0].1, holders(0, Some(2), true));
     }
 
     #[test]
     fn a_previous_holder_that_leaves_the_ring_is_kept_but_not_live() {
         let mut t = HolderTable::default();
-        t.update(&table(&[Some(0)]), &[NodeId(0), NodeId(1)]);
-        let died = t.update(&table(&[Some(1)]), &[NodeId(1)]);
+        t.update(&table(&[Some(0)]), &[NodeId(0), NodeId(1)], &[]);
+        let died = t.update(&table(&[Some(1)]), &[NodeId(1)], &[]);
         assert_eq!(died[0].1, holders(1, Some(0), false));
-        let rejoined = t.update(&table(&[Some(1)]), &[NodeId(1), NodeId(0)]);
+        let rejoined = t.update(&table(&[Some(1)]), &[NodeId(1), NodeId(0)], &[]);
         assert_eq!(rejoined[0].1, holders(1, Some(0), true));
+    }
+
+    #[test]
+    fn a_dead_previous_holder_is_replaced_by_the_node_that_took_its_connections() {
+        let mut t = HolderTable::default();
+        t.update(&table(&[Some(0)]), &[NodeId(0), NodeId(1), NodeId(2)], &[]);
+        let blocks = [BlockHolder {
+            block: NodeId(0),
+            holder: NodeId(2),
+            returned: false,
+        }];
+        let died = t.update(&table(&[Some(1)]), &[NodeId(1), NodeId(2)], &blocks);
+        assert_eq!(died[0].1, holders(1, Some(2), true));
+        // Node 0 comes back: node 2 still serves what it took over.
+        let back = [BlockHolder {
+            returned: true,
+            ..blocks[0]
+        }];
+        let all = [NodeId(0), NodeId(1), NodeId(2)];
+        assert!(t.update(&table(&[Some(1)]), &all, &back).is_empty());
     }
 
     #[test]
     fn an_unowned_spell_changes_nothing() {
         let all = [NodeId(0), NodeId(1)];
         let mut t = HolderTable::default();
-        t.update(&table(&[Some(0)]), &all);
-        assert!(t.update(&table(&[None]), &all).is_empty());
-        let taken = t.update(&table(&[Some(1)]), &all);
+        t.update(&table(&[Some(0)]), &all, &[]);
+        assert!(t.update(&table(&[None]), &all, &[]).is_empty());
+        let taken = t.update(&table(&[Some(1)]), &all, &[]);
         assert_eq!(taken[0].1, holders(1, Some(0), true));
     }
 }

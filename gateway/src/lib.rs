@@ -8,6 +8,7 @@ pub mod cluster_shell;
 pub mod config;
 pub mod conntrack;
 pub mod control;
+pub mod copies;
 pub mod daemon;
 pub mod datapath;
 pub mod deadlines;

@@ -12,13 +12,13 @@ use aya::{
     Ebpf,
 };
 use gateway_common::{
-    self as common, maps, role, vip_flags, ArpClaim, Conn, Counter, FlowKey, HomeHop, HomeKey,
-    Iface, Reply, ServiceKey, Settings, MAGLEV_MAX, PORTS,
+    self as common, maps, nat_home, role, vip_flags, ArpClaim, Conn, Counter, FlowKey, HomeHop,
+    HomeKey, Iface, Reply, ServiceKey, Settings, MAGLEV_MAX, PORTS,
 };
 
 use crate::{
     batch,
-    cluster::types::NodeId,
+    cluster::{message::BlockHolder, types::NodeId},
     config::{Cluster, Config, Role, Service},
     handoff::Holders,
     maglev,
@@ -163,7 +163,7 @@ impl Maps {
             None => self.renew_lease(u64::MAX),
             Some(cluster) => {
                 self.write_peers(cluster)?;
-                self.write_homes(cluster, nics)
+                self.write_homes(cluster, nics, &[])
             }
         }
     }
@@ -237,25 +237,40 @@ impl Maps {
         Ok(())
     }
 
-    /// Writes the distributed NAT: for every port of another node's NAT block, that node
-    /// (`NAT_HOMES`), and for every other node and NIC of this node, the node's primary address
-    /// on that NIC's subnet (`HOME_HOPS`), so a back-end's reply that reaches this node (it owns
-    /// the back-ends' gateway VIP) goes on to the node that translated the connection.
-    /// `nics` are in `[[interface]]` order, as the node map's addresses are.
-    pub fn write_homes(&mut self, cluster: &Cluster, nics: &[Nic]) -> Result<()> {
+    /// Writes the distributed NAT: for every port of another node's NAT block, the node that
+    /// serves it (`NAT_HOMES`: the block's node, or the node that took it over while that one
+    /// is gone; this node's leftovers of a returned block are marked), and for every other node
+    /// and NIC of this node, the node's primary address on that NIC's subnet (`HOME_HOPS`), so
+    /// a back-end's reply that reaches this node (it owns the back-ends' gateway VIP) goes on
+    /// to the node that translates it. `nics` are in `[[interface]]` order, as the node map's
+    /// addresses are; `blocks` is the ring's list of blocks away from their node.
+    pub fn write_homes(
+        &mut self,
+        cluster: &Cluster,
+        nics: &[Nic],
+        blocks: &[BlockHolder],
+    ) -> Result<()> {
+        let me = NodeId(cluster.me as u8);
+        let index = |n: NodeId| u32::from(n.0) + 1;
         let mut homes = vec![0u32; PORTS as usize];
         let mut hops = HashMap::new();
         for (i, node) in cluster.nodes.iter().enumerate() {
-            if i == cluster.me {
-                continue;
-            }
-            let home = i as u32 + 1;
-            if let Some((first, last)) = node.nat_ports {
+            let id = NodeId(i as u8);
+            let away = blocks.iter().find(|b| b.block == id);
+            let home = match away {
+                Some(b) if !b.returned => index(b.holder),
+                Some(b) if b.holder == me => index(id) | nat_home::LEFTOVERS,
+                _ => index(id),
+            };
+            if let (Some((first, last)), true) = (node.nat_ports, id != me) {
                 homes[first as usize..=last as usize].fill(home);
+            }
+            if id == me {
+                continue;
             }
             for (nic, addr) in nics.iter().zip(&node.addresses) {
                 let key = HomeKey {
-                    node: home,
+                    node: index(id),
                     ifindex: nic.ifindex,
                 };
                 let hop = HomeHop {
@@ -276,7 +291,15 @@ impl Maps {
                 .insert(key, hop, 0)
                 .context("writing HOME_HOPS")?;
         }
-        Ok(())
+        let mut settings = self.settings.get(&0, 0).context("reading SETTINGS")?;
+        settings.node = index(me) as u16;
+        settings.block_previous = blocks
+            .iter()
+            .find(|b| b.block == me && b.returned)
+            .map_or(0, |b| index(b.holder) as u16);
+        self.settings
+            .set(0, settings, 0)
+            .context("writing SETTINGS")
     }
 
     /// Reads and clears the ARP claims XDP recorded: other stations announcing or answering
@@ -309,11 +332,15 @@ impl Maps {
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| e)
             .context("counting CPUs")? as u32;
+        // Where the cluster's NAT blocks are is the ring's to say (`write_homes`).
+        let current = self.settings.get(&0, 0).unwrap_or_default();
         let settings = Settings {
             nat_port_min: config.nat_ports.0,
             nat_port_max: config.nat_ports.1,
             new_conns_per_cpu: config.limits.new_connections_per_second.div_ceil(cpus),
             cluster_port: config.cluster.as_ref().map_or(0, |c| c.port),
+            node: current.node,
+            block_previous: current.block_previous,
             ..Settings::default()
         };
         self.settings

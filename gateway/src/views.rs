@@ -36,6 +36,35 @@ pub struct ClusterView {
     pub transport: TransportCounters,
     /// Authenticated ring payloads that did not decode (another protocol version).
     pub undecodable: u64,
+    /// NAT blocks served by another node than their own (node death without breaking
+    /// connections).
+    #[serde(default)]
+    pub blocks: Vec<BlockView>,
+    /// Copies of other nodes' connections held here, per node (this node takes them over if
+    /// that node dies).
+    #[serde(default)]
+    pub copies: Vec<CopiesView>,
+}
+
+/// A NAT block away from its node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BlockView {
+    /// The node whose block it is.
+    pub block: String,
+    /// The node serving the connections translated with it.
+    pub holder: String,
+    /// `gone` while the block's node is away, `back` once it translates with its block again
+    /// (the holder serves what it took over until it ends).
+    pub state: String,
+}
+
+/// The copies held of one node's connections.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CopiesView {
+    /// The node whose connections they are.
+    pub node: String,
+    /// How many.
+    pub connections: usize,
 }
 
 /// One member of the ring.

@@ -6,8 +6,8 @@
 //!
 //! ```text
 //! preamble   0  u8   version (1)
-//!            1  u8   kind: 1 token, 2 probe (911), 3 join
-//!            2  u16  number of carriages that follow the body
+//!            1  u8   kind: 1 token, 2 probe (911), 3 join, 4 connection copies
+//!            2  u16  number of carriages that follow the body (0 but for tokens)
 //! token      4  u64  sequence (64-bit, random start, never wraps)
 //!           12  u64  ring epoch (changes when a ring is formed or regenerated)
 //!           20  u32  config version
@@ -22,6 +22,17 @@
 //!            5  u8   size of the sender's current ring (0 when it is in none)
 //!            6  u8   lowest node id of that ring (0xff when none)
 //!            7  u32  sender's config version
+//! copies     4  u8   sender
+//!            5  u8   flags: bit 0 set on the first message of a new stream (the receiver
+//!                    forgets every copy of the sender's it held)
+//!            6  u32  stream number (rises with every new stream; older ones are ignored)
+//!           10  u16  n, copies that follow
+//!           12  u16  g, connections gone that follow
+//!           14  n x 26  copy: u32 client address, u16 client port, u32 VIP, u16 VIP port,
+//!                    u8 protocol, u8 TCP state (0 open, 1 FIN, 2 RST), u32 back-end address,
+//!                    u16 back-end port, u16 NAT port, u16 back-end index, u8 service index, u8 0
+//!              g x 13  gone: u32 client address, u16 client port, u32 VIP, u16 VIP port,
+//!                    u8 protocol
 //! carriage   0  u8   kind
 //!            1  u8   reserved (0)
 //!            2  u16  body length n
@@ -40,11 +51,17 @@
 //!                  4 close node, 5 open node; unused fields 0)
 //! 5 admin done    per answer: u64 id, u8 origin, u8 result (0 done, 1 unknown VIP,
 //!                 2 node not a member, 3 node closed)
+//! 6 NAT blocks    per block not with its own node: u8 block's node, u8 holder, u8 returned
+//!                 (0: the node is gone and the holder serves its block; 1: the node is back
+//!                 and the holder serves only what it took over), u8 0
 //! ```
 //!
 //! Decoding checks every length before reading and never panics (see the seeded random-input
 //! test); a bad message is an error the caller counts and drops.
-use std::{fmt, net::Ipv4Addr};
+use std::{
+    fmt,
+    net::{Ipv4Addr, SocketAddrV4},
+};
 
 use super::types::{NodeId, Persistence, VipEntry, MAX_NODES};
 
@@ -59,6 +76,10 @@ const CARRIAGE_LOADS: u8 = 2;
 const CARRIAGE_CLOSED: u8 = 3;
 const CARRIAGE_ASKS: u8 = 4;
 const CARRIAGE_DONE: u8 = 5;
+const CARRIAGE_BLOCKS: u8 = 6;
+const KIND_COPIES: u8 = 4;
+const COPY_LEN: usize = 26;
+const GONE_LEN: usize = 13;
 
 /// A ring message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +90,9 @@ pub enum Message {
     Probe(Probe),
     /// A non-member asks to join.
     Join(Join),
+    /// Copies of the sender's connections for its successor in the ring, which takes them
+    /// over should the sender die (not a ring message: the daemon keeps them).
+    Copies(Copies),
 }
 
 /// The token: the ring's state, passed from member to member.
@@ -96,6 +120,64 @@ pub struct Token {
     pub asks: Vec<AdminAsk>,
     /// Commands carried out (or refused), travelling back to the node that asked.
     pub done: Vec<AdminDone>,
+    /// NAT port blocks served by another node than their own (a dead node's, taken over).
+    pub blocks: Vec<BlockHolder>,
+}
+
+/// A NAT port block (and the connections translated with it) served by another node than the
+/// one it is configured for: DESIGN.md, "Node death without breaking connections".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockHolder {
+    /// The node whose block it is.
+    pub block: NodeId,
+    /// The node serving its connections: the dead node's successor, which held copies.
+    pub holder: NodeId,
+    /// The block's node is back and translates with its block again; the holder keeps
+    /// serving the connections it took over until they end.
+    pub returned: bool,
+}
+
+/// A batch of connection copies from one node to its successor.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Copies {
+    /// The node whose connections these are.
+    pub from: NodeId,
+    /// The first batch of a new stream: forget the sender's earlier copies.
+    pub reset: bool,
+    /// Which stream (a new one each time the sender's successor changes).
+    pub stream: u32,
+    /// Connections opened (or changed) since the last batch.
+    pub copies: Vec<ConnCopy>,
+    /// Connections ended since the last batch.
+    pub gone: Vec<ConnId>,
+}
+
+/// A connection as its client sees it: the key of a copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId {
+    /// The client's address and port.
+    pub client: SocketAddrV4,
+    /// The VIP and service port.
+    pub vip: SocketAddrV4,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub proto: u8,
+}
+
+/// A copy of one connection: everything another node needs to translate it as its home did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnCopy {
+    /// Which connection.
+    pub id: ConnId,
+    /// TCP progress of the client's direction (0 open, 1 FIN, 2 RST).
+    pub state: u8,
+    /// The back-end's address and port.
+    pub backend: SocketAddrV4,
+    /// The client's port as the back-end sees it.
+    pub nat_port: u16,
+    /// The back-end's index in the data path's tables (the same on every node of one config).
+    pub backend_index: u16,
+    /// The service's index.
+    pub service_index: u8,
 }
 
 /// A 911.
@@ -282,6 +364,14 @@ impl<'a> Reader<'a> {
         }
     }
 
+    fn flag(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Invalid(what)),
+        }
+    }
+
     fn maybe_node(&mut self) -> Result<Option<NodeId>, DecodeError> {
         match self.u8()? {
             NONE => Ok(None),
@@ -332,7 +422,7 @@ impl Message {
         match self {
             Message::Token(t) => {
                 out[1] = KIND_TOKEN;
-                out[2..4].copy_from_slice(&5u16.to_be_bytes());
+                out[2..4].copy_from_slice(&6u16.to_be_bytes());
                 out.extend_from_slice(&t.seq.to_be_bytes());
                 out.extend_from_slice(&t.epoch.to_be_bytes());
                 out.extend_from_slice(&t.config_version.to_be_bytes());
@@ -381,6 +471,11 @@ impl Message {
                     body.extend_from_slice(&[d.origin.0, d.result.code()]);
                 }
                 carriage(&mut out, CARRIAGE_DONE, &body);
+                body.clear();
+                for b in &t.blocks {
+                    body.extend_from_slice(&[b.block.0, b.holder.0, u8::from(b.returned), 0]);
+                }
+                carriage(&mut out, CARRIAGE_BLOCKS, &body);
             }
             Message::Probe(p) => {
                 out[1] = KIND_PROBE;
@@ -391,6 +486,25 @@ impl Message {
                 out[1] = KIND_JOIN;
                 out.extend_from_slice(&[j.from.0, j.ring_size, maybe_node(j.ring_low)]);
                 out.extend_from_slice(&j.config_version.to_be_bytes());
+            }
+            Message::Copies(c) => {
+                out[1] = KIND_COPIES;
+                out.extend_from_slice(&[c.from.0, u8::from(c.reset)]);
+                out.extend_from_slice(&c.stream.to_be_bytes());
+                out.extend_from_slice(&(c.copies.len() as u16).to_be_bytes());
+                out.extend_from_slice(&(c.gone.len() as u16).to_be_bytes());
+                for copy in &c.copies {
+                    write_conn_id(&mut out, &copy.id);
+                    out.push(copy.state);
+                    out.extend_from_slice(&copy.backend.ip().octets());
+                    out.extend_from_slice(&copy.backend.port().to_be_bytes());
+                    out.extend_from_slice(&copy.nat_port.to_be_bytes());
+                    out.extend_from_slice(&copy.backend_index.to_be_bytes());
+                    out.extend_from_slice(&[copy.service_index, 0]);
+                }
+                for id in &c.gone {
+                    write_conn_id(&mut out, id);
+                }
             }
         }
         out
@@ -466,6 +580,17 @@ impl Message {
                                 })
                             })?
                         }
+                        CARRIAGE_BLOCKS => {
+                            t.blocks = body.records(4, |r| {
+                                let holder = BlockHolder {
+                                    block: r.node()?,
+                                    holder: r.node()?,
+                                    returned: r.flag("returned flag")?,
+                                };
+                                r.u8()?;
+                                Ok(holder)
+                            })?
+                        }
                         _ => {} // a newer version's carriage: skipped
                     }
                 }
@@ -473,11 +598,7 @@ impl Message {
             }
             KIND_PROBE => Message::Probe(Probe {
                 origin: r.node()?,
-                permit: match r.u8()? {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(DecodeError::Invalid("permission flag")),
-                },
+                permit: r.flag("permission flag")?,
                 seq: r.u64()?,
             }),
             KIND_JOIN => Message::Join(Join {
@@ -486,6 +607,7 @@ impl Message {
                 ring_low: r.maybe_node()?,
                 config_version: r.u32()?,
             }),
+            KIND_COPIES => Message::Copies(read_copies(&mut r)?),
             other => return Err(DecodeError::Kind(other)),
         };
         if !r.bytes.is_empty() {
@@ -493,6 +615,58 @@ impl Message {
         }
         Ok(message)
     }
+}
+
+fn write_conn_id(out: &mut Vec<u8>, id: &ConnId) {
+    out.extend_from_slice(&id.client.ip().octets());
+    out.extend_from_slice(&id.client.port().to_be_bytes());
+    out.extend_from_slice(&id.vip.ip().octets());
+    out.extend_from_slice(&id.vip.port().to_be_bytes());
+    out.push(id.proto);
+}
+
+fn read_conn_id(r: &mut Reader<'_>) -> Result<ConnId, DecodeError> {
+    Ok(ConnId {
+        client: SocketAddrV4::new(r.addr()?, r.u16()?),
+        vip: SocketAddrV4::new(r.addr()?, r.u16()?),
+        proto: r.u8()?,
+    })
+}
+
+fn read_copies(r: &mut Reader<'_>) -> Result<Copies, DecodeError> {
+    let from = r.node()?;
+    let flags = r.u8()?;
+    if flags > 1 {
+        return Err(DecodeError::Invalid("copies flags"));
+    }
+    let stream = r.u32()?;
+    let (n, g) = (r.u16()? as usize, r.u16()? as usize);
+    let copies = Reader {
+        bytes: r.take(n * COPY_LEN)?,
+    }
+    .records(COPY_LEN, |r| {
+        let copy = ConnCopy {
+            id: read_conn_id(r)?,
+            state: r.u8()?,
+            backend: SocketAddrV4::new(r.addr()?, r.u16()?),
+            nat_port: r.u16()?,
+            backend_index: r.u16()?,
+            service_index: r.u8()?,
+        };
+        r.u8()?;
+        Ok(copy)
+    })?;
+    let gone = Reader {
+        bytes: r.take(g * GONE_LEN)?,
+    }
+    .records(GONE_LEN, read_conn_id)?;
+    Ok(Copies {
+        from,
+        reset: flags & 1 != 0,
+        stream,
+        copies,
+        gone,
+    })
 }
 
 fn read_ask(r: &mut Reader<'_>) -> Result<AdminAsk, DecodeError> {
@@ -576,6 +750,11 @@ mod tests {
                 origin: NodeId(2),
                 result: AdminResult::NotMember,
             }],
+            blocks: vec![BlockHolder {
+                block: NodeId(4),
+                holder: NodeId(0),
+                returned: true,
+            }],
         }
     }
 
@@ -593,6 +772,28 @@ mod tests {
                 ring_low: None,
                 config_version: 1,
             }),
+            Message::Copies(Copies {
+                from: NodeId(2),
+                reset: true,
+                stream: 77,
+                copies: vec![ConnCopy {
+                    id: ConnId {
+                        client: "192.0.2.7:40001".parse().unwrap(),
+                        vip: "10.0.0.100:80".parse().unwrap(),
+                        proto: 6,
+                    },
+                    state: 1,
+                    backend: "10.1.0.10:8080".parse().unwrap(),
+                    nat_port: 17003,
+                    backend_index: 2,
+                    service_index: 1,
+                }],
+                gone: vec![ConnId {
+                    client: "192.0.2.8:5353".parse().unwrap(),
+                    vip: "10.0.0.101:53".parse().unwrap(),
+                    proto: 17,
+                }],
+            }),
         ]
     }
 
@@ -606,7 +807,7 @@ mod tests {
     #[test]
     fn token_layout() {
         let bytes = Message::Token(token()).encode();
-        assert_eq!(&bytes[..4], &[VERSION, KIND_TOKEN, 0, 5]);
+        assert_eq!(&bytes[..4], &[VERSION, KIND_TOKEN, 0, 6]);
         assert_eq!(&bytes[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(&bytes[24..30], &[1, 2, 3, 0, 1, 2]);
         // The VIP table carriage: kind, reserved, length 16, then 10.0.0.100 owned by 1.

@@ -40,7 +40,9 @@ use std::{
 };
 
 use super::{
-    message::{AdminAsk, AdminDone, AdminOp, AdminResult, Join, Load, Message, Probe, Token},
+    message::{
+        AdminAsk, AdminDone, AdminOp, AdminResult, BlockHolder, Join, Load, Message, Probe, Token,
+    },
     types::{NodeId, Persistence, VipEntry},
 };
 
@@ -116,6 +118,18 @@ pub enum Sent {
     Probe,
     /// A join.
     Join,
+}
+
+impl Sent {
+    /// What kind of ring message `msg` is; `None` for what the ring never sends.
+    pub fn of(msg: &Message) -> Option<Sent> {
+        match msg {
+            Message::Token(_) => Some(Sent::Token),
+            Message::Probe(_) => Some(Sent::Probe),
+            Message::Join(_) => Some(Sent::Join),
+            Message::Copies(_) => None,
+        }
+    }
 }
 
 /// Inputs of the state machine.
@@ -236,6 +250,8 @@ pub struct RingStatus {
     pub stale_tokens: u64,
     /// The members' loads as the last token carried them, this node's own as it last measured.
     pub loads: Vec<Load>,
+    /// NAT blocks served by another node than their own, as of the last token seen.
+    pub blocks: Vec<BlockHolder>,
 }
 
 /// One node's protocol state.
@@ -360,6 +376,7 @@ impl Node {
                 .copied()
                 .chain(self.my_load)
                 .collect(),
+            blocks: self.token.blocks.clone(),
         }
     }
 
@@ -384,6 +401,8 @@ impl Node {
                 Message::Token(t) => self.on_token(now, t, &mut out),
                 Message::Probe(p) => self.on_probe(p, &mut out),
                 Message::Join(j) => self.on_join(j, &mut out),
+                // The daemon's, not the ring's.
+                Message::Copies(_) => {}
             },
             Event::Received { .. } => {}
             Event::Outcome {
@@ -762,8 +781,7 @@ impl Node {
     }
 
     fn token_undeliverable(&mut self, now: Instant, to: NodeId, out: &mut Vec<Action>) {
-        self.token.members.retain(|&m| m != to);
-        self.joins.remove(&to);
+        self.remove_member(to);
         self.holding = true;
         self.pass(now, out);
     }
@@ -777,8 +795,7 @@ impl Node {
         self.last_held_at = now;
         for gone in std::mem::take(&mut self.probe_skipped) {
             if gone != self.me {
-                self.token.members.retain(|&m| m != gone);
-                self.joins.remove(&gone);
+                self.remove_member(gone);
             }
         }
         self.admit_joins();
@@ -806,6 +823,17 @@ impl Node {
             });
         }
         out.push(self.timer(TimerKind::Loss, now + self.config.loss_timeout));
+    }
+
+    /// Takes `gone` out of the ring. Its successor, which holds copies of its connections,
+    /// takes over its NAT port block and whatever it served for others.
+    fn remove_member(&mut self, gone: NodeId) {
+        let successor = next_after(&self.token.members, gone, &BTreeSet::from([gone]));
+        self.token.members.retain(|&m| m != gone);
+        self.joins.remove(&gone);
+        if let Some(successor) = successor.filter(|&s| s != gone) {
+            hand_over_blocks(&mut self.token.blocks, gone, successor);
+        }
     }
 
     /// Writes this node's load onto the token and drops the loads of nodes no longer members.
@@ -841,7 +869,15 @@ impl Node {
             return;
         }
         let mut members: BTreeSet<NodeId> = self.token.members.iter().copied().collect();
-        members.extend(std::mem::take(&mut self.joins));
+        let joining = std::mem::take(&mut self.joins);
+        // A node back in the ring translates with its own block again; whoever took the block
+        // over keeps serving the connections it took until they end.
+        for b in self.token.blocks.iter_mut() {
+            if joining.contains(&b.block) {
+                b.returned = true;
+            }
+        }
+        members.extend(joining);
         // Ring order is the configured node order.
         self.token.members = self
             .config
@@ -1050,6 +1086,24 @@ fn next_after(members: &[NodeId], after: NodeId, skip: &BTreeSet<NodeId>) -> Opt
         .find(|m| !skip.contains(m))
 }
 
+/// `gone` left the ring: `successor` takes over its NAT block (serving its connections from
+/// the copies it holds) and everything `gone` served for others (those connections were
+/// among its own, so among the copies too).
+fn hand_over_blocks(blocks: &mut Vec<BlockHolder>, gone: NodeId, successor: NodeId) {
+    for b in blocks.iter_mut() {
+        if b.holder == gone {
+            b.holder = successor;
+        }
+    }
+    blocks.retain(|b| b.block != gone && b.block != b.holder);
+    blocks.push(BlockHolder {
+        block: gone,
+        holder: successor,
+        returned: false,
+    });
+    blocks.sort_by_key(|b| b.block);
+}
+
 /// The open member owning the fewest VIPs (lowest id on ties).
 fn least_loaded(
     vips: &[VipEntry],
@@ -1060,4 +1114,34 @@ fn least_loaded(
         .iter()
         .copied()
         .min_by_key(|&n| (count(vips, n), n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(block: u8, holder: u8, returned: bool) -> BlockHolder {
+        BlockHolder {
+            block: NodeId(block),
+            holder: NodeId(holder),
+            returned,
+        }
+    }
+
+    #[test]
+    fn a_gone_nodes_successor_takes_its_block_and_what_it_served() {
+        let mut blocks = vec![held(0, 1, true), held(3, 1, false)];
+        hand_over_blocks(&mut blocks, NodeId(1), NodeId(2));
+        assert_eq!(
+            blocks,
+            vec![held(0, 2, true), held(1, 2, false), held(3, 2, false)]
+        );
+        // Node 2 dies before node 1 is back: node 0 takes all; node 0's own leftovers are
+        // simply its own connections again.
+        hand_over_blocks(&mut blocks, NodeId(2), NodeId(0));
+        assert_eq!(
+            blocks,
+            vec![held(1, 0, false), held(2, 0, false), held(3, 0, false)]
+        );
+    }
 }

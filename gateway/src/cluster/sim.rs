@@ -292,12 +292,10 @@ impl Sim {
                         } else {
                             self.log(|| format!("node {i} -> {}: {msg:?}", to.0));
                         }
-                        let what = match msg {
-                            Message::Token(_) => Sent::Token,
-                            Message::Probe(_) => Sent::Probe,
-                            Message::Join(_) => Sent::Join,
-                        };
-                        if let Ok(id) = host.transport.send(self.now, to, msg.encode()) {
+                        let what = Sent::of(&msg);
+                        if let (Ok(id), Some(what)) =
+                            (host.transport.send(self.now, to, msg.encode()), what)
+                        {
                             host.sent.insert(id, (to, what));
                         }
                     }
@@ -680,10 +678,19 @@ impl Sim {
             };
             owners(&w[0]) == owners(&w[1])
         });
-        match (one_ring, owners_ok, same_table) {
-            (false, _, _) => Some("not one ring of every live node".into()),
-            (_, false, _) => Some("a VIP without exactly one answering owner".into()),
-            (_, _, false) => Some("members disagree on the VIP table".into()),
+        // Every NAT block away from its node is held by a live member, and only the blocks of
+        // nodes that are not back.
+        let blocks_ok = statuses.windows(2).all(|w| w[0].blocks == w[1].blocks)
+            && statuses.iter().all(|s| {
+                s.blocks
+                    .iter()
+                    .all(|b| all.contains(&b.holder) && (b.returned || !all.contains(&b.block)))
+            });
+        match (one_ring, owners_ok, same_table, blocks_ok) {
+            (false, _, _, _) => Some("not one ring of every live node".into()),
+            (_, false, _, _) => Some("a VIP without exactly one answering owner".into()),
+            (_, _, false, _) => Some("members disagree on the VIP table".into()),
+            (_, _, _, false) => Some("a NAT block held by no live member".into()),
             _ => None,
         }
     }
