@@ -256,7 +256,10 @@ pub struct Conn {
     pub service_id: u32,
     /// `tcp_state` of the client-to-backend direction.
     pub state: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
+    /// 1 + the index of the node that translates this connection, 0 for this node: a
+    /// forwarding entry (connection hand-off), whose packets go to that node untranslated.
+    pub home: u32,
     /// When the connection was opened.
     pub created_ns: u64,
     /// Last packet from the client.
@@ -428,8 +431,9 @@ counter_index! {
         /// A back-end's reply for another node's NAT port, sent on to that node (its home)
         /// untranslated, by MAC rewrite.
         ToHome = 6 => "to_home",
-        /// A client packet of no connection of the VIP's owner, sent on untranslated to the
-        /// VIP's previous holder, whose connection it may be (connection hand-off).
+        /// A client packet sent on untranslated to the node that translates its connection
+        /// (a forwarding entry), or of no connection here to the VIP's previous holder, whose
+        /// connection it may be (connection hand-off).
         ToPrevious = 7 => "to_previous",
         /// A client datagram the VIP's owner offered this node (its previous holder) that
         /// belongs to no flow here, sent back to the owner to be opened there.

@@ -20,7 +20,9 @@ mod stats;
 use aya_ebpf::{
     bindings::xdp_action, helpers::generated as gen, macros::xdp, programs::XdpContext,
 };
-use gateway_common::{nat_home, proto, tcp_state, vip_flags, FlowKey, Path, Reason, ServiceKey, Vip};
+use gateway_common::{
+    nat_home, proto, tcp_state, vip_flags, Conn, FlowKey, Path, Reason, ServiceKey, Vip,
+};
 
 use crate::{
     forward::Route,
@@ -185,7 +187,29 @@ unsafe fn to_vip(
     };
     let now = now();
     let opening = l4_proto == proto::UDP || tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let existing = CONNS.get_ptr_mut(key);
+    let handoff = |node| Handoff {
+        ctx,
+        eth,
+        ip,
+        node,
+        now,
+        len,
+    };
+    let mut existing = CONNS.get_ptr_mut(key);
+    if let Some(conn) = existing {
+        if (*conn).home != 0 {
+            // Another node translates this connection: hand the packet to it, unless it came
+            // from there (a datagram that node does not know: handled as one of no flow).
+            let home = handoff((*conn).home);
+            if let Some(hop) = home.hop() {
+                if !home.came_from(hop) {
+                    (*conn).last_seen_ns = now;
+                    return home.send(hop, Path::ToPrevious);
+                }
+            }
+            existing = None;
+        }
+    }
     let (conn, path) = match existing {
         // A SYN reusing the ports of a finished (FIN/RST) connection opens a new one: a fresh
         // Maglev pick (the old backend may be down or drained) and a fresh NAT port. A node
@@ -194,14 +218,6 @@ unsafe fn to_vip(
             (conn, Path::Established)
         }
         _ => {
-            let handoff = |node| Handoff {
-                ctx,
-                eth,
-                ip,
-                node,
-                now,
-                len,
-            };
             if vip.flags & vip_flags::OWNED == 0 {
                 return not_owner(&handoff(vip.owner), l4_proto == proto::UDP, len);
             }
@@ -216,6 +232,16 @@ unsafe fn to_vip(
                 let previous = handoff(vip.previous);
                 if let Some(hop) = previous.hop() {
                     if !previous.came_from(hop) {
+                        // Its next packets go there at once, and the entry travels with this
+                        // node's connection copies. A datagram sent back is opened here,
+                        // replacing it.
+                        let forward = Conn {
+                            home: vip.previous,
+                            created_ns: now,
+                            last_seen_ns: now,
+                            ..Conn::default()
+                        };
+                        let _ = CONNS.insert(key, forward, 0);
                         return previous.send(hop, Path::ToPrevious);
                     }
                 }

@@ -139,8 +139,9 @@ pub struct Shell {
     undecodable: u64,
     /// When the lease is renewed and ARP claims are read next.
     next_tick: Instant,
-    /// What each message in the transport's hands was, for the ring's outcome events.
-    sent: BTreeMap<MessageId, (NodeId, Sent)>,
+    /// What each message in the transport's hands was, for the ring's outcome events (message
+    /// ids are numbered per peer).
+    sent: BTreeMap<(NodeId, MessageId), Sent>,
     /// The best ring heard of in a non-member's join (size, lowest id) and when: the rival in
     /// an ARP conflict, since XDP reports only the rival's MAC. Trusted for [`RIVAL_FRESH`].
     rival: Option<((usize, NodeId), Instant)>,
@@ -394,7 +395,7 @@ impl Shell {
         };
         match self.link.send(now, to, msg.encode()) {
             Ok(id) => {
-                self.sent.insert(id, (to, what));
+                self.sent.insert((to, id), what);
             }
             Err(e) => {
                 // The ring learns of it as it would of a dead peer.
@@ -449,12 +450,16 @@ impl Shell {
                             continue;
                         }
                     },
-                    TransportEvent::Delivered { id, .. }
-                    | TransportEvent::Unreachable { id, .. } => {
+                    TransportEvent::Delivered { to, id }
+                    | TransportEvent::Unreachable { to, id } => {
                         let delivered = matches!(event, TransportEvent::Delivered { .. });
-                        let Some((to, what)) = self.sent.remove(&id) else {
+                        let Some(what) = self.sent.remove(&(to, id)) else {
                             continue;
                         };
+                        // Joins go to every configured node, the dead ones too: not worth a line.
+                        if !delivered && what != Sent::Join {
+                            warn!(to = to.0, ?what, "ring message undelivered: no ack in time");
+                        }
                         Event::Outcome {
                             to,
                             what,
@@ -520,7 +525,7 @@ impl Shell {
                 continue;
             }
             // Before the block's replies are sent here.
-            match conntrack::take_over(&state.maps, &copies) {
+            match conntrack::take_over(&state.maps, me, &copies) {
                 Ok(n) => info!(
                     node = b.block.0,
                     connections = n,

@@ -2,7 +2,7 @@
 //! connections for `conns`, and sweeps out the idle ones, using `CLOCK_MONOTONIC` like
 //! `bpf_ktime_get_ns`.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io,
     net::{Ipv4Addr, SocketAddrV4},
     time::Duration,
@@ -14,7 +14,10 @@ use tracing::debug;
 
 use crate::{
     batch,
-    cluster::message::{ConnCopy, ConnId},
+    cluster::{
+        message::{ConnCopy, ConnId},
+        types::NodeId,
+    },
     config::Timeouts,
     tables::Maps,
 };
@@ -79,6 +82,7 @@ impl Entry {
             "backend": format!("{}:{}", ip(self.conn.backend_addr), port(self.conn.backend_port)),
             "nat_port": port(self.conn.nat_port),
             "state": self.state(),
+            "home": self.conn.home.checked_sub(1),
             "age_s": secs(self.conn.created_ns),
             "idle_s": secs(self.last_seen_ns()),
         })
@@ -134,20 +138,27 @@ pub fn copies(entries: &[Entry]) -> Vec<ConnCopy> {
             nat_port: u16::from_be(e.conn.nat_port),
             backend_index: e.conn.backend_id as u16,
             service_index: e.conn.service_id as u8,
+            home: e.conn.home.checked_sub(1).map(|n| NodeId(n as u8)),
         })
         .collect()
 }
 
-/// Writes both table entries of every copy (connections of a dead node this one takes over),
-/// as if each had just seen a packet; returns how many.
-pub fn take_over(maps: &Maps, copies: &[ConnCopy]) -> io::Result<usize> {
+/// Writes the table entries of every copy (connections of a dead node this one, `me`, takes
+/// over), as if each had just seen a packet: both directions of those the dead node
+/// translated, a forwarding entry for those another node translates. A copy of a connection
+/// this node already has, or translates itself, is left out. Returns how many were written.
+pub fn take_over(maps: &Maps, me: NodeId, copies: &[ConnCopy]) -> io::Result<usize> {
     let now = monotonic_ns();
+    let known: HashSet<FlowKey> = batch::entries(&maps.conns)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     let be = |a: &SocketAddrV4| u32::from(*a.ip()).to_be();
     let mut conn_keys = Vec::with_capacity(copies.len());
     let mut conns = Vec::with_capacity(copies.len());
     let mut reply_keys = Vec::with_capacity(copies.len());
     let mut replies = Vec::with_capacity(copies.len());
-    for c in copies {
+    for c in copies.iter().filter(|c| c.home != Some(me)) {
         let key = FlowKey {
             src_addr: be(&c.id.client),
             dst_addr: be(&c.id.vip),
@@ -163,10 +174,19 @@ pub fn take_over(maps: &Maps, copies: &[ConnCopy]) -> io::Result<usize> {
             backend_id: u32::from(c.backend_index),
             service_id: u32::from(c.service_index),
             state: c.state,
+            home: c.home.map_or(0, |n| u32::from(n.0) + 1),
             created_ns: now,
             last_seen_ns: now,
             ..Conn::default()
         };
+        if known.contains(&key) {
+            continue;
+        }
+        conn_keys.push(key);
+        conns.push(conn);
+        if c.home.is_some() {
+            continue;
+        }
         reply_keys.push(FlowKey {
             src_addr: conn.backend_addr,
             dst_addr: key.src_addr,
@@ -183,12 +203,10 @@ pub fn take_over(maps: &Maps, copies: &[ConnCopy]) -> io::Result<usize> {
             last_seen_ns: now,
             ..Reply::default()
         });
-        conn_keys.push(key);
-        conns.push(conn);
     }
     batch::update(&maps.replies, &reply_keys, &replies)?;
     batch::update(&maps.conns, &conn_keys, &conns)?;
-    Ok(copies.len())
+    Ok(conn_keys.len())
 }
 
 /// Deletes connections idle longer than their timeout, both directions; returns how many.
@@ -344,7 +362,12 @@ mod tests {
         let sent = sorted(&home);
         assert_eq!(sent.len(), 2);
         let successor = load();
-        assert_eq!(take_over(&successor, &sent).unwrap(), 2);
+        assert_eq!(take_over(&successor, NodeId(1), &sent).unwrap(), 2);
+        assert_eq!(
+            take_over(&successor, NodeId(1), &sent).unwrap(),
+            0,
+            "connections it has are left alone"
+        );
         assert_eq!(sorted(&successor), sent);
         let (entries, orphans) = walk(&successor).unwrap();
         assert!(orphans.is_empty() && entries.iter().all(|e| e.reply.is_some()));

@@ -175,6 +175,7 @@ mod tests {
             nat_port: port,
             backend_index: 1,
             service_index: 0,
+            home: None,
         }
     }
 

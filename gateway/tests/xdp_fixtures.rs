@@ -632,6 +632,21 @@ fn handoff_rows(rows: &mut Vec<Row>) {
         .before(moved_here(false))
         .expect(move |_| Ok(tcp_with(&to_node2(stray), ACK, ttl(63)))),
     );
+    rows.push(
+        Row::new(
+            "its next packets go there by the forwarding entry it left",
+            Nic::External,
+            tcp(&stray, ACK),
+            Action::Redirect,
+        )
+        .path(Path::ToPrevious)
+        .before(|bed| {
+            let c = conn(bed, &to_vip(46100, PORT_TCP), proto::TCP)?;
+            ensure!(c.home == NODE2, "forwarding entry {c:?}");
+            bed.set_vip(vip_flags::OWNED, 1, 0)
+        })
+        .expect(move |_| Ok(tcp_with(&to_node2(stray), ACK, ttl(63)))),
+    );
     rows.push(drop_row(
         "tcp of no connection back from the previous holder is dropped",
         tcp(&from_node2(stray), ACK),

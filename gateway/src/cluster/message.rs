@@ -30,7 +30,9 @@
 //!           12  u16  g, connections gone that follow
 //!           14  n x 26  copy: u32 client address, u16 client port, u32 VIP, u16 VIP port,
 //!                    u8 protocol, u8 TCP state (0 open, 1 FIN, 2 RST), u32 back-end address,
-//!                    u16 back-end port, u16 NAT port, u16 back-end index, u8 service index, u8 0
+//!                    u16 back-end port, u16 NAT port, u16 back-end index, u8 service index,
+//!                    u8 home (the node that translates it, 0xff: the sender; then the
+//!                    back-end fields are 0)
 //!              g x 13  gone: u32 client address, u16 client port, u32 VIP, u16 VIP port,
 //!                    u8 protocol
 //! carriage   0  u8   kind
@@ -178,6 +180,9 @@ pub struct ConnCopy {
     pub backend_index: u16,
     /// The service's index.
     pub service_index: u8,
+    /// The node that translates it when that is not the sender (a forwarding entry: the
+    /// sender hands its packets there).
+    pub home: Option<NodeId>,
 }
 
 /// A 911.
@@ -500,7 +505,7 @@ impl Message {
                     out.extend_from_slice(&copy.backend.port().to_be_bytes());
                     out.extend_from_slice(&copy.nat_port.to_be_bytes());
                     out.extend_from_slice(&copy.backend_index.to_be_bytes());
-                    out.extend_from_slice(&[copy.service_index, 0]);
+                    out.extend_from_slice(&[copy.service_index, maybe_node(copy.home)]);
                 }
                 for id in &c.gone {
                     write_conn_id(&mut out, id);
@@ -652,8 +657,8 @@ fn read_copies(r: &mut Reader<'_>) -> Result<Copies, DecodeError> {
             nat_port: r.u16()?,
             backend_index: r.u16()?,
             service_index: r.u8()?,
+            home: r.maybe_node()?,
         };
-        r.u8()?;
         Ok(copy)
     })?;
     let gone = Reader {
@@ -787,6 +792,7 @@ mod tests {
                     nat_port: 17003,
                     backend_index: 2,
                     service_index: 1,
+                    home: Some(NodeId(3)),
                 }],
                 gone: vec![ConnId {
                     client: "192.0.2.8:5353".parse().unwrap(),

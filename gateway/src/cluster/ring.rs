@@ -577,7 +577,13 @@ impl Node {
             self.stale_tokens += 1;
             return;
         }
-        let same_ring = self.is_member() && t.epoch == self.token.epoch;
+        // A token regenerated after a 911 carries the next generation of the epoch and fewer
+        // members at most: the same ring carrying on, not a rival (this node may not have
+        // heard yet that the regenerator removed the unreachable).
+        let regenerated = t.epoch != self.token.epoch
+            && t.epoch >> 8 == (self.token.epoch >> 8).wrapping_add(1)
+            && t.members.iter().all(|m| self.token.members.contains(m));
+        let same_ring = self.is_member() && (t.epoch == self.token.epoch || regenerated);
         if same_ring && t.seq <= self.token.seq.max(self.last_sent_seq) {
             self.stale_tokens += 1;
             return;
@@ -735,6 +741,11 @@ impl Node {
     }
 
     fn skip_probe(&mut self, unreachable: NodeId, out: &mut Vec<Action>) {
+        // The outcome of an earlier 911 to a node a regenerated token already left out: the
+        // token is on its way, and this node's new 911 (if any) does not go there.
+        if !self.members().contains(&unreachable) {
+            return;
+        }
         self.probe_skipped.insert(unreachable);
         let probe = Probe {
             origin: self.me,
@@ -828,6 +839,9 @@ impl Node {
     /// Takes `gone` out of the ring. Its successor, which holds copies of its connections,
     /// takes over its NAT port block and whatever it served for others.
     fn remove_member(&mut self, gone: NodeId) {
+        if !self.token.members.contains(&gone) {
+            return;
+        }
         let successor = next_after(&self.token.members, gone, &BTreeSet::from([gone]));
         self.token.members.retain(|&m| m != gone);
         self.joins.remove(&gone);

@@ -121,7 +121,7 @@ struct Host {
     node: Node,
     transport: Transport,
     timers: BTreeMap<TimerKind, Instant>,
-    sent: BTreeMap<MessageId, (NodeId, Sent)>,
+    sent: BTreeMap<(NodeId, MessageId), Sent>,
     up: bool,
     paused: bool,
     lease_until: Instant,
@@ -296,7 +296,7 @@ impl Sim {
                         if let (Ok(id), Some(what)) =
                             (host.transport.send(self.now, to, msg.encode()), what)
                         {
-                            host.sent.insert(id, (to, what));
+                            host.sent.insert((to, id), what);
                         }
                     }
                     Action::SetTimer { kind, at } => {
@@ -320,10 +320,10 @@ impl Sim {
                             panic!("seed {}: undecodable ring message: {e}", self.scenario.seed)
                         }
                     },
-                    TransportEvent::Delivered { id, .. }
-                    | TransportEvent::Unreachable { id, .. } => {
+                    TransportEvent::Delivered { to, id }
+                    | TransportEvent::Unreachable { to, id } => {
                         let delivered = matches!(event, TransportEvent::Delivered { .. });
-                        let Some((to, what)) = host.sent.remove(&id) else {
+                        let Some(what) = host.sent.remove(&(to, id)) else {
                             continue;
                         };
                         Event::Outcome {
