@@ -153,6 +153,20 @@ fn transport(ctx: &XdpContext, l4_proto: u8) -> Option<(L4, u8)> {
     }
 }
 
+/// The 5-tuple of an IPv4 packet whose L4 header is `l4`, as the connection tables key it.
+#[inline(always)]
+unsafe fn flow_key(ip: *const Ipv4Hdr, l4: &L4) -> FlowKey {
+    let [src_port, dst_port] = *l4.ports;
+    FlowKey {
+        src_addr: (*ip).saddr,
+        dst_addr: (*ip).daddr,
+        src_port,
+        dst_port,
+        proto: (*ip).proto,
+        _pad: [0; 3],
+    }
+}
+
 /// A client's packet to a VIP.
 #[inline(always)]
 unsafe fn to_vip(
@@ -176,15 +190,7 @@ unsafe fn to_vip(
     let Some((l4, tcp_flags)) = transport(ctx, l4_proto) else {
         return drop(Reason::TruncatedL4, len);
     };
-    let [src_port, dst_port] = *l4.ports;
-    let key = FlowKey {
-        src_addr: (*ip).saddr,
-        dst_addr: (*ip).daddr,
-        src_port,
-        dst_port,
-        proto: l4_proto,
-        _pad: [0; 3],
-    };
+    let key = flow_key(ip, &l4);
     let now = now();
     let opening = l4_proto == proto::UDP || tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let handoff = |node| Handoff {
@@ -257,7 +263,7 @@ unsafe fn to_vip(
             }
             let Some(service) = SERVICES.get(ServiceKey {
                 vip: key.dst_addr,
-                port: dst_port,
+                port: key.dst_port,
                 proto: l4_proto,
                 _pad: 0,
             }) else {
@@ -421,16 +427,8 @@ impl Reply<'_> {
     #[inline(always)]
     unsafe fn translate(&self) -> Option<u32> {
         let (ip, l4) = (self.ip, self.l4);
-        let [src_port, dst_port] = *l4.ports;
         let l4_proto = (*ip).proto;
-        let key = FlowKey {
-            src_addr: (*ip).saddr,
-            dst_addr: (*ip).daddr,
-            src_port,
-            dst_port,
-            proto: l4_proto,
-            _pad: [0; 3],
-        };
+        let key = flow_key(ip, l4);
         let reply = REPLIES.get_ptr_mut(key)?;
         let now = now();
         (*reply).last_seen_ns = now;

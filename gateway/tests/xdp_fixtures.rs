@@ -620,32 +620,46 @@ fn handoff_rows(rows: &mut Vec<Row>) {
     let to_node2 = |flow: Flow| flow.macs(EXT_MAC, PEER_MAC);
     let ttl = |ttl: u8| move |ip: &mut Ipv4Header| ip.time_to_live = ttl;
 
+    // A packet sent on to another node, untranslated but for its MACs and one TTL.
+    let handed = |name: &str, input: Vec<u8>, path: Path, out: Vec<u8>| {
+        Row::new(name, Nic::External, input, Action::Redirect)
+            .path(path)
+            .expect(move |_| Ok(out.clone()))
+    };
+    // A datagram translated here, to backend 1.
+    let served = |name: &str, input: Vec<u8>, path: Path, flow: Flow| {
+        Row::new(name, Nic::External, input, Action::Redirect)
+            .path(path)
+            .counts(1, Some(1))
+            .expect(move |bed: &Testbed| {
+                let macs = Some((INT_MAC, BACKEND_MACS[1]));
+                Ok(udp(&translated(bed, &flow, proto::UDP, 1, macs)?, true))
+            })
+    };
+
     let stray = to_vip(46100, PORT_TCP);
+    let stray_out = tcp_with(&to_node2(stray), ACK, ttl(63));
     rows.push(
-        Row::new(
+        handed(
             "tcp of no connection goes to the vip's previous holder",
-            Nic::External,
             tcp(&stray, ACK),
-            Action::Redirect,
+            Path::ToPrevious,
+            stray_out.clone(),
         )
-        .path(Path::ToPrevious)
-        .before(moved_here(false))
-        .expect(move |_| Ok(tcp_with(&to_node2(stray), ACK, ttl(63)))),
+        .before(moved_here(false)),
     );
     rows.push(
-        Row::new(
+        handed(
             "its next packets go there by the forwarding entry it left",
-            Nic::External,
             tcp(&stray, ACK),
-            Action::Redirect,
+            Path::ToPrevious,
+            stray_out,
         )
-        .path(Path::ToPrevious)
-        .before(|bed| {
-            let c = conn(bed, &to_vip(46100, PORT_TCP), proto::TCP)?;
+        .before(move |bed| {
+            let c = conn(bed, &stray, proto::TCP)?;
             ensure!(c.home == NODE2, "forwarding entry {c:?}");
             bed.set_vip(vip_flags::OWNED, 1, 0)
-        })
-        .expect(move |_| Ok(tcp_with(&to_node2(stray), ACK, ttl(63)))),
+        }),
     );
     rows.push(drop_row(
         "tcp of no connection back from the previous holder is dropped",
@@ -666,46 +680,30 @@ fn handoff_rows(rows: &mut Vec<Row>) {
         0,
     ));
     let datagram = to_vip(46102, PORT_UDP);
-    let to_backend1 = move |flow: Flow| {
-        move |bed: &Testbed| -> Result<Vec<u8>> {
-            let macs = Some((INT_MAC, BACKEND_MACS[1]));
-            Ok(udp(&translated(bed, &flow, proto::UDP, 1, macs)?, true))
-        }
-    };
     rows.push(
-        Row::new(
+        handed(
             "udp of no flow is offered to a live previous holder",
-            Nic::External,
             udp(&datagram, true),
-            Action::Redirect,
+            Path::ToPrevious,
+            udp_with(&to_node2(datagram), true, ttl(63)),
         )
-        .path(Path::ToPrevious)
-        .before(moved_here(true))
-        .expect(move |_| Ok(udp_with(&to_node2(datagram), true, ttl(63)))),
+        .before(moved_here(true)),
     );
-    rows.push(
-        Row::new(
-            "udp the previous holder sends back opens here",
-            Nic::External,
-            udp(&from_node2(datagram), true),
-            Action::Redirect,
-        )
-        .path(Path::NewConn)
-        .counts(1, Some(1))
-        .expect(to_backend1(datagram)),
-    );
+    rows.push(served(
+        "udp the previous holder sends back opens here",
+        udp(&from_node2(datagram), true),
+        Path::NewConn,
+        datagram,
+    ));
     let unoffered = to_vip(46103, PORT_UDP);
     rows.push(
-        Row::new(
+        served(
             "udp of no flow opens here when the previous holder is not a member",
-            Nic::External,
             udp(&unoffered, true),
-            Action::Redirect,
+            Path::NewConn,
+            unoffered,
         )
-        .path(Path::NewConn)
-        .counts(1, Some(1))
-        .before(moved_here(false))
-        .expect(to_backend1(unoffered)),
+        .before(moved_here(false)),
     );
     rows.push(
         tcp_fwd(
@@ -717,28 +715,19 @@ fn handoff_rows(rows: &mut Vec<Row>) {
         )
         .before(moved_away),
     );
-    rows.push(
-        Row::new(
-            "its udp flows too",
-            Nic::External,
-            udp(&datagram, true),
-            Action::Redirect,
-        )
-        .path(Path::Established)
-        .counts(1, Some(1))
-        .expect(to_backend1(datagram)),
-    );
+    rows.push(served(
+        "its udp flows too",
+        udp(&datagram, true),
+        Path::Established,
+        datagram,
+    ));
     let new_flow = to_vip(46104, PORT_UDP);
-    rows.push(
-        Row::new(
-            "a datagram the owner offers that is no flow here goes back to the owner",
-            Nic::External,
-            udp(&from_node2(new_flow), true),
-            Action::Redirect,
-        )
-        .path(Path::BackToOwner)
-        .expect(move |_| Ok(udp_with(&to_node2(new_flow), true, ttl(63)))),
-    );
+    rows.push(handed(
+        "a datagram the owner offers that is no flow here goes back to the owner",
+        udp(&from_node2(new_flow), true),
+        Path::BackToOwner,
+        udp_with(&to_node2(new_flow), true, ttl(63)),
+    ));
     rows.push(drop_row(
         "a datagram from elsewhere for a vip that moved away is dropped",
         udp(&new_flow, true),

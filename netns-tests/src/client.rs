@@ -411,6 +411,18 @@ impl UdpFlow {
         Ok(Self { stop, thread })
     }
 
+    /// One flow from each of the first `count` of `srcs` (cycling) to `dst`.
+    pub fn start_many(
+        netns: &Netns,
+        srcs: &[Ipv4Addr],
+        dst: SocketAddrV4,
+        count: usize,
+    ) -> Result<Vec<Self>> {
+        (0..count)
+            .map(|k| Self::start(netns, srcs[k % srcs.len()], dst))
+            .collect()
+    }
+
     /// Stops the flow and reports.
     pub fn stop(self) -> Result<UdpFlowReport> {
         self.stop.store(true, Ordering::Relaxed);

@@ -3,6 +3,7 @@
 //! reading the cluster's state through each node's CLI. Field order is drop order: daemons,
 //! back-end servers, testbed.
 use crate::arp::{ArpWatch, Mac};
+use crate::client::{Traffic, UdpFlow};
 use crate::cluster_topology::{
     self, external_addr, internal_addr, EXTERNAL_VIPS, NODES, ROUTER_ADDR,
 };
@@ -448,6 +449,21 @@ impl Cluster {
     /// The HTTP service of `vip`.
     pub fn web(vip: Ipv4Addr) -> SocketAddrV4 {
         SocketAddrV4::new(vip, WEB_PORT)
+    }
+
+    /// Traffic through `vip` from the client namespace: `long_lived` kept-alive HTTP
+    /// connections and a stream of new ones ([`Traffic`]), and `udp` flows that each keep
+    /// their source port ([`UdpFlow`]).
+    pub fn traffic(
+        &self,
+        vip: Ipv4Addr,
+        long_lived: usize,
+        udp: usize,
+    ) -> Result<(Traffic, Vec<UdpFlow>)> {
+        let srcs = topology::client_addrs();
+        let traffic = Traffic::start(self.client(), &srcs, Self::web(vip), long_lived)?;
+        let flows = UdpFlow::start_many(self.client(), &srcs, Self::echo(vip), udp)?;
+        Ok((traffic, flows))
     }
 }
 

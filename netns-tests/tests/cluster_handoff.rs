@@ -7,7 +7,7 @@
 //! serves them. UDP flows keep their translation across the planned move (the old owner is alive
 //! to send back the datagrams that are not its own); across the daemon's death they keep their
 //! back-end but are translated anew (a NAT rebinding, which QUIC, for one, rides out).
-use netns_tests::client::{Traffic, UdpFlow, UdpFlowReport};
+use netns_tests::client::{UdpFlow, UdpFlowReport};
 use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use netns_tests::topology::client_addrs;
@@ -57,20 +57,16 @@ fn connections_survive_a_vip_move_and_the_death_of_the_new_owners_daemon() {
     let mut cluster = Cluster::start(&ClusterOptions::default()).unwrap();
     let vip = EXTERNAL_VIPS[0];
     let first = cluster.owner(vip).unwrap();
-    let traffic = Traffic::start(
-        cluster.client(),
-        &client_addrs(),
-        Cluster::web(vip),
-        LONG_LIVED,
-    )
-    .unwrap();
-    let start_flows = |cluster: &Cluster| -> Vec<UdpFlow> {
-        (0..UDP_FLOWS)
-            .map(|k| UdpFlow::start(cluster.client(), client_addrs()[k], Cluster::echo(vip)))
-            .collect::<Result<_, _>>()
-            .unwrap()
+    let (traffic, flows) = cluster.traffic(vip, LONG_LIVED, UDP_FLOWS).unwrap();
+    let start_flows = |cluster: &Cluster| {
+        UdpFlow::start_many(
+            cluster.client(),
+            &client_addrs(),
+            Cluster::echo(vip),
+            UDP_FLOWS,
+        )
+        .unwrap()
     };
-    let flows = start_flows(&cluster);
     std::thread::sleep(Duration::from_millis(500));
 
     // 1. The operator moves the VIP; the CLI returns once the ring has carried it out.

@@ -6,11 +6,10 @@
 //! connection must go on answering from its own back-end, every UDP flow with its own
 //! translation. Then the dead node comes back: it translates with its block again, and the
 //! connections that were taken over go on.
-use netns_tests::client::{Traffic, UdpFlow};
 use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use netns_tests::host_death;
-use netns_tests::topology::{client_addrs, EXT_IF, INT_IF};
+use netns_tests::topology::{EXT_IF, INT_IF};
 use std::time::Duration;
 
 /// Kept-alive HTTP connections through the VIP.
@@ -24,17 +23,7 @@ fn connections_survive_the_death_of_their_home_and_its_return() {
     let vip = EXTERNAL_VIPS[0];
     let victim = cluster.owner(vip).unwrap();
     let successor = (victim + 1) % NODES.len();
-    let traffic = Traffic::start(
-        cluster.client(),
-        &client_addrs(),
-        Cluster::web(vip),
-        LONG_LIVED,
-    )
-    .unwrap();
-    let flows: Vec<UdpFlow> = (0..UDP_FLOWS)
-        .map(|k| UdpFlow::start(cluster.client(), client_addrs()[k], Cluster::echo(vip)))
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let (traffic, flows) = cluster.traffic(vip, LONG_LIVED, UDP_FLOWS).unwrap();
     // Long enough for the successor to hold copies of every connection.
     std::thread::sleep(Duration::from_millis(600));
     let copies = cluster.view(successor).unwrap().copies;
