@@ -131,9 +131,18 @@ pub struct Iface {
     pub mac: [u8; 6],
     /// `role::EXTERNAL` or `role::INTERNAL`.
     pub role: u8,
-    pub _pad: u8,
+    /// `iface_flags` bits.
+    pub flags: u8,
     /// The NIC's primary IPv4 address (network order).
     pub addr: u32,
+}
+
+/// Bits of `Iface::flags`.
+pub mod iface_flags {
+    /// This node owns a VIP on the NIC's subnet: it also acts on frames there addressed to
+    /// another station, as a switch floods them when a dead owner's port went down (the
+    /// other nodes leave them alone, so nothing is served twice).
+    pub const OWNS_VIP: u8 = 1;
 }
 
 /// Bits of `Vip::flags`.
@@ -435,9 +444,10 @@ counter_index! {
         /// (a forwarding entry), or of no connection here to the VIP's previous holder, whose
         /// connection it may be (connection hand-off).
         ToPrevious = 7 => "to_previous",
-        /// A client datagram the VIP's owner offered this node (its previous holder) that
-        /// belongs to no flow here, sent back to the owner to be opened there.
-        BackToOwner = 8 => "back_to_owner",
+        /// A client packet for a VIP another node owns, of no connection here, sent on to
+        /// the owner: the sender's ARP entry is stale, or the owner offered a datagram that
+        /// opens no flow here.
+        ToOwner = 8 => "to_owner",
     }
 }
 
@@ -472,7 +482,7 @@ counter_index! {
         NoRoute = 12 => "no_route",
         /// To a VIP with a protocol other than TCP/UDP (dropped).
         UnsupportedProto = 13 => "unsupported_proto",
-        /// The VIP is not owned by this node (dropped).
+        /// The VIP is not owned by this node, and the packet cannot go to its owner (dropped).
         NotOwner = 14 => "not_owner",
         /// An ARP frame shorter than an IPv4-over-Ethernet ARP packet (passed).
         TruncatedArp = 15 => "truncated_arp",
@@ -489,6 +499,10 @@ counter_index! {
         /// A packet handed between nodes (connection hand-off) whose TTL ran out: the nodes'
         /// views of a VIP disagreed long enough to loop it (dropped).
         HopLimit = 20 => "hop_limit",
+        /// A frame addressed to another station's MAC, as a switch floods unicast for a port
+        /// it lost, for a VIP (or subnet) this node owns nothing of (passed: the kernel drops
+        /// it; the owner acts on it).
+        OtherHost = 21 => "other_host",
     }
 }
 

@@ -21,13 +21,13 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::generated as gen, macros::xdp, programs::XdpContext,
 };
 use gateway_common::{
-    nat_home, proto, tcp_state, vip_flags, Conn, FlowKey, Path, Reason, ServiceKey, Vip,
+    iface_flags, nat_home, proto, tcp_state, vip_flags, Conn, FlowKey, Path, Reason, ServiceKey, Vip,
 };
 
 use crate::{
     forward::Route,
     handoff::Handoff,
-    maps::{CONNS, NAT_HOMES, PEERS, REPLIES, SERVICES, SETTINGS, VIPS},
+    maps::{CONNS, IFACES, NAT_HOMES, PEERS, REPLIES, SERVICES, SETTINGS, VIPS},
     nat::L4,
     parse::{
         ptr_at, EthHdr, Ipv4Hdr, TcpHdr, UdpHdr, ETH_LEN, ETH_P_ARP, ETH_P_IP, IPV4_LEN,
@@ -61,8 +61,7 @@ pub fn xdp_pass(_ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn datapath(ctx: &XdpContext, len: u64) -> u32 {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
-        stats::reason(Reason::TruncatedEth, len);
-        return xdp_action::XDP_PASS;
+        return left_to_kernel(Reason::TruncatedEth, len);
     };
     // SAFETY: `eth` is bounds-checked.
     let ethertype = unsafe { (*eth).proto };
@@ -73,8 +72,7 @@ fn datapath(ctx: &XdpContext, len: u64) -> u32 {
         return pass_through(len);
     }
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN) else {
-        stats::reason(Reason::TruncatedIp, len);
-        return xdp_action::XDP_PASS;
+        return left_to_kernel(Reason::TruncatedIp, len);
     };
     // SAFETY: `ip` is bounds-checked for a 20-byte header.
     unsafe {
@@ -113,6 +111,31 @@ fn now() -> u64 {
 #[inline(always)]
 fn pass_through(len: u64) -> u32 {
     stats::path(Path::PassThrough, len);
+    xdp_action::XDP_PASS
+}
+
+/// Whether this node acts on the frame: it is addressed to the NIC it arrived on, or, with
+/// `if_owning`, this node owns a VIP on the NIC's subnet. A switch floods a unicast frame whose
+/// port went down (a dead node's) to every port: only a VIP's owner may act on it, or every
+/// node would serve it.
+#[inline(always)]
+fn acts_on(ctx: &XdpContext, eth: *const EthHdr, if_owning: bool) -> bool {
+    // SAFETY: the entry is read at once; `eth` is a bounds-checked packet pointer.
+    unsafe {
+        match IFACES.get(ctx.ingress_ifindex() as u32) {
+            Some(iface) => {
+                (*eth).dst == iface.mac
+                    || (if_owning && iface.flags & iface_flags::OWNS_VIP != 0)
+            }
+            None => true,
+        }
+    }
+}
+
+/// Hands the packet to the kernel untouched, counting why.
+#[inline(always)]
+fn left_to_kernel(reason: Reason, len: u64) -> u32 {
+    stats::reason(reason, len);
     xdp_action::XDP_PASS
 }
 
@@ -177,6 +200,9 @@ unsafe fn to_vip(
     header_len: usize,
     len: u64,
 ) -> u32 {
+    if vip.flags & vip_flags::OWNED == 0 && !acts_on(ctx, eth, false) {
+        return left_to_kernel(Reason::OtherHost, len);
+    }
     if (*ip).frag_off & IP_MF_OFFSET.to_be() != 0 {
         return drop(Reason::Fragment, len);
     }
@@ -303,15 +329,16 @@ unsafe fn to_vip(
     )
 }
 
-/// A client packet for a VIP another node owns, of no connection of this node: a datagram the
-/// owner offered this node (its previous holder) goes back to it to be opened there; anything
-/// else came here by a stale ARP entry and is dropped.
+/// A client packet for a VIP another node owns, of no connection of this node: it goes to the
+/// owner, whether its sender's ARP entry is stale (it still names this node for the VIP) or it
+/// is a datagram the owner offered this node (its previous holder) and that opens no flow
+/// here; only what the owner sent and is no datagram is dropped.
 #[inline(always)]
 fn not_owner(owner: &Handoff, datagram: bool, len: u64) -> u32 {
-    if datagram && owner.node != 0 {
+    if owner.node != 0 {
         if let Some(hop) = owner.hop() {
-            if owner.came_from(hop) {
-                return owner.send(hop, Path::BackToOwner);
+            if datagram || !owner.came_from(hop) {
+                return owner.send(hop, Path::ToOwner);
             }
         }
     }
@@ -347,6 +374,9 @@ unsafe fn from_backend(
             return drop(Reason::NotPeer, len);
         }
         return pass_through(len);
+    }
+    if !acts_on(ctx, eth, true) {
+        return left_to_kernel(Reason::OtherHost, len);
     }
     let reply = Reply {
         ctx,

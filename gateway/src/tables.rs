@@ -12,8 +12,8 @@ use aya::{
     Ebpf,
 };
 use gateway_common::{
-    self as common, maps, nat_home, role, vip_flags, ArpClaim, Conn, Counter, FlowKey, HomeHop,
-    HomeKey, Iface, Reply, ServiceKey, Settings, MAGLEV_MAX, PORTS,
+    self as common, iface_flags, maps, nat_home, role, vip_flags, ArpClaim, Conn, Counter, FlowKey,
+    HomeHop, HomeKey, Iface, Reply, ServiceKey, Settings, MAGLEV_MAX, PORTS,
 };
 
 use crate::{
@@ -124,7 +124,7 @@ impl Maps {
                     Role::External => role::EXTERNAL,
                     Role::Internal => role::INTERNAL,
                 },
-                _pad: 0,
+                flags: 0,
                 addr: nic.address.map_or(0, |a| u32::from(a).to_be()),
             };
             self.ifaces
@@ -158,6 +158,7 @@ impl Maps {
                 .insert(u32::from(vip.address).to_be(), value, 0)
                 .context("writing VIPS")?;
         }
+        self.mark_nics_owning_vips()?;
         match &config.cluster {
             // Alone, nobody could take the VIPs over, so the dead-man switch never trips.
             None => self.renew_lease(u64::MAX),
@@ -181,6 +182,33 @@ impl Maps {
             if flags != vip.flags {
                 vip.flags = flags;
                 self.vips.insert(key, vip, 0).context("writing VIPS")?;
+            }
+        }
+        self.mark_nics_owning_vips()
+    }
+
+    /// Sets `OWNS_VIP` on the NICs whose subnet has a VIP this node owns, and clears it on
+    /// the others.
+    fn mark_nics_owning_vips(&mut self) -> Result<()> {
+        let owning: HashSet<u32> = self
+            .vips
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.flags & vip_flags::OWNED != 0)
+            .map(|(_, v)| v.ifindex)
+            .collect();
+        let nics: Vec<(u32, Iface)> = self.ifaces.iter().filter_map(Result::ok).collect();
+        for (ifindex, mut iface) in nics {
+            let flags = if owning.contains(&ifindex) {
+                iface.flags | iface_flags::OWNS_VIP
+            } else {
+                iface.flags & !iface_flags::OWNS_VIP
+            };
+            if flags != iface.flags {
+                iface.flags = flags;
+                self.ifaces
+                    .insert(ifindex, iface, 0)
+                    .context("writing IFACES")?;
             }
         }
         Ok(())

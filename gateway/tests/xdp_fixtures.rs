@@ -725,24 +725,27 @@ fn handoff_rows(rows: &mut Vec<Row>) {
     rows.push(handed(
         "a datagram the owner offers that is no flow here goes back to the owner",
         udp(&from_node2(new_flow), true),
-        Path::BackToOwner,
+        Path::ToOwner,
         udp_with(&to_node2(new_flow), true, ttl(63)),
     ));
-    rows.push(drop_row(
-        "a datagram from elsewhere for a vip that moved away is dropped",
+    rows.push(handed(
+        "a datagram from a sender whose arp entry is stale goes to the vip's owner",
         udp(&new_flow, true),
-        Reason::NotOwner,
+        Path::ToOwner,
+        udp_with(&to_node2(new_flow), true, ttl(63)),
     ));
     rows.push(drop_row(
         "tcp the owner offers that is no connection here is dropped",
         tcp(&from_node2(to_vip(46105, PORT_TCP)), ACK),
         Reason::NotOwner,
     ));
+    let syn = to_vip(46106, PORT_TCP);
     rows.push(
-        drop_row(
-            "a syn for a vip that moved away is dropped",
-            tcp(&to_vip(46106, PORT_TCP), SYN),
-            Reason::NotOwner,
+        handed(
+            "so does a syn",
+            tcp(&syn, SYN),
+            Path::ToOwner,
+            tcp_with(&to_node2(syn), SYN, ttl(63)),
         )
         .after(|bed| bed.set_vip(vip_flags::OWNED, 0, 0)),
     );
@@ -1020,12 +1023,53 @@ fn edge_rows(rows: &mut Vec<Row>) {
         Nic::Internal,
         tcp(
             &Flow {
+                dst_mac: INT_MAC,
                 dport: NAT_MIN + 1,
                 ..host
             },
             ACK,
         ),
     ));
+    let flooded = |dst| Flow {
+        dst,
+        ..to_vip(CLIENT_PORT, PORT_TCP).macs(CLIENT_MAC, PEER_MAC)
+    };
+    rows.push(
+        Row::new(
+            "a frame for another station's mac (flooded by a switch) for a vip another node \
+             owns is left to the kernel",
+            Nic::External,
+            tcp(&flooded(FOREIGN_VIP), SYN),
+            Action::Pass,
+        )
+        .reason(Reason::OtherHost),
+    );
+    rows.push(tcp_fwd(
+        "the owner acts on a flooded frame for its vip",
+        flooded(VIP),
+        ACK,
+        Path::Established,
+        0,
+    ));
+    rows.push(
+        Row::new(
+            "a reply in a frame for another station is left to the kernel",
+            Nic::Internal,
+            tcp(
+                &Flow {
+                    src_mac: BACKEND_MACS[0],
+                    dst_mac: HOME_MAC,
+                    src: BACKENDS[0],
+                    dst: CLIENT,
+                    sport: BACKEND_PORT,
+                    dport: NAT_MIN + 3,
+                },
+                ACK,
+            ),
+            Action::Pass,
+        )
+        .reason(Reason::OtherHost),
+    );
     rows.push(drop_row(
         "tcp to a vip on an unserved port",
         tcp(&to_vip(CLIENT_PORT, 443), SYN),

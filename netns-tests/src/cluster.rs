@@ -522,14 +522,28 @@ impl failover::System for GatewaySystem {
         Ok(())
     }
 
-    fn owner_of_vip(&self, _bed: &Testbed) -> Result<Option<usize>> {
+    /// The VIP's owner once the router sends it the VIP's traffic: right after a move the
+    /// router may still send to the previous owner (its neighbour entry ignores gratuitous ARP
+    /// within `locktime`, one second, of its last update), which then serves the flows it
+    /// holds; killing the owner then would time no failover at all.
+    fn owner_of_vip(&self, bed: &Testbed) -> Result<Option<usize>> {
         let gateways = self.gateways.as_ref().context("not started")?;
-        Ok(gateways.converged().ok().and_then(|table| {
+        let vip = EXTERNAL_VIPS[0];
+        let owner = gateways.converged().ok().and_then(|table| {
             table
                 .into_iter()
-                .find(|(vip, _)| *vip == EXTERNAL_VIPS[0])
+                .find(|(v, _)| *v == vip)
                 .map(|(_, owner)| owner)
-        }))
+        });
+        let Some(owner) = owner else {
+            return Ok(None);
+        };
+        let mac = packet::link_identity(bed.ns(NODES[owner])?, EXT_IF)?.0;
+        let router =
+            bed.ns(topology::ROUTER)?
+                .ip(&["neigh", "show", &vip.to_string(), "dev", EXT_IF])?;
+        let follows = router.contains(&gateway::netlink::mac_string(&mac));
+        Ok(follows.then_some(owner))
     }
 
     fn restart_node(&mut self, bed: &Testbed, dead: DeadHost) -> Result<()> {

@@ -106,7 +106,7 @@ fn connections_survive_a_vip_move_and_the_death_of_the_new_owners_daemon() {
     // it back); then the new owner's daemon dies, its XDP stays and serves what it opened.
     let flows = start_flows(&cluster);
     std::thread::sleep(Duration::from_millis(300));
-    let returned = path_count(&cluster, first, "back_to_owner");
+    let returned = path_count(&cluster, first, "to_owner");
     println!(
         "{} sent {returned} datagrams back to {}",
         NODES[first], NODES[second]

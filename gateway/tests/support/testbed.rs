@@ -162,7 +162,7 @@ impl Testbed {
             Iface {
                 mac: EXT_MAC,
                 role: role::EXTERNAL,
-                _pad: 0,
+                flags: 0,
                 addr: be(EXT_ADDR),
             },
             0,
@@ -172,7 +172,7 @@ impl Testbed {
             Iface {
                 mac: INT_MAC,
                 role: role::INTERNAL,
-                _pad: 0,
+                flags: 0,
                 addr: be(INT_ADDR),
             },
             0,
