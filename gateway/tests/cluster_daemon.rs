@@ -287,10 +287,24 @@ fn two_daemons_form_a_ring_own_each_vip_once_and_move_one() {
     assert_eq!(names, ["gw1", "gw2"], "ring order: {status}");
     assert!(status["cluster"]["token"]["seq"].is_u64(), "{status}");
 
-    // Every VIP: exactly one owner in the maps, the one the ring names, and one ARP answer.
-    wait_for(Duration::from_secs(5), "one owner per VIP", || {
-        VIPS.iter().all(|v| c.owners(v).len() == 1)
-    });
+    // Every VIP: exactly one owner in the maps, the one the ring names, and one ARP answer,
+    // once the count balance has settled (both tables name the maps' owner).
+    let named = |i: usize, vip: &str| {
+        c.status(i)["cluster"]["vips"]
+            .as_array()
+            .and_then(|t| t.iter().find(|e| e["address"] == vip).cloned())
+            .map(|e| e["owner"].clone())
+    };
+    wait_for(
+        Duration::from_secs(5),
+        "one owner per VIP, named by both",
+        || {
+            VIPS.iter().all(|v| {
+                let owners = c.owners(v);
+                owners.len() == 1 && (0..2).all(|i| named(i, v).is_some_and(|o| o == owners[0]))
+            })
+        },
+    );
     let macs = [c.mac(0), c.mac(1)];
     for vip in VIPS {
         let owner = c.owners(vip)[0];
