@@ -281,10 +281,16 @@ fn render_cluster(c: &Value) -> String {
     out += &table(&["ID", "MEMBER", "BYTES/S", "PKTS/S", "CPU%"], &members);
     out += "\n";
     out += &table(
-        &["VIP", "OWNER", "PREFERRED", "PERSISTENCE"],
+        &["VIP", "OWNER", "PREFERRED", "PERSISTENCE", "PKTS/S"],
         &rows(
             &c["vips"],
-            &["address", "owner", "preferred", "persistence"],
+            &[
+                "address",
+                "owner",
+                "preferred",
+                "persistence",
+                "packets_per_s",
+            ],
         ),
     );
     let t = &c["transport"];

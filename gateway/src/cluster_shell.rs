@@ -95,6 +95,8 @@ pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
     ring.loss_timeout = t.token_loss.unwrap_or(ring.loss_timeout);
     ring.probe_interval = t.probe_911.unwrap_or(ring.probe_interval);
     ring.unreachable_after = crate::cluster_link::transport_config(cluster).give_up_after();
+    ring.balance_min_pps = cluster.balance.min_packets_per_s;
+    ring.balance_hold = cluster.balance.hold;
     // The token sequence starts at a random point (DESIGN.md): a restarted node never
     // reuses the numbers of its previous life.
     let mut seed = [0u8; 8];
@@ -307,12 +309,16 @@ impl Shell {
         }
         if self.next_load <= now {
             self.next_load = now + LOAD_INTERVAL;
-            let load = self
-                .load
-                .sample(&self.shared.lock().unwrap().maps, self.node.id());
-            if let Some(load) = load {
-                let actions = self.node.handle(now, Event::LocalLoad(load));
-                self.perform(now, actions);
+            let sample = {
+                let state = self.shared.lock().unwrap();
+                let services: Vec<Ipv4Addr> = state.config.services.iter().map(|s| s.vip).collect();
+                self.load.sample(&state.maps, self.node.id(), &services)
+            };
+            if let Some((load, vips)) = sample {
+                for event in [Event::LocalLoad(load), Event::LocalVipLoads(vips)] {
+                    let actions = self.node.handle(now, event);
+                    self.perform(now, actions);
+                }
             }
         }
         self.pending.expire(now);
@@ -609,6 +615,11 @@ impl Shell {
                     owner: v.owner.map(name),
                     preferred: v.preferred.map(name),
                     persistence: v.persistence.number(),
+                    packets_per_s: status
+                        .vip_loads
+                        .iter()
+                        .find(|l| l.address == v.address)
+                        .map(|l| l.packets_per_s),
                 })
                 .collect(),
             closed: status.closed.iter().map(|id| name(*id)).collect(),

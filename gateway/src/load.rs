@@ -1,12 +1,17 @@
 //! This node's load as the token carries it: packets and bytes per second through the data
 //! path (every packet XDP saw, by its action counters) and how busy the machine's CPUs are (XDP
-//! runs in softirq, so the machine's busy share is the data path's cost, not the daemon's).
-use std::time::Instant;
+//! runs in softirq, so the machine's busy share is the data path's cost, not the daemon's);
+//! and each VIP's traffic (the packets XDP translated for its services), which tells the ring
+//! which VIP to move for load.
+use std::{collections::BTreeMap, net::Ipv4Addr, time::Instant};
 
 use gateway_common::Action;
 
 use crate::{
-    cluster::{message::Load, types::NodeId},
+    cluster::{
+        message::{Load, VipLoad},
+        types::NodeId,
+    },
     stats,
     tables::Maps,
 };
@@ -30,12 +35,14 @@ fn cpu_times_of(line: &str) -> Option<(u64, u64)> {
 }
 
 /// One measurement: what the counters said, when.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Sample {
     at: Instant,
     packets: u64,
     bytes: u64,
     cpu: Option<(u64, u64)>,
+    /// Packets translated per VIP, over its services.
+    vips: BTreeMap<Ipv4Addr, u64>,
 }
 
 /// Turns counter readings into rates.
@@ -45,23 +52,53 @@ pub struct LoadMeter {
 }
 
 impl LoadMeter {
-    /// Reads the counters now; returns node `node`'s load, the rates since the previous
-    /// reading (none the first time).
-    pub fn sample(&mut self, maps: &Maps, node: NodeId) -> Option<Load> {
+    /// Reads the counters now; returns node `node`'s load and the traffic of each VIP with a
+    /// service (`services`: each service's VIP, by service index), the rates since the
+    /// previous reading (none the first time).
+    pub fn sample(
+        &mut self,
+        maps: &Maps,
+        node: NodeId,
+        services: &[Ipv4Addr],
+    ) -> Option<(Load, Vec<VipLoad>)> {
         let (packets, bytes) = Action::ALL.iter().fold((0, 0), |(p, b), a| {
             let c = stats::sum(&maps.actions, *a as u32);
             (p + c.packets, b + c.bytes)
         });
+        let mut vips = BTreeMap::new();
+        for (id, vip) in services.iter().enumerate() {
+            *vips.entry(*vip).or_insert(0) += stats::sum(&maps.service_stats, id as u32).packets;
+        }
         let now = Sample {
             at: Instant::now(),
             packets,
             bytes,
             cpu: cpu_times(),
+            vips,
         };
-        let load = self.last.map(|last| rates(node, &last, &now));
+        let load = self
+            .last
+            .as_ref()
+            .map(|last| (rates(node, last, &now), vip_rates(last, &now)));
         self.last = Some(now);
         load
     }
+}
+
+/// Each VIP's packets per second between two samples.
+fn vip_rates(last: &Sample, now: &Sample) -> Vec<VipLoad> {
+    let secs = now.at.duration_since(last.at).as_secs_f64().max(1e-3);
+    now.vips
+        .iter()
+        .map(|(vip, packets)| {
+            let before = last.vips.get(vip).copied().unwrap_or(*packets);
+            VipLoad {
+                address: *vip,
+                packets_per_s: (packets.saturating_sub(before) as f64 / secs)
+                    .min(f64::from(u32::MAX)) as u32,
+            }
+        })
+        .collect()
 }
 
 fn rates(node: NodeId, last: &Sample, now: &Sample) -> Load {
@@ -101,12 +138,14 @@ mod tests {
             packets: 1_000,
             bytes: 100_000,
             cpu: Some((150, 1000)),
+            vips: BTreeMap::from([(Ipv4Addr::new(10, 0, 0, 100), 40)]),
         };
         let b = Sample {
             at: t + Duration::from_millis(500),
             packets: 1_500,
             bytes: 150_000,
             cpu: Some((400, 2000)),
+            vips: BTreeMap::from([(Ipv4Addr::new(10, 0, 0, 100), 240)]),
         };
         assert_eq!(
             rates(NodeId(2), &a, &b),
@@ -116,6 +155,13 @@ mod tests {
                 packets_per_s: 1_000,
                 bytes_per_s: 100_000,
             }
+        );
+        assert_eq!(
+            vip_rates(&a, &b),
+            vec![VipLoad {
+                address: Ipv4Addr::new(10, 0, 0, 100),
+                packets_per_s: 400,
+            }]
         );
     }
 }

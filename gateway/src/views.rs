@@ -116,6 +116,9 @@ pub struct VipView {
     pub preferred: Option<String>,
     /// 0 free, 1 sticky, 3 back to the preferred owner.
     pub persistence: u8,
+    /// Packets per second its owner translated for it, as last carried on the token.
+    #[serde(default)]
+    pub packets_per_s: Option<u32>,
 }
 
 /// Filters of `conns`.

@@ -429,3 +429,49 @@ impl UdpFlow {
         self.thread.join().expect("UDP flow thread panicked")
     }
 }
+
+/// Datagrams to a VIP at a steady rate, each socket (source port) used for a short flow of
+/// [`UdpBlast::FLOW_LEN`] datagrams: traffic that follows a VIP when it moves, as short
+/// connections do. Answers are read and dropped.
+pub struct UdpBlast {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<u64>>,
+}
+
+impl UdpBlast {
+    /// Datagrams per flow.
+    pub const FLOW_LEN: u64 = 20;
+
+    /// Starts sending about `per_s` datagrams a second from `src` to `dst` in `netns`.
+    pub fn start(netns: &Netns, src: Ipv4Addr, dst: SocketAddrV4, per_s: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = netns.spawn(move || {
+            let started = Instant::now();
+            let mut sent = 0u64;
+            let mut buf = [0u8; 512];
+            while !stopping.load(Ordering::Relaxed) {
+                let socket = UdpSocket::bind(SocketAddrV4::new(src, 0))?;
+                socket.set_nonblocking(true)?;
+                for _ in 0..Self::FLOW_LEN {
+                    // Paced against the start, so the rate holds whatever a sleep overshoots.
+                    let due = started + Duration::from_micros(sent * 1_000_000 / per_s);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let _ = socket.send_to(b"load", dst);
+                    sent += 1;
+                    while socket.recv_from(&mut buf).is_ok() {}
+                }
+            }
+            Ok(sent)
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops; returns the datagrams sent.
+    pub fn stop(self) -> Result<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("UDP blast thread panicked")
+    }
+}

@@ -52,6 +52,8 @@ pub struct ClusterOptions {
     pub timers: Vec<(String, String)>,
     /// `[cluster] lease`; `None` keeps the default.
     pub lease: Option<String>,
+    /// `[cluster.balance] min_packets_per_s`; `None` keeps the default.
+    pub balance_min_pps: Option<u32>,
 }
 
 /// One node: its files and, while it runs, its daemon.
@@ -170,6 +172,9 @@ impl Gateways {
             let _ = writeln!(s, "lease = \"{lease}\"");
         }
         let _ = write!(s, "\n[cluster.keys]\n1 = \"{KEY}\"\n");
+        if let Some(min) = options.balance_min_pps {
+            let _ = write!(s, "\n[cluster.balance]\nmin_packets_per_s = {min}\n");
+        }
         if !options.timers.is_empty() {
             s += "\n[cluster.timers]\n";
             for (key, value) in &options.timers {

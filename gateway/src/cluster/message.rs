@@ -56,6 +56,8 @@
 //! 6 NAT blocks    per block not with its own node: u8 block's node, u8 holder, u8 returned
 //!                 (0: the node is gone and the holder serves its block; 1: the node is back
 //!                 and the holder serves only what it took over), u8 0
+//! 7 VIP loads     per VIP: u32 address, u32 packets/s its owner translated for it (last
+//!                 measured by the owner)
 //! ```
 //!
 //! Decoding checks every length before reading and never panics (see the seeded random-input
@@ -79,6 +81,7 @@ const CARRIAGE_CLOSED: u8 = 3;
 const CARRIAGE_ASKS: u8 = 4;
 const CARRIAGE_DONE: u8 = 5;
 const CARRIAGE_BLOCKS: u8 = 6;
+const CARRIAGE_VIP_LOADS: u8 = 7;
 const KIND_COPIES: u8 = 4;
 const COPY_LEN: usize = 26;
 const GONE_LEN: usize = 13;
@@ -124,6 +127,17 @@ pub struct Token {
     pub done: Vec<AdminDone>,
     /// NAT port blocks served by another node than their own (a dead node's, taken over).
     pub blocks: Vec<BlockHolder>,
+    /// Each owned VIP's traffic as its owner measured it: which VIP to move for load.
+    pub vip_loads: Vec<VipLoad>,
+}
+
+/// One VIP's traffic, measured by its owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipLoad {
+    /// The VIP.
+    pub address: Ipv4Addr,
+    /// Packets per second the owner translated for the VIP's services (both directions).
+    pub packets_per_s: u32,
 }
 
 /// A NAT port block (and the connections translated with it) served by another node than the
@@ -427,7 +441,7 @@ impl Message {
         match self {
             Message::Token(t) => {
                 out[1] = KIND_TOKEN;
-                out[2..4].copy_from_slice(&6u16.to_be_bytes());
+                out[2..4].copy_from_slice(&7u16.to_be_bytes());
                 out.extend_from_slice(&t.seq.to_be_bytes());
                 out.extend_from_slice(&t.epoch.to_be_bytes());
                 out.extend_from_slice(&t.config_version.to_be_bytes());
@@ -481,6 +495,12 @@ impl Message {
                     body.extend_from_slice(&[b.block.0, b.holder.0, u8::from(b.returned), 0]);
                 }
                 carriage(&mut out, CARRIAGE_BLOCKS, &body);
+                body.clear();
+                for v in &t.vip_loads {
+                    body.extend_from_slice(&v.address.octets());
+                    body.extend_from_slice(&v.packets_per_s.to_be_bytes());
+                }
+                carriage(&mut out, CARRIAGE_VIP_LOADS, &body);
             }
             Message::Probe(p) => {
                 out[1] = KIND_PROBE;
@@ -594,6 +614,14 @@ impl Message {
                                 };
                                 r.u8()?;
                                 Ok(holder)
+                            })?
+                        }
+                        CARRIAGE_VIP_LOADS => {
+                            t.vip_loads = body.records(8, |r| {
+                                Ok(VipLoad {
+                                    address: r.addr()?,
+                                    packets_per_s: r.u32()?,
+                                })
                             })?
                         }
                         _ => {} // a newer version's carriage: skipped
@@ -760,6 +788,10 @@ mod tests {
                 holder: NodeId(0),
                 returned: true,
             }],
+            vip_loads: vec![VipLoad {
+                address: Ipv4Addr::new(10, 0, 0, 100),
+                packets_per_s: 12_345,
+            }],
         }
     }
 
@@ -813,7 +845,7 @@ mod tests {
     #[test]
     fn token_layout() {
         let bytes = Message::Token(token()).encode();
-        assert_eq!(&bytes[..4], &[VERSION, KIND_TOKEN, 0, 6]);
+        assert_eq!(&bytes[..4], &[VERSION, KIND_TOKEN, 0, 7]);
         assert_eq!(&bytes[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(&bytes[24..30], &[1, 2, 3, 0, 1, 2]);
         // The VIP table carriage: kind, reserved, length 16, then 10.0.0.100 owned by 1.

@@ -42,6 +42,7 @@ use std::{
 use super::{
     message::{
         AdminAsk, AdminDone, AdminOp, AdminResult, BlockHolder, Join, Load, Message, Probe, Token,
+        VipLoad,
     },
     types::{NodeId, Persistence, VipEntry},
 };
@@ -75,6 +76,12 @@ pub struct RingConfig {
     /// How long the transport tries a destination before reporting it unreachable: the
     /// least time between a token pass to this node failing and its removal.
     pub unreachable_after: Duration,
+    /// Packets per second through a member's data path from which VIPs are balanced by load
+    /// rather than by count; 0 balances by count only.
+    pub balance_min_pps: u32,
+    /// Least time between two moves for load, so both nodes' loads are measured again (every
+    /// second) and carried round before the next decision.
+    pub balance_hold: Duration,
 }
 
 impl RingConfig {
@@ -94,6 +101,8 @@ impl RingConfig {
             join_interval: Duration::from_millis(50),
             settle_hops: 8,
             unreachable_after: Duration::from_millis(51),
+            balance_min_pps: 20_000,
+            balance_hold: Duration::from_secs(3),
         }
     }
 }
@@ -166,6 +175,8 @@ pub enum Event {
     /// This node's latest load figures (the `node` field is ignored): carried on the token
     /// from its next pass, so every member sees every member's load.
     LocalLoad(Load),
+    /// This node's latest traffic per VIP it owns, carried on the token the same way.
+    LocalVipLoads(Vec<VipLoad>),
     /// The node cannot serve (witness unreachable, NIC down, XDP gone).
     LocalFault,
     /// The node can serve again.
@@ -252,6 +263,8 @@ pub struct RingStatus {
     pub loads: Vec<Load>,
     /// NAT blocks served by another node than their own, as of the last token seen.
     pub blocks: Vec<BlockHolder>,
+    /// Each VIP's traffic as its owner last measured it, as of the last token seen.
+    pub vip_loads: Vec<VipLoad>,
 }
 
 /// One node's protocol state.
@@ -289,6 +302,10 @@ pub struct Node {
     owned: BTreeSet<Ipv4Addr>,
     /// This node's load as last measured, written onto the token at every pass.
     my_load: Option<Load>,
+    /// This node's traffic per VIP as last measured, written onto the token at every pass.
+    my_vip_loads: Vec<VipLoad>,
+    /// When this node last moved a VIP for load.
+    last_load_move: Option<Instant>,
     /// VIPs lost to a rival in a row, since this node last held a token with other members.
     concessions: BTreeMap<Ipv4Addr, u32>,
     /// Token hops since each VIP last moved.
@@ -338,6 +355,8 @@ impl Node {
             asks: Vec::new(),
             owned: BTreeSet::new(),
             my_load: None,
+            my_vip_loads: Vec::new(),
+            last_load_move: None,
             concessions: BTreeMap::new(),
             settled: BTreeMap::new(),
             conceded: BTreeMap::new(),
@@ -377,6 +396,7 @@ impl Node {
                 .chain(self.my_load)
                 .collect(),
             blocks: self.token.blocks.clone(),
+            vip_loads: self.token.vip_loads.clone(),
         }
     }
 
@@ -440,6 +460,7 @@ impl Node {
                     ..load
                 })
             }
+            Event::LocalVipLoads(loads) => self.my_vip_loads = loads,
             Event::LocalFault => {
                 if !self.faulted {
                     self.faulted = true;
@@ -812,7 +833,7 @@ impl Node {
         self.admit_joins();
         self.release_conceded(now);
         self.carry_out_asks(out);
-        self.place();
+        self.place(now);
         self.token.config_version = self.config.config_version;
         self.carry_loads();
         self.apply(out);
@@ -858,6 +879,20 @@ impl Node {
             .retain(|l| l.node != me && members.contains(&l.node));
         self.token.loads.extend(self.my_load);
         self.token.loads.sort_by_key(|l| l.node);
+        // Each VIP's load is its owner's to write.
+        let owner = |vips: &[VipEntry], a: Ipv4Addr| {
+            vips.iter().find(|v| v.address == a).and_then(|v| v.owner)
+        };
+        let vips = self.token.vips.clone();
+        self.token
+            .vip_loads
+            .retain(|l| owner(&vips, l.address).is_some_and(|o| o != me && members.contains(&o)));
+        self.token.vip_loads.extend(
+            self.my_vip_loads
+                .iter()
+                .filter(|l| owner(&vips, l.address) == Some(me)),
+        );
+        self.token.vip_loads.sort_by_key(|l| l.address);
     }
 
     /// Hands VIPs conceded long enough ago back to placement.
@@ -996,7 +1031,7 @@ impl Node {
     }
 
     /// The placement rules, applied by the holder (see the module doc).
-    fn place(&mut self) {
+    fn place(&mut self, now: Instant) {
         let members: Vec<NodeId> = self.token.members.clone();
         let closed = self.token.closed.clone();
         let open = |n: NodeId| members.contains(&n) && !closed.contains(&n);
@@ -1043,7 +1078,11 @@ impl Node {
             self.token.vips[i].owner = target;
             self.settled.insert(v.address, 0);
         }
-        // Load: this node gives one free VIP to the least loaded member when it holds two
+        // Load: by traffic while a member is busy, else by count.
+        if self.balance_by_traffic(now, &candidates) {
+            return;
+        }
+        // By count: this node gives one free VIP to the least loaded member when it holds two
         // more than it.
         if let Some(least) = least_loaded(&self.token.vips, &candidates, count) {
             let mine = count(&self.token.vips, self.me);
@@ -1060,6 +1099,52 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Balancing by traffic (DESIGN.md, "Load balancing"), while any open member's data path
+    /// carries `balance_min_pps` or more; returns whether it applies (then counts are left
+    /// alone, or the two rules would undo each other). One node decides, the open member of
+    /// lowest id: when the busiest member is over the mean by a quarter, it moves the
+    /// busiest's free, settled VIP with the most traffic that is at most three quarters of the
+    /// gap to the least busy member (so the gap between the two at least halves: moves cannot
+    /// swing back and forth), and then waits `balance_hold`.
+    fn balance_by_traffic(&mut self, now: Instant, candidates: &[NodeId]) -> bool {
+        let min = self.config.balance_min_pps;
+        let pps = |n: NodeId| {
+            self.token
+                .loads
+                .iter()
+                .find(|l| l.node == n)
+                .map(|l| l.packets_per_s)
+        };
+        let Some(loads) = candidates
+            .iter()
+            .map(|&n| pps(n).map(|p| (p, n)))
+            .collect::<Option<Vec<(u32, NodeId)>>>()
+        else {
+            return false;
+        };
+        if min == 0 || loads.iter().all(|(p, _)| *p < min) {
+            return false;
+        }
+        let decider = candidates.iter().min() == Some(&self.me);
+        let held = self
+            .last_load_move
+            .is_some_and(|at| now < at + self.config.balance_hold);
+        if !decider || held {
+            return true;
+        }
+        let settled = |a: Ipv4Addr| {
+            self.settled.get(&a).copied().unwrap_or(u32::MAX) >= self.config.settle_hops
+        };
+        if let Some((i, to)) =
+            traffic_move(&loads, &self.token.vips, &self.token.vip_loads, settled)
+        {
+            self.token.vips[i].owner = Some(to);
+            self.settled.insert(self.token.vips[i].address, 0);
+            self.last_load_move = Some(now);
+        }
+        true
     }
 
     /// Applies the table's view of what this node owns; announces what it newly takes.
@@ -1118,6 +1203,44 @@ fn hand_over_blocks(blocks: &mut Vec<BlockHolder>, gone: NodeId, successor: Node
     blocks.sort_by_key(|b| b.block);
 }
 
+/// The move for traffic, if one is due: `loads` are the open members' packets per second.
+/// When the busiest is over the mean by a quarter, its free, settled VIP with the most traffic
+/// that is at most three quarters of the gap to the least busy member goes there (the gap
+/// between the two at least halves, so moves cannot swing back and forth). Returns the VIP's
+/// index in `vips` and where it goes.
+fn traffic_move(
+    loads: &[(u32, NodeId)],
+    vips: &[VipEntry],
+    vip_loads: &[VipLoad],
+    settled: impl Fn(Ipv4Addr) -> bool,
+) -> Option<(usize, NodeId)> {
+    let &(high, busiest) = loads
+        .iter()
+        .max_by_key(|(p, n)| (*p, std::cmp::Reverse(*n)))?;
+    let &(low, idlest) = loads.iter().min_by_key(|(p, n)| (*p, *n))?;
+    let mean = loads.iter().map(|(p, _)| u64::from(*p)).sum::<u64>() / loads.len() as u64;
+    if u64::from(high) * 4 <= mean * 5 || busiest == idlest {
+        return None;
+    }
+    let most = (u64::from(high - low) * 3 / 4) as u32;
+    let rate = |a: Ipv4Addr| {
+        vip_loads
+            .iter()
+            .find(|l| l.address == a)
+            .map_or(0, |l| l.packets_per_s)
+    };
+    vips.iter()
+        .enumerate()
+        .filter(|(_, v)| {
+            v.owner == Some(busiest)
+                && v.persistence == Persistence::Free
+                && settled(v.address)
+                && (1..=most).contains(&rate(v.address))
+        })
+        .max_by_key(|(_, v)| rate(v.address))
+        .map(|(i, _)| (i, idlest))
+}
+
 /// The open member owning the fewest VIPs (lowest id on ties).
 fn least_loaded(
     vips: &[VipEntry],
@@ -1140,6 +1263,48 @@ mod tests {
             holder: NodeId(holder),
             returned,
         }
+    }
+
+    fn vip(last: u8, owner: u8, persistence: Persistence) -> VipEntry {
+        VipEntry {
+            address: Ipv4Addr::new(10, 0, 0, last),
+            owner: Some(NodeId(owner)),
+            preferred: None,
+            persistence,
+        }
+    }
+
+    fn rate(last: u8, packets_per_s: u32) -> VipLoad {
+        VipLoad {
+            address: Ipv4Addr::new(10, 0, 0, last),
+            packets_per_s,
+        }
+    }
+
+    #[test]
+    fn traffic_moves_the_busiest_vip_that_narrows_the_gap() {
+        let vips = [
+            vip(100, 0, Persistence::Free),
+            vip(101, 0, Persistence::Free),
+            vip(102, 1, Persistence::Free),
+        ];
+        let loads = [(6000, NodeId(0)), (300, NodeId(1)), (1500, NodeId(2))];
+        let rates = [rate(100, 5000), rate(101, 3000), rate(102, 300)];
+        // 100 would make node 1 the busier by more than node 0 was: 101 goes.
+        assert_eq!(
+            traffic_move(&loads, &vips, &rates, |_| true),
+            Some((1, NodeId(1)))
+        );
+        // Not settled yet, or sticky: nothing moves.
+        assert_eq!(traffic_move(&loads, &vips, &rates, |_| false), None);
+        let sticky = vips.map(|v| VipEntry {
+            persistence: Persistence::Sticky,
+            ..v
+        });
+        assert_eq!(traffic_move(&loads, &sticky, &rates, |_| true), None);
+        // Within a quarter of the mean: balanced enough.
+        let even = [(3500, NodeId(0)), (3000, NodeId(1)), (3300, NodeId(2))];
+        assert_eq!(traffic_move(&even, &vips, &rates, |_| true), None);
     }
 
     #[test]

@@ -68,6 +68,16 @@ pub struct Monitor {
     pub link_interval: Duration,
 }
 
+/// Balancing VIPs by traffic (`[cluster.balance]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balance {
+    /// Packets per second through a member's data path from which VIPs are balanced by
+    /// traffic rather than by count; 0 balances by count only.
+    pub min_packets_per_s: u32,
+    /// Least time between two moves for traffic.
+    pub hold: Duration,
+}
+
 /// A checked `[cluster]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cluster {
@@ -87,6 +97,8 @@ pub struct Cluster {
     pub timers: Timers,
     /// The local fault monitor.
     pub monitor: Monitor,
+    /// Balancing VIPs by traffic.
+    pub balance: Balance,
 }
 
 impl Cluster {
@@ -107,8 +119,16 @@ pub(super) struct RawCluster {
     witness: Vec<Ipv4Addr>,
     timers: Option<RawTimers>,
     monitor: Option<RawMonitor>,
+    balance: Option<RawBalance>,
     #[serde(default)]
     node: Vec<RawClusterNode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBalance {
+    min_packets_per_s: Option<S<u32>>,
+    hold: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -336,6 +356,14 @@ pub(super) fn check(
         .unwrap_or(Duration::from_millis(50)),
     };
 
+    let b = raw.balance.as_ref();
+    let balance = Balance {
+        min_packets_per_s: b
+            .and_then(|b| b.min_packets_per_s.as_ref())
+            .map_or(20_000, |v| *v.get_ref()),
+        hold: duration(loc, b.and_then(|b| b.hold.as_ref()), "cluster.balance.hold")?
+            .unwrap_or(Duration::from_secs(3)),
+    };
     Ok(Cluster {
         port,
         keys,
@@ -345,6 +373,7 @@ pub(super) fn check(
         me,
         timers,
         monitor,
+        balance,
     })
 }
 
