@@ -55,6 +55,13 @@ impl Handoff<'_> {
         unsafe { (*self.eth).src == (*hop).dst_mac }
     }
 
+    /// The hop to the node, unless the packet came from there (it must not go back) or the
+    /// node cannot be reached from this NIC.
+    #[inline(always)]
+    pub fn onward(&self) -> Option<*mut NextHop> {
+        self.hop().filter(|&hop| !self.came_from(hop))
+    }
+
     /// Spends one TTL and sends the packet to the node along `hop`, counting `path`.
     #[inline(always)]
     pub fn send(&self, hop: *const NextHop, path: Path) -> u32 {

@@ -233,11 +233,9 @@ unsafe fn to_vip(
             // Another node translates this connection: hand the packet to it, unless it came
             // from there (a datagram that node does not know: handled as one of no flow).
             let home = handoff((*conn).home);
-            if let Some(hop) = home.hop() {
-                if !home.came_from(hop) {
-                    (*conn).last_seen_ns = now;
-                    return home.send(hop, Path::ToPrevious);
-                }
+            if let Some(hop) = home.onward() {
+                (*conn).last_seen_ns = now;
+                return home.send(hop, Path::ToPrevious);
             }
             existing = None;
         }
@@ -262,20 +260,18 @@ unsafe fn to_vip(
             };
             if offer && vip.previous != 0 {
                 let previous = handoff(vip.previous);
-                if let Some(hop) = previous.hop() {
-                    if !previous.came_from(hop) {
-                        // Its next packets go there at once, and the entry travels with this
-                        // node's connection copies. A datagram sent back is opened here,
-                        // replacing it.
-                        let forward = Conn {
-                            home: vip.previous,
-                            created_ns: now,
-                            last_seen_ns: now,
-                            ..Conn::default()
-                        };
-                        let _ = CONNS.insert(key, forward, 0);
-                        return previous.send(hop, Path::ToPrevious);
-                    }
+                if let Some(hop) = previous.onward() {
+                    // Its next packets go there at once, and the entry travels with this
+                    // node's connection copies. A datagram sent back is opened here,
+                    // replacing it.
+                    let forward = Conn {
+                        home: vip.previous,
+                        created_ns: now,
+                        last_seen_ns: now,
+                        ..Conn::default()
+                    };
+                    let _ = CONNS.insert(key, forward, 0);
+                    return previous.send(hop, Path::ToPrevious);
                 }
             }
             if !opening {
@@ -335,14 +331,11 @@ unsafe fn to_vip(
 /// here; only what the owner sent and is no datagram is dropped.
 #[inline(always)]
 fn not_owner(owner: &Handoff, datagram: bool, len: u64) -> u32 {
-    if owner.node != 0 {
-        if let Some(hop) = owner.hop() {
-            if datagram || !owner.came_from(hop) {
-                return owner.send(hop, Path::ToOwner);
-            }
-        }
+    let hop = if datagram { owner.hop() } else { owner.onward() };
+    match hop {
+        Some(hop) if owner.node != 0 => owner.send(hop, Path::ToOwner),
+        _ => drop(Reason::NotOwner, len),
     }
-    drop(Reason::NotOwner, len)
 }
 
 /// Any other IPv4 packet: a back-end's reply to a translated connection, or not ours.
@@ -375,9 +368,6 @@ unsafe fn from_backend(
         }
         return pass_through(len);
     }
-    if !acts_on(ctx, eth, true) {
-        return left_to_kernel(Reason::OtherHost, len);
-    }
     let reply = Reply {
         ctx,
         eth,
@@ -394,9 +384,23 @@ unsafe fn from_backend(
         now: now(),
         len,
     };
-    if port >= settings.nat_port_min && port <= settings.nat_port_max {
-        // Only ports of this node's NAT block can be its replies: a cheap test before the
-        // lookup.
+    // Only ports of this node's NAT block, or of a block another node serves, can be replies:
+    // cheap tests before any lookup; alone (no cluster port) no other node has NAT ports.
+    let own = port >= settings.nat_port_min && port <= settings.nat_port_max;
+    let home = if own {
+        0
+    } else if settings.cluster_port == 0 {
+        return pass_through(len);
+    } else {
+        match NAT_HOMES.get(port as u32) {
+            Some(home) if *home != 0 => *home,
+            _ => return pass_through(len),
+        }
+    };
+    if !acts_on(ctx, eth, true) {
+        return left_to_kernel(Reason::OtherHost, len);
+    }
+    if own {
         if let Some(action) = reply.translate() {
             return action;
         }
@@ -404,22 +408,12 @@ unsafe fn from_backend(
         // took over, unless that node sent it here.
         let previous = handoff(u32::from(settings.block_previous));
         if previous.node != 0 {
-            if let Some(hop) = previous.hop() {
-                if !previous.came_from(hop) {
-                    return previous.send(hop, Path::ToHome);
-                }
+            if let Some(hop) = previous.onward() {
+                return previous.send(hop, Path::ToHome);
             }
         }
         return pass_through(len);
     }
-    // Alone (no cluster port), no other node has NAT ports: skip the lookup.
-    if settings.cluster_port == 0 {
-        return pass_through(len);
-    }
-    let home = match NAT_HOMES.get(port as u32) {
-        Some(home) if *home != 0 => *home,
-        _ => return pass_through(len),
-    };
     let node = home & !nat_home::LEFTOVERS;
     if home & nat_home::LEFTOVERS != 0 || node == u32::from(settings.node) {
         // A block this node took over, or whose connections it still serves.

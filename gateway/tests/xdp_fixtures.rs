@@ -619,6 +619,8 @@ fn handoff_rows(rows: &mut Vec<Row>) {
     let from_node2 = |flow: Flow| flow.macs(PEER_MAC, EXT_MAC);
     let to_node2 = |flow: Flow| flow.macs(EXT_MAC, PEER_MAC);
     let ttl = |ttl: u8| move |ip: &mut Ipv4Header| ip.time_to_live = ttl;
+    // A datagram as it leaves for node 2: MACs rewritten, one TTL spent.
+    let udp_to_node2 = |flow: Flow| udp_with(&to_node2(flow), true, ttl(63));
 
     // A packet sent on to another node, untranslated but for its MACs and one TTL.
     let handed = |name: &str, input: Vec<u8>, path: Path, out: Vec<u8>| {
@@ -685,7 +687,7 @@ fn handoff_rows(rows: &mut Vec<Row>) {
             "udp of no flow is offered to a live previous holder",
             udp(&datagram, true),
             Path::ToPrevious,
-            udp_with(&to_node2(datagram), true, ttl(63)),
+            udp_to_node2(datagram),
         )
         .before(moved_here(true)),
     );
@@ -726,13 +728,13 @@ fn handoff_rows(rows: &mut Vec<Row>) {
         "a datagram the owner offers that is no flow here goes back to the owner",
         udp(&from_node2(new_flow), true),
         Path::ToOwner,
-        udp_with(&to_node2(new_flow), true, ttl(63)),
+        udp_to_node2(new_flow),
     ));
     rows.push(handed(
         "a datagram from a sender whose arp entry is stale goes to the vip's owner",
         udp(&new_flow, true),
         Path::ToOwner,
-        udp_with(&to_node2(new_flow), true, ttl(63)),
+        udp_to_node2(new_flow),
     ));
     rows.push(drop_row(
         "tcp the owner offers that is no connection here is dropped",
