@@ -1,5 +1,5 @@
 //! The control client: sends one request to the daemon and prints the answer as JSON
-//! (`--json`) or as a table for people.
+//! (`--json`) or as a table for people; and the `key` commands, which need no daemon.
 use std::{
     io::{BufRead, BufReader, Write},
     os::unix::net::UnixStream,
@@ -10,6 +10,7 @@ use std::{
 use serde_json::Value;
 
 use crate::control::{Admin, Request, Response};
+use crate::node_key::NodeKey;
 
 /// Why a command failed, mapped to the documented exit codes.
 #[derive(Debug)]
@@ -37,6 +38,19 @@ impl std::fmt::Display for Failure {
             Failure::Unreachable(e) => write!(f, "daemon not reachable: {e}"),
         }
     }
+}
+
+/// `gateway key generate FILE`: writes a new node key to `path` and returns the line to paste
+/// into the node's `[[cluster.node]]` entry in every node's file.
+pub fn key_generate(path: &Path) -> anyhow::Result<String> {
+    let key = NodeKey::generate(path)?;
+    Ok(format!("public_key = \"{}\"", key.public()))
+}
+
+/// `gateway key public FILE`: the public key of a key file, as `[[cluster.node]] public_key`
+/// lists it (to add an existing node, or to check which key a file holds).
+pub fn key_public(path: &Path) -> anyhow::Result<String> {
+    Ok(NodeKey::load(path)?.public().to_string())
 }
 
 /// Sends `request` and returns the daemon's data.
@@ -236,14 +250,23 @@ fn render_cluster(c: &Value) -> String {
     let round = c["token"]["round_ms"]
         .as_f64()
         .map_or("-".to_string(), |ms| format!("{ms:.1}ms"));
+    // This node's configuration version, and the ring's when it differs or a new one is on
+    // its way.
+    let mut config = format!("v{}", c["config_version"]);
+    if c["ring_config_version"].is_u64() && c["ring_config_version"] != c["config_version"] {
+        config += &format!(" (ring v{})", c["ring_config_version"]);
+    }
+    if c["config_offer"].is_u64() {
+        config += &format!(" (v{} offered)", c["config_offer"]);
+    }
     let mut out = format!(
-        "cluster: {} (id {}) {}  token seq {}  round {}  config v{}  faults: {}\n",
+        "cluster: {} (id {}) {}  token seq {}  round {}  config {}  faults: {}\n",
         text(&c["node"]),
         c["node_id"],
         text(&c["state"]),
         c["token"]["seq"],
         round,
-        c["config_version"],
+        config,
         if faults.is_empty() {
             "none".to_string()
         } else {
@@ -374,6 +397,21 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("dropped: bad_auth 2\n"), "{out}");
+    }
+
+    #[test]
+    fn key_commands() {
+        let dir = crate::node_key::tests::TempDir::new("cli");
+        let path = dir.0.join("node.key");
+        let line = key_generate(&path).unwrap();
+        let public = key_public(&path).unwrap();
+        assert_eq!(line, format!("public_key = \"{public}\""));
+        assert!(public.parse::<crate::node_key::PublicKey>().is_ok());
+        assert!(key_generate(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("exists already"));
+        assert!(key_public(&dir.0.join("none.key")).is_err());
     }
 
     #[test]

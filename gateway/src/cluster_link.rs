@@ -229,11 +229,13 @@ mod tests {
     /// A two-node cluster on loopback addresses, seen from node `me`.
     fn cluster(me: &str, port: u16, key: &str) -> Cluster {
         let text = format!(
-            "[node]\nname = \"{me}\"\nnat_ports = \"{}\"\n\
+            "[node]\nname = \"{me}\"\nnat_ports = \"{}\"\nkey = \"/unread/{me}.key\"\n\
              [[interface]]\nname = \"lo\"\nrole = \"external\"\n\
              [cluster]\nport = {port}\n[cluster.keys]\n1 = \"{key}\"\n\
              [[cluster.node]]\nname = \"a\"\naddresses = [\"127.0.0.31\"]\nnat_ports = \"20000-20999\"\n\
-             [[cluster.node]]\nname = \"b\"\naddresses = [\"127.0.0.32\"]\nnat_ports = \"21000-21999\"\n",
+             public_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n\
+             [[cluster.node]]\nname = \"b\"\naddresses = [\"127.0.0.32\"]\nnat_ports = \"21000-21999\"\n\
+             public_key = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\n",
             if me == "a" { "20000-20999" } else { "21000-21999" }
         );
         crate::config::parse(Path::new("link.toml"), &text)

@@ -3,7 +3,9 @@
 //! link (encode -> send; received -> decode), and the ring's actions are carried out on the
 //! machine: VIP ownership in the XDP maps, gratuitous ARP, answers to waiting CLI commands. The
 //! shell also keeps the dead-man lease fresh, turns XDP's ARP claims and the fault monitor's
-//! verdicts into ring events, and publishes the ring's status for the control socket.
+//! verdicts into ring events, and publishes the ring's status for the control socket. It
+//! serves and fetches configuration documents for the ring (`config_sync`) and hands each
+//! configuration the ring switches to to the daemon.
 //!
 //! Timekeeping: one `Instant` clock; the loop sleeps until the earliest of the transport's
 //! timeout, the ring's timers, the lease renewal and the pending CLI deadlines.
@@ -19,7 +21,8 @@ use tracing::{info, warn};
 
 use crate::{
     cluster::{
-        message::{AdminOp, AdminResult, BlockHolder, Message},
+        config_change::ConfigResult,
+        message::{AdminOp, AdminResult, BlockHolder, ConfigDoc, ConfigFetch, Message},
         ring::{Action, Event, Membership, Node, RingConfig, RingStatus, Sent, TimerKind},
         transport::{MessageId, TransportEvent},
         types::{NodeId, VipEntry},
@@ -27,6 +30,7 @@ use crate::{
     cluster_host::Host,
     cluster_link::Link,
     config::{Cluster, Config, Persistence},
+    config_sync::{ConfigSync, Prepared},
     conntrack,
     control::Admin,
     copies::{CopyStore, CopyStream, COPY_INTERVAL},
@@ -69,8 +73,43 @@ fn peer_neighbours(cluster: &Cluster, nics: &[Nic]) -> Vec<(u32, Ipv4Addr)> {
         .collect()
 }
 
+/// What the CLI asks of the cluster.
+#[derive(Debug)]
+pub enum Request {
+    /// A VIP or node command for the ring.
+    Admin(Admin),
+    /// Hand the config file's cluster-wide part to every node (`gateway reload`).
+    Reload,
+}
+
 /// A CLI command and where its answer goes.
-pub type AdminRequest = (Admin, Answer);
+pub type AdminRequest = (Request, Answer);
+
+/// The operator's answer for an offer of a new configuration.
+fn config_answer(cluster: &Cluster, result: ConfigResult) -> Result<(), String> {
+    let name = |id: NodeId| {
+        cluster
+            .nodes
+            .get(usize::from(id.0))
+            .map_or_else(|| format!("node{}", id.0), |n| n.name.clone())
+    };
+    match result {
+        ConfigResult::Active => Ok(()),
+        ConfigResult::Busy => Err("another configuration change is under way; try again".into()),
+        ConfigResult::Outdated(v) => Err(format!(
+            "the cluster runs configuration version {v} already; try again"
+        )),
+        ConfigResult::Rejected(n) => Err(format!(
+            "{} refused the configuration (its log says why); nothing changed",
+            name(n)
+        )),
+        ConfigResult::TimedOut(nodes) => Err(format!(
+            "not staged in time by {}; nothing changed",
+            nodes.into_iter().map(name).collect::<Vec<_>>().join(", ")
+        )),
+        ConfigResult::NotMember => Err("this node is not a ring member now".into()),
+    }
+}
 
 /// The ring's configuration from the file: node map, VIP table, timers.
 pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
@@ -170,13 +209,25 @@ pub struct Shell {
     blocks: Vec<BlockHolder>,
     /// The cluster NICs, in `[[interface]]` order.
     nics: Vec<Nic>,
+    /// The configuration documents and this node's signing key.
+    sync: ConfigSync,
+    /// Tells the daemon to restart its health checks on a configuration the ring switched to.
+    activations: mpsc::UnboundedSender<()>,
+    /// Configuration documents refused (signature, digest or content).
+    config_refused: u64,
+    /// Configuration documents the ring named no configuration for, dropped.
+    config_unwanted: u64,
 }
 
 impl Shell {
     /// Sets the cluster up from the shared config: the link (keys, transport, sockets bound on
     /// the primary addresses) and the ring node, whose first actions are carried out at once.
     /// Fails, changing nothing in the maps, when a key or a socket is unusable.
-    pub async fn start(shared: Shared, nics: &[Nic]) -> Result<Self> {
+    pub async fn start(
+        shared: Shared,
+        nics: &[Nic],
+        activations: mpsc::UnboundedSender<()>,
+    ) -> Result<Self> {
         let config = shared.lock().unwrap().config.clone();
         let cluster = config.cluster.clone().context("no [cluster] section")?;
         let give_up = crate::cluster_link::transport_config(&cluster).give_up_after();
@@ -188,10 +239,13 @@ impl Shell {
                       "the node map's primary address is not the NIC's first address");
             }
         }
+        let sync = ConfigSync::start(&config, me)?;
         let link = Link::open(&cluster).await?;
         let host = Host::new(shared.clone(), nics).context("gratuitous ARP socket")?;
         let now = Instant::now();
-        let (node, actions) = Node::new(ring_config(&config, &cluster), me, now);
+        let mut ring = ring_config(&config, &cluster);
+        ring.config = sync.active();
+        let (node, actions) = Node::new(ring, me, now);
         info!(node = %config.name, id = me.0, addresses = ?mine, port = cluster.port,
               "cluster shell started");
         let mut shell = Shell {
@@ -218,6 +272,10 @@ impl Shell {
             next_copy: now,
             blocks: Vec::new(),
             nics: nics.to_vec(),
+            sync,
+            activations,
+            config_refused: 0,
+            config_unwanted: 0,
         };
         shell.perform(now, actions);
         shell.on_time(now);
@@ -354,7 +412,11 @@ impl Shell {
         self.perform(now, actions);
     }
 
-    fn admin(&mut self, now: Instant, request: Admin, answer: Answer) {
+    fn admin(&mut self, now: Instant, request: Request, answer: Answer) {
+        let request = match request {
+            Request::Admin(admin) => admin,
+            Request::Reload => return self.offer_config(now, answer),
+        };
         let op = match admin_op(&self.cluster, &request) {
             Ok(op) => op,
             Err(e) => {
@@ -366,6 +428,65 @@ impl Shell {
         info!(id, ?request, "admin command");
         let actions = self.node.handle(now, Event::Admin { id, op });
         self.perform(now, actions);
+    }
+
+    /// Offers the config file's cluster-wide part to the ring; the answer waits for the ring.
+    fn offer_config(&mut self, now: Instant, answer: Answer) {
+        // Above what the ring and every member runs.
+        let status = self.node.status();
+        let ring_version = status
+            .ring_config
+            .members
+            .iter()
+            .map(|m| m.active.version)
+            .fold(status.ring_config_version, u32::max);
+        match self.sync.prepare(ring_version) {
+            Ok(Prepared::Unchanged(id)) => {
+                info!(
+                    version = id.version,
+                    "reload: the cluster-wide configuration is unchanged"
+                );
+                let _ = answer.send(Ok(()));
+            }
+            Ok(Prepared::Offer(config)) => {
+                let ask = self.pending.add(now, answer);
+                info!(
+                    version = config.version,
+                    "offering a new configuration to the cluster"
+                );
+                let actions = self.node.handle(now, Event::OfferConfig { ask, config });
+                self.perform(now, actions);
+            }
+            Err(e) => {
+                let _ = answer.send(Err(e));
+            }
+        }
+    }
+
+    /// Switches to a configuration the ring runs now: the file first, then the maps (before
+    /// an operator waiting for it hears that it runs), then the daemon's health checks.
+    fn activate_config(&mut self, config: crate::cluster::message::ConfigId) {
+        let applied = self.sync.activate(config).and_then(|(new, later)| {
+            self.shared.lock().unwrap().apply_from_cluster(new)?;
+            Ok(later)
+        });
+        match applied {
+            Ok(later) => {
+                info!(
+                    version = config.version,
+                    "running the cluster's new configuration"
+                );
+                if !later.is_empty() {
+                    warn!(sections = ?later, version = config.version,
+                          "these changes take effect when this daemon restarts");
+                }
+                let _ = self.activations.send(());
+            }
+            Err(e) => warn!(
+                version = config.version,
+                "cannot switch to the cluster's configuration: {e}"
+            ),
+        }
     }
 
     /// Carries out the ring's actions.
@@ -380,6 +501,20 @@ impl Shell {
                         .apply_vips(&owned.into_iter().collect::<HashSet<_>>());
                 }
                 Action::Garp(vips) => self.host.garp(&vips),
+                Action::FetchConfig { from, config } => {
+                    let fetch = Message::ConfigFetch(ConfigFetch {
+                        from: self.node.id(),
+                        config,
+                    });
+                    if let Err(e) = self.link.send(now, from, fetch.encode()) {
+                        warn!(to = from.0, "configuration fetch not sent: {e}");
+                    }
+                }
+                Action::ActivateConfig(config) => self.activate_config(config),
+                Action::ConfigDone { ask, result } => {
+                    let answer = config_answer(&self.cluster, result);
+                    self.pending.finish(ask, answer);
+                }
                 Action::AdminDone { id, result } => self.pending.finish(
                     id,
                     match result {
@@ -434,6 +569,22 @@ impl Shell {
                             }
                             continue;
                         }
+                        Ok(Message::ConfigFetch(fetch)) => {
+                            if let Some(doc) =
+                                self.sync.answer(&fetch).filter(|_| fetch.from == from)
+                            {
+                                if let Err(e) =
+                                    self.link.send(now, from, Message::ConfigDoc(doc).encode())
+                                {
+                                    warn!(to = from.0, "configuration document not sent: {e}");
+                                }
+                            }
+                            continue;
+                        }
+                        Ok(Message::ConfigDoc(doc)) => match self.on_config_doc(from, &doc) {
+                            Some(event) => event,
+                            None => continue,
+                        },
                         Ok(msg) => {
                             if let Message::Join(j) = &msg {
                                 if let (Some(low), true) = (j.ring_low, j.ring_size > 0) {
@@ -481,6 +632,34 @@ impl Shell {
             }
         }
         self.publish();
+    }
+
+    /// Checks a configuration document a node sent: one the ring names (its offer or the
+    /// configuration it runs) is verified and staged, or refused; others are dropped. Both
+    /// are counted.
+    fn on_config_doc(&mut self, from: NodeId, doc: &ConfigDoc) -> Option<Event> {
+        let status = self.node.status();
+        let ring = status.ring_config;
+        let wanted = doc.from == from
+            && (ring.offer.is_some_and(|o| o.config == doc.config)
+                || (status.ring_config_version == doc.config.version
+                    && ring.active_digest == doc.config.digest));
+        if !wanted {
+            self.config_unwanted += 1;
+            return None;
+        }
+        let version = doc.config.version;
+        Some(match self.sync.receive(doc) {
+            Ok(()) => {
+                info!(version, from = from.0, "staged a new configuration");
+                Event::ConfigStaged(doc.config)
+            }
+            Err(e) => {
+                self.config_refused += 1;
+                warn!(version, from = from.0, "refused a configuration: {e}");
+                Event::ConfigRejected(doc.config)
+            }
+        })
     }
 
     /// Streams this node's new and ended connections to its successor in the ring (nothing
@@ -606,7 +785,12 @@ impl Shell {
                 holding: status.holding,
                 stale: status.stale_tokens,
             },
-            config_version: 1,
+            config_version: status.config.version,
+            ring_config_version: status.ring_config_version,
+            config_staged: status.config_staged.map(|c| c.version),
+            config_offer: status.ring_config.offer.map(|o| o.config.version),
+            config_refused: self.config_refused,
+            config_unwanted: self.config_unwanted,
             vips: status
                 .vips
                 .iter()
@@ -655,6 +839,7 @@ pub async fn spawn(
     background: &mut tokio::task::JoinSet<()>,
     shared: &Shared,
     nics: Vec<Nic>,
+    activations: mpsc::UnboundedSender<()>,
 ) -> Result<mpsc::Sender<AdminRequest>> {
     let monitor = shared
         .lock()
@@ -665,7 +850,7 @@ pub async fn spawn(
         .context("no [cluster] section")?
         .monitor
         .clone();
-    let shell = Shell::start(shared.clone(), &nics).await?;
+    let shell = Shell::start(shared.clone(), &nics, activations).await?;
     let peers = peer_neighbours(&shell.cluster, &nics);
     background.spawn(async move {
         if let Err(e) = crate::netlink::keep_neighbours(peers, NEIGHBOUR_REFRESH).await {

@@ -16,10 +16,12 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
+    cluster_shell::{AdminRequest, Request},
     config::{self, Backend, Config, HealthKind, Service},
     conntrack,
     control::{self, Command},
     datapath::{self, Datapath},
+    deadlines::Answer,
     garp, health, netlink,
     netlink::Nic,
     tables::{BackendKey, Maps},
@@ -72,6 +74,12 @@ impl State {
     /// Applies a new config's services, backends, checks, timeouts and limits. Interfaces,
     /// VIPs and the node section need a restart; a change there is refused.
     fn apply(&mut self, new: Config) -> Result<(), String> {
+        self.check_restart_free(&new)?;
+        self.apply_live(new)
+    }
+
+    /// Refuses a config that changes what only a restart applies.
+    fn check_restart_free(&self, new: &Config) -> Result<(), String> {
         let old = &self.config;
         if (
             &new.name,
@@ -97,6 +105,27 @@ impl State {
                 new.path.display()
             ));
         }
+        Ok(())
+    }
+
+    /// Applies a configuration the cluster switched to: what applies live (services, back-ends,
+    /// checks, timeouts, limits, ARP) at once; the rest of the running configuration stays
+    /// until the daemon restarts (the file already holds it, and the shell logged which).
+    pub fn apply_from_cluster(&mut self, new: Config) -> Result<(), String> {
+        let mut running = self.config.clone();
+        running.services = new.services;
+        running.timeouts = new.timeouts;
+        running.limits = new.limits;
+        running.arp = new.arp;
+        if let (Some(now), Some(next)) = (&mut running.cluster, &new.cluster) {
+            now.config_version = next.config_version;
+        }
+        self.apply_live(running)
+    }
+
+    /// Writes a config's services into the maps and makes it the running one.
+    fn apply_live(&mut self, new: Config) -> Result<(), String> {
+        let old = &self.config;
         if new.limits.max_connections != old.limits.max_connections {
             warn!("limits.max_connections takes effect at the next restart");
         }
@@ -139,15 +168,46 @@ fn enable_forwarding() -> Result<()> {
     Ok(())
 }
 
-/// Re-reads the config file and applies it, restarting the health checkers.
+/// Re-reads the config file and applies it, restarting the health checkers (a node that
+/// runs alone; in a cluster the shell offers the file to the ring).
 fn reload(shared: &Shared, checks: &mut JoinSet<()>) -> Result<(), String> {
     let path = shared.lock().unwrap().config.path.clone();
     let new = config::load(&path).map_err(|e| e.to_string())?;
     shared.lock().unwrap().apply(new)?;
-    checks.abort_all();
-    health::spawn_all(shared, checks);
+    restart_checks(shared, checks);
     info!(config = %path.display(), "reloaded");
     Ok(())
+}
+
+/// Starts the health checkers again, on the services of the running config.
+fn restart_checks(shared: &Shared, checks: &mut JoinSet<()>) {
+    checks.abort_all();
+    health::spawn_all(shared, checks);
+}
+
+/// Hands a reload to the cluster shell (which answers once every member runs it), or runs it
+/// here when the node is alone.
+async fn reload_command(
+    ring: Option<&mpsc::Sender<AdminRequest>>,
+    shared: &Shared,
+    checks: &mut JoinSet<()>,
+    answer: Answer,
+) {
+    match ring {
+        Some(ring) => {
+            if let Err(e) = ring.send((Request::Reload, answer)).await {
+                let (_, answer) = e.0;
+                let _ = answer.send(Err("the cluster shell has stopped".into()));
+            }
+        }
+        None => {
+            let result = reload(shared, checks);
+            if let Err(e) = &result {
+                error!("reload refused: {e}");
+            }
+            let _ = answer.send(result);
+        }
+    }
 }
 
 /// Runs the daemon until a signal or a `stop` command.
@@ -215,8 +275,13 @@ async fn serve(
     let mut background = JoinSet::new();
     // In a cluster the ring decides which VIPs this node owns and announces them; alone, it
     // owns and announces all of them now.
+    // The shell applies each configuration the cluster switches to and asks for new checks.
+    let (activations_tx, mut activations) = mpsc::unbounded_channel::<()>();
     let ring = match config.cluster {
-        Some(_) => Some(crate::cluster_shell::spawn(&mut background, &shared, cluster_nics).await?),
+        Some(_) => Some(
+            crate::cluster_shell::spawn(&mut background, &shared, cluster_nics, activations_tx)
+                .await?,
+        ),
         None => {
             // Alone, every VIP stays this node's.
             let announcer =
@@ -252,21 +317,19 @@ async fn serve(
             _ = signals.term.recv() => { info!("SIGTERM: stopping"); break false; }
             _ = signals.int.recv() => { info!("SIGINT: stopping"); break false; }
             _ = signals.hup.recv() => {
-                if let Err(e) = reload(&shared, &mut checks) {
-                    error!("reload refused: {e}");
-                }
+                let (answer, outcome) = tokio::sync::oneshot::channel();
+                reload_command(ring.as_ref(), &shared, &mut checks, answer).await;
+                // In a cluster the outcome comes later; the shell logs it.
+                drop(outcome);
             }
+            Some(()) = activations.recv() => restart_checks(&shared, &mut checks),
             command = commands.recv() => match command {
                 Some(Command::Reload(answer)) => {
-                    let result = reload(&shared, &mut checks);
-                    if let Err(e) = &result {
-                        error!("reload refused: {e}");
-                    }
-                    let _ = answer.send(result);
+                    reload_command(ring.as_ref(), &shared, &mut checks, answer).await;
                 }
                 Some(Command::Admin(request, answer)) => match &ring {
                     Some(ring) => {
-                        if let Err(e) = ring.send((request, answer)).await {
+                        if let Err(e) = ring.send((Request::Admin(request), answer)).await {
                             let (_, answer) = e.0;
                             let _ = answer.send(Err("the cluster shell has stopped".into()));
                         }

@@ -1,4 +1,5 @@
-//! `gateway`: the daemon (`gateway daemon --config FILE`) and its control commands.
+//! `gateway`: the daemon (`gateway daemon --config FILE`), its control commands, and the node
+//! key commands.
 use std::{path::PathBuf, process::ExitCode};
 
 use std::net::Ipv4Addr;
@@ -83,6 +84,20 @@ enum Cmd {
         #[command(subcommand)]
         command: NodeCmd,
     },
+    /// Make or read a node's Ed25519 key (`[node] key`); needs no daemon.
+    Key {
+        #[command(subcommand)]
+        command: KeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Write a new key to FILE (mode 0600, never overwritten) and print the `public_key = ...`
+    /// line of this node's [[cluster.node]] entry.
+    Generate { file: PathBuf },
+    /// Print the public key of the key in FILE.
+    Public { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -111,6 +126,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let (request, json) = match args.command {
         Cmd::Daemon { config } => return daemon(&config),
+        Cmd::Key { command } => return key(command),
         Cmd::Status { json } => (Request::Status, json),
         Cmd::Services { json } => (Request::Services, json),
         Cmd::Conns {
@@ -159,6 +175,36 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("gateway: {e}");
             ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+/// The `key` commands: print the result, or the error and exit 1.
+fn key(command: KeyCmd) -> ExitCode {
+    // Shows the warning about a key file others may read.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .init();
+    let result = match &command {
+        KeyCmd::Generate { file } => cli::key_generate(file).inspect(|_| {
+            eprintln!(
+                "wrote {}; list its public key in this node's [[cluster.node]] entry:",
+                file.display()
+            )
+        }),
+        KeyCmd::Public { file } => cli::key_public(file),
+    };
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gateway: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

@@ -24,8 +24,20 @@ pub struct ClusterView {
     pub members: Vec<MemberView>,
     /// The token as last seen here.
     pub token: TokenView,
-    /// The configuration version carried on the token.
-    pub config_version: u64,
+    /// The version of the cluster-wide configuration this node runs.
+    pub config_version: u32,
+    /// The version the ring runs (this node's differs only while it switches, or when it
+    /// refused the ring's).
+    pub ring_config_version: u32,
+    /// A version this node staged, waiting for the ring to switch.
+    pub config_staged: Option<u32>,
+    /// A version offered to the ring, waiting for every member to stage it.
+    pub config_offer: Option<u32>,
+    /// Configuration documents this node refused: a signature that does not verify with the
+    /// signer's listed key, a text that does not match its digest, or an invalid configuration.
+    pub config_refused: u64,
+    /// Configuration documents dropped because the ring named no such configuration.
+    pub config_unwanted: u64,
     /// The VIP table: every VIP, its owner and placement.
     pub vips: Vec<VipView>,
     /// Nodes closed by an operator (they own no VIP).

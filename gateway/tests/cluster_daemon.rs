@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use gateway::node_key::{NodeKey, PublicKey};
 use serde_json::Value;
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
@@ -138,16 +139,30 @@ impl Cluster {
         self.dir.join(format!("{}.sock", m.name))
     }
 
+    /// Member `m`'s node key file and public key; made in the guard's directory, which is
+    /// removed with it, on first use.
+    fn key(&self, m: &Member) -> (PathBuf, PublicKey) {
+        let path = self.dir.join(format!("{}.key", m.name));
+        let key = if path.exists() {
+            NodeKey::load(&path)
+        } else {
+            NodeKey::generate(&path)
+        };
+        (path, key.unwrap().public())
+    }
+
     /// The config of member `m`: one external NIC, three VIPs, both nodes in ring order.
     fn config(&self, m: &Member) -> String {
         let mut text =
             format!(
             "[node]\nname = \"{}\"\nnat_ports = \"{}\"\npin_dir = \"{}\"\nxdp_mode = \"generic\"\n\
+             key = \"{}\"\n\
              [control]\nsocket = \"{}\"\n\
              [[interface]]\nname = \"ext0\"\nrole = \"external\"\n",
             m.name,
             if m.name == "gw1" { "20000-29999" } else { "30000-39999" },
             self.pin_dir(m).display(),
+            self.key(m).0.display(),
             self.socket(m).display(),
         );
         for vip in VIPS {
@@ -156,8 +171,10 @@ impl Cluster {
         text += &format!("[cluster]\nwitness = [\"10.0.0.1\"]\n[cluster.keys]\n1 = \"{KEY}\"\n");
         for n in &self.members {
             text += &format!(
-                "[[cluster.node]]\nname = \"{}\"\naddresses = [\"{}\"]\n",
-                n.name, n.address
+                "[[cluster.node]]\nname = \"{}\"\naddresses = [\"{}\"]\npublic_key = \"{}\"\n",
+                n.name,
+                n.address,
+                self.key(n).1
             );
         }
         text

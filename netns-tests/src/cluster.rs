@@ -16,6 +16,7 @@ use crate::process::Process;
 use crate::testbed::Testbed;
 use crate::topology::{self, EXT_IF, INTERNAL_VIP, INT_IF};
 use anyhow::{bail, Context, Result};
+use gateway::node_key::{NodeKey, PublicKey};
 use gateway::views::ClusterView;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -66,6 +67,11 @@ pub struct Node {
     pub socket: PathBuf,
     /// Its bpffs pin directory.
     pub pin_dir: PathBuf,
+    /// Its Ed25519 key file (`[node] key`), in the testbed's directory, so the testbed's
+    /// cleanup removes it.
+    pub key: PathBuf,
+    /// The public half of `key`, listed in every node's `[[cluster.node]]` entry for it.
+    pub public_key: PublicKey,
     /// The daemon, while it runs.
     pub daemon: Option<Daemon>,
     /// Stopped with SIGSTOP (its CLI would not answer).
@@ -101,15 +107,20 @@ impl Gateways {
     pub fn start(bed: &Testbed, options: &ClusterOptions) -> Result<Self> {
         let nodes = NODES
             .iter()
-            .map(|name| Node {
-                name,
-                config: bed.dir().join(format!("{name}.toml")),
-                socket: bed.dir().join(format!("{name}.sock")),
-                pin_dir: Path::new("/sys/fs/bpf").join(format!("{}-{name}", bed.prefix())),
-                daemon: None,
-                paused: false,
+            .map(|name| {
+                let key = bed.dir().join(format!("{name}.key"));
+                Ok(Node {
+                    name,
+                    config: bed.dir().join(format!("{name}.toml")),
+                    socket: bed.dir().join(format!("{name}.sock")),
+                    pin_dir: Path::new("/sys/fs/bpf").join(format!("{}-{name}", bed.prefix())),
+                    public_key: node_key(&key)?,
+                    key,
+                    daemon: None,
+                    paused: false,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let mut gateways = Self { nodes };
         for i in 0..gateways.nodes.len() {
             std::fs::write(&gateways.nodes[i].config, gateways.config_text(i, options))?;
@@ -128,13 +139,15 @@ impl Gateways {
     pub fn config_text(&self, i: usize, options: &ClusterOptions) -> String {
         let node = &self.nodes[i];
         let mut s = format!(
-            "[node]\nname = \"{name}\"\nnat_ports = \"{nat}\"\npin_dir = \"{pin}\"\nxdp_mode = \"native\"\n\n\
+            "[node]\nname = \"{name}\"\nnat_ports = \"{nat}\"\npin_dir = \"{pin}\"\nxdp_mode = \"native\"\n\
+             key = \"{key}\"\n\n\
              [control]\nsocket = \"{socket}\"\n\n\
              [[interface]]\nname = \"{EXT_IF}\"\nrole = \"external\"\n\n\
              [[interface]]\nname = \"{INT_IF}\"\nrole = \"internal\"\n",
             name = node.name,
             nat = nat_block(i),
             pin = node.pin_dir.display(),
+            key = node.key.display(),
             socket = node.socket.display(),
         );
         let vips = EXTERNAL_VIPS
@@ -181,13 +194,16 @@ impl Gateways {
                 let _ = writeln!(s, "{key} = \"{value}\"");
             }
         }
-        for (j, name) in NODES.iter().enumerate() {
+        for (j, node) in self.nodes.iter().enumerate() {
             let _ = write!(
                 s,
-                "\n[[cluster.node]]\nname = \"{name}\"\naddresses = [\"{}\", \"{}\"]\nnat_ports = \"{}\"\n",
+                "\n[[cluster.node]]\nname = \"{}\"\naddresses = [\"{}\", \"{}\"]\nnat_ports = \"{}\"\n\
+                 public_key = \"{}\"\n",
+                node.name,
                 external_addr(j),
                 internal_addr(j),
-                nat_block(j)
+                nat_block(j),
+                node.public_key,
             );
         }
         s
@@ -486,6 +502,17 @@ impl std::ops::DerefMut for Cluster {
     }
 }
 
+/// The public key of the node key at `path`, made there first unless the testbed has it
+/// already (the failover benchmark may start the cluster more than once on one testbed).
+fn node_key(path: &Path) -> Result<PublicKey> {
+    let key = if path.exists() {
+        NodeKey::load(path)?
+    } else {
+        NodeKey::generate(path)?
+    };
+    Ok(key.public())
+}
+
 /// Node `i`'s NAT port block: 10000-16999, 17000-23999, 24000-30999, all below the kernel's
 /// ephemeral ports (32768-60999), which the nodes' own connections (health checks) use: a
 /// reply to one of those must not look like another node's NAT port.
@@ -587,5 +614,45 @@ impl Gateways {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_node_config_parses_and_lists_its_own_key() {
+        let dir = std::env::temp_dir().join(format!("netns-cluster-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let nodes = NODES
+            .iter()
+            .map(|name| {
+                let key = dir.join(format!("{name}.key"));
+                Node {
+                    name,
+                    config: dir.join(format!("{name}.toml")),
+                    socket: dir.join(format!("{name}.sock")),
+                    pin_dir: dir.join(name),
+                    public_key: node_key(&key).unwrap(),
+                    key,
+                    daemon: None,
+                    paused: false,
+                }
+            })
+            .collect();
+        let gateways = Gateways { nodes };
+        let again = node_key(&gateways.nodes[0].key).unwrap();
+        assert_eq!(
+            again, gateways.nodes[0].public_key,
+            "an existing key is kept"
+        );
+        for (i, node) in gateways.nodes.iter().enumerate() {
+            let text = gateways.config_text(i, &ClusterOptions::default());
+            let config = gateway::config::parse(&node.config, &text).unwrap();
+            let key = gateway::node_key::load_node_key(&config).unwrap().unwrap();
+            assert_eq!(key.public(), node.public_key, "{}", node.name);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,11 +6,12 @@
 //!
 //! ```text
 //! preamble   0  u8   version (1)
-//!            1  u8   kind: 1 token, 2 probe (911), 3 join, 4 connection copies
+//!            1  u8   kind: 1 token, 2 probe (911), 3 join, 4 connection copies,
+//!                    5 configuration fetch, 6 configuration document
 //!            2  u16  number of carriages that follow the body (0 but for tokens)
 //! token      4  u64  sequence (64-bit, random start, never wraps)
 //!           12  u64  ring epoch (changes when a ring is formed or regenerated)
-//!           20  u32  config version
+//!           20  u32  version of the configuration the ring runs
 //!           24  u8   sender (the node passing the token)
 //!           25  u8   destination
 //!           26  u8   member count m (1..=64)
@@ -35,6 +36,16 @@
 //!                    back-end fields are 0)
 //!              g x 13  gone: u32 client address, u16 client port, u32 VIP, u16 VIP port,
 //!                    u8 protocol
+//! fetch      4  u8   sender
+//!            5  u32  configuration version wanted
+//!            9  32   its SHA-256 digest
+//! document   4  u8   sender (the signer)
+//!            5  u32  configuration version
+//!            9  32   SHA-256 digest of the text
+//!           41  64   Ed25519 signature of the sender over "gateway config v1", 0, the
+//!                    version and the digest
+//!          105  u32  text length n
+//!          109  n    the configuration's cluster-wide part, canonical TOML (UTF-8)
 //! carriage   0  u8   kind
 //!            1  u8   reserved (0)
 //!            2  u16  body length n
@@ -58,6 +69,12 @@
 //!                 and the holder serves only what it took over), u8 0
 //! 7 VIP loads     per VIP: u32 address, u32 packets/s its owner translated for it (last
 //!                 measured by the owner)
+//! 8 configuration 32 bytes: SHA-256 digest of the configuration the ring runs; then, while
+//!                 a new one is offered, 45 more: u32 version, 32 digest, u8 offering node,
+//!                 u64 the offerer's command id
+//! 9 member configs per member: u8 node, u8 0, then three (u32 version, u64 first 8 bytes
+//!                 of the digest), version 0 for none: the configuration it runs, the one it
+//!                 staged, the one it rejected
 //! ```
 //!
 //! Decoding checks every length before reading and never panics (see the seeded random-input
@@ -82,7 +99,13 @@ const CARRIAGE_ASKS: u8 = 4;
 const CARRIAGE_DONE: u8 = 5;
 const CARRIAGE_BLOCKS: u8 = 6;
 const CARRIAGE_VIP_LOADS: u8 = 7;
+const CARRIAGE_CONFIG: u8 = 8;
+const CARRIAGE_MEMBER_CONFIGS: u8 = 9;
 const KIND_COPIES: u8 = 4;
+const KIND_CONFIG_FETCH: u8 = 5;
+const KIND_CONFIG_DOC: u8 = 6;
+const CONFIG_TAG_LEN: usize = 12;
+const MEMBER_CONFIG_LEN: usize = 2 + 3 * CONFIG_TAG_LEN;
 const COPY_LEN: usize = 26;
 const GONE_LEN: usize = 13;
 
@@ -98,6 +121,110 @@ pub enum Message {
     /// Copies of the sender's connections for its successor in the ring, which takes them
     /// over should the sender die (not a ring message: the daemon keeps them).
     Copies(Copies),
+    /// A request for a configuration document (not a ring message: the daemon answers).
+    ConfigFetch(ConfigFetch),
+    /// A signed configuration document, the answer to a fetch.
+    ConfigDoc(ConfigDoc),
+}
+
+/// A configuration as the ring names it: its version and the SHA-256 digest of its text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConfigId {
+    /// Rises with every change the cluster applies.
+    pub version: u32,
+    /// SHA-256 of the canonical text: two documents of one version may differ.
+    pub digest: [u8; 32],
+}
+
+impl ConfigId {
+    /// The short form members report on the token.
+    pub fn tag(&self) -> ConfigTag {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.digest[..8]);
+        ConfigTag {
+            version: self.version,
+            digest_start: u64::from_be_bytes(first),
+        }
+    }
+}
+
+/// A configuration's version and the first 8 bytes of its digest: enough to tell one
+/// member's report from another's; version 0 means none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConfigTag {
+    /// The version (0: none).
+    pub version: u32,
+    /// The digest's first 8 bytes, big-endian.
+    pub digest_start: u64,
+}
+
+/// A new configuration offered to the ring, waiting for every member to stage it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigOffer {
+    /// Which configuration.
+    pub config: ConfigId,
+    /// The member that offered it (and serves it).
+    pub from: NodeId,
+    /// The offerer's command id (0 when no operator waits for it).
+    pub ask: u64,
+}
+
+/// Where one member stands with the configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemberConfig {
+    /// The member.
+    pub node: NodeId,
+    /// The configuration it runs.
+    pub active: ConfigTag,
+    /// The one it fetched, verified and keeps ready to switch to.
+    pub staged: ConfigTag,
+    /// The latest one it refused (bad signature or digest, or not a valid configuration).
+    pub rejected: ConfigTag,
+}
+
+/// The configuration's part of the token.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigState {
+    /// Digest of the configuration the ring runs (its version is the token's
+    /// `config_version`).
+    pub active_digest: [u8; 32],
+    /// A new configuration on its way in.
+    pub offer: Option<ConfigOffer>,
+    /// Each member's report, written by the member itself.
+    pub members: Vec<MemberConfig>,
+}
+
+/// A request for the document of one configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigFetch {
+    /// The node asking (the answer goes there).
+    pub from: NodeId,
+    /// Which configuration.
+    pub config: ConfigId,
+}
+
+/// A configuration's cluster-wide text, signed by the node that sends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigDoc {
+    /// The signer.
+    pub from: NodeId,
+    /// Which configuration (the digest is the text's).
+    pub config: ConfigId,
+    /// The sender's Ed25519 signature of [`ConfigDoc::signed_bytes`].
+    pub signature: [u8; 64],
+    /// The canonical TOML text.
+    pub text: Vec<u8>,
+}
+
+impl ConfigDoc {
+    /// What the signature covers: a context string, the version and the digest (the digest
+    /// covers the text).
+    pub fn signed_bytes(config: &ConfigId) -> Vec<u8> {
+        let mut out = b"gateway config v1\0".to_vec();
+        out.extend_from_slice(&config.version.to_be_bytes());
+        out.extend_from_slice(&config.digest);
+        out
+    }
 }
 
 /// The token: the ring's state, passed from member to member.
@@ -129,6 +256,19 @@ pub struct Token {
     pub blocks: Vec<BlockHolder>,
     /// Each owned VIP's traffic as its owner measured it: which VIP to move for load.
     pub vip_loads: Vec<VipLoad>,
+    /// The configuration the ring runs, a new one offered, and each member's standing (boxed:
+    /// it would make every message as large as the token).
+    pub config: Box<ConfigState>,
+}
+
+impl Token {
+    /// The configuration the ring runs.
+    pub fn active_config(&self) -> ConfigId {
+        ConfigId {
+            version: self.config_version,
+            digest: self.config.active_digest,
+        }
+    }
 }
 
 /// One VIP's traffic, measured by its owner.
@@ -441,7 +581,7 @@ impl Message {
         match self {
             Message::Token(t) => {
                 out[1] = KIND_TOKEN;
-                out[2..4].copy_from_slice(&7u16.to_be_bytes());
+                out[2..4].copy_from_slice(&9u16.to_be_bytes());
                 out.extend_from_slice(&t.seq.to_be_bytes());
                 out.extend_from_slice(&t.epoch.to_be_bytes());
                 out.extend_from_slice(&t.config_version.to_be_bytes());
@@ -501,6 +641,24 @@ impl Message {
                     body.extend_from_slice(&v.packets_per_s.to_be_bytes());
                 }
                 carriage(&mut out, CARRIAGE_VIP_LOADS, &body);
+                body.clear();
+                body.extend_from_slice(&t.config.active_digest);
+                if let Some(o) = &t.config.offer {
+                    body.extend_from_slice(&o.config.version.to_be_bytes());
+                    body.extend_from_slice(&o.config.digest);
+                    body.push(o.from.0);
+                    body.extend_from_slice(&o.ask.to_be_bytes());
+                }
+                carriage(&mut out, CARRIAGE_CONFIG, &body);
+                body.clear();
+                for m in &t.config.members {
+                    body.extend_from_slice(&[m.node.0, 0]);
+                    for tag in [m.active, m.staged, m.rejected] {
+                        body.extend_from_slice(&tag.version.to_be_bytes());
+                        body.extend_from_slice(&tag.digest_start.to_be_bytes());
+                    }
+                }
+                carriage(&mut out, CARRIAGE_MEMBER_CONFIGS, &body);
             }
             Message::Probe(p) => {
                 out[1] = KIND_PROBE;
@@ -530,6 +688,19 @@ impl Message {
                 for id in &c.gone {
                     write_conn_id(&mut out, id);
                 }
+            }
+            Message::ConfigFetch(f) => {
+                out[1] = KIND_CONFIG_FETCH;
+                out.push(f.from.0);
+                write_config_id(&mut out, &f.config);
+            }
+            Message::ConfigDoc(d) => {
+                out[1] = KIND_CONFIG_DOC;
+                out.push(d.from.0);
+                write_config_id(&mut out, &d.config);
+                out.extend_from_slice(&d.signature);
+                out.extend_from_slice(&(d.text.len() as u32).to_be_bytes());
+                out.extend_from_slice(&d.text);
             }
         }
         out
@@ -624,6 +795,19 @@ impl Message {
                                 })
                             })?
                         }
+                        CARRIAGE_CONFIG => read_config_state(body, &mut t.config)?,
+                        CARRIAGE_MEMBER_CONFIGS => {
+                            t.config.members = body.records(MEMBER_CONFIG_LEN, |r| {
+                                let node = r.node()?;
+                                r.u8()?;
+                                Ok(MemberConfig {
+                                    node,
+                                    active: read_config_tag(r)?,
+                                    staged: read_config_tag(r)?,
+                                    rejected: read_config_tag(r)?,
+                                })
+                            })?
+                        }
                         _ => {} // a newer version's carriage: skipped
                     }
                 }
@@ -641,6 +825,22 @@ impl Message {
                 config_version: r.u32()?,
             }),
             KIND_COPIES => Message::Copies(read_copies(&mut r)?),
+            KIND_CONFIG_FETCH => Message::ConfigFetch(ConfigFetch {
+                from: r.node()?,
+                config: read_config_id(&mut r)?,
+            }),
+            KIND_CONFIG_DOC => {
+                let from = r.node()?;
+                let config = read_config_id(&mut r)?;
+                let signature = r.array()?;
+                let len = r.u32()? as usize;
+                Message::ConfigDoc(ConfigDoc {
+                    from,
+                    config,
+                    signature,
+                    text: r.take(len)?.to_vec(),
+                })
+            }
             other => return Err(DecodeError::Kind(other)),
         };
         if !r.bytes.is_empty() {
@@ -648,6 +848,40 @@ impl Message {
         }
         Ok(message)
     }
+}
+
+fn write_config_id(out: &mut Vec<u8>, id: &ConfigId) {
+    out.extend_from_slice(&id.version.to_be_bytes());
+    out.extend_from_slice(&id.digest);
+}
+
+fn read_config_id(r: &mut Reader<'_>) -> Result<ConfigId, DecodeError> {
+    Ok(ConfigId {
+        version: r.u32()?,
+        digest: r.array()?,
+    })
+}
+
+fn read_config_tag(r: &mut Reader<'_>) -> Result<ConfigTag, DecodeError> {
+    Ok(ConfigTag {
+        version: r.u32()?,
+        digest_start: r.u64()?,
+    })
+}
+
+/// The configuration carriage: the active digest, then the offer if any.
+fn read_config_state(mut r: Reader<'_>, state: &mut ConfigState) -> Result<(), DecodeError> {
+    state.active_digest = r.array()?;
+    state.offer = match r.bytes.len() {
+        0 => None,
+        45 => Some(ConfigOffer {
+            config: read_config_id(&mut r)?,
+            from: r.node()?,
+            ask: r.u64()?,
+        }),
+        _ => return Err(DecodeError::Invalid("configuration carriage length")),
+    };
+    Ok(())
 }
 
 fn write_conn_id(out: &mut Vec<u8>, id: &ConnId) {
@@ -792,6 +1026,27 @@ mod tests {
                 address: Ipv4Addr::new(10, 0, 0, 100),
                 packets_per_s: 12_345,
             }],
+            config: Box::new(ConfigState {
+                active_digest: [7; 32],
+                offer: Some(ConfigOffer {
+                    config: config_id(4, 9),
+                    from: NodeId(2),
+                    ask: 11,
+                }),
+                members: vec![MemberConfig {
+                    node: NodeId(1),
+                    active: config_id(3, 7).tag(),
+                    staged: config_id(4, 9).tag(),
+                    rejected: ConfigTag::default(),
+                }],
+            }),
+        }
+    }
+
+    fn config_id(version: u32, fill: u8) -> ConfigId {
+        ConfigId {
+            version,
+            digest: [fill; 32],
         }
     }
 
@@ -832,6 +1087,16 @@ mod tests {
                     proto: 17,
                 }],
             }),
+            Message::ConfigFetch(ConfigFetch {
+                from: NodeId(4),
+                config: config_id(5, 1),
+            }),
+            Message::ConfigDoc(ConfigDoc {
+                from: NodeId(0),
+                config: config_id(5, 1),
+                signature: [3; 64],
+                text: b"[cluster]\nconfig_version = 5\n".to_vec(),
+            }),
         ]
     }
 
@@ -845,7 +1110,7 @@ mod tests {
     #[test]
     fn token_layout() {
         let bytes = Message::Token(token()).encode();
-        assert_eq!(&bytes[..4], &[VERSION, KIND_TOKEN, 0, 7]);
+        assert_eq!(&bytes[..4], &[VERSION, KIND_TOKEN, 0, 9]);
         assert_eq!(&bytes[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(&bytes[24..30], &[1, 2, 3, 0, 1, 2]);
         // The VIP table carriage: kind, reserved, length 16, then 10.0.0.100 owned by 1.

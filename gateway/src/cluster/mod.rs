@@ -2,6 +2,7 @@
 //!
 //! Everything here is sans-IO: no sockets, clocks, maps, threads or async. Time comes in as
 //! `now: Instant`, timers go out as deadlines, packets go out as values the daemon sends.
+pub mod config_change;
 pub mod envelope;
 pub mod keys;
 pub mod message;

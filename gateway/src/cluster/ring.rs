@@ -32,7 +32,8 @@
 //!   makes the member of the smaller ring (ties: the higher lowest node id) release the VIP at
 //!   once until it next takes a token, and the other announce it again; within a merged ring
 //!   placement leaves one owner.
-//! - Config version: carried on every token and join.
+//! - Configuration: the token names the configuration the ring runs and carries offers of a
+//!   new one, which every member switches to at once when all staged it (`config_change.rs`).
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
@@ -40,9 +41,10 @@ use std::{
 };
 
 use super::{
+    config_change::{ConfigChange, ConfigResult},
     message::{
-        AdminAsk, AdminDone, AdminOp, AdminResult, BlockHolder, Join, Load, Message, Probe, Token,
-        VipLoad,
+        AdminAsk, AdminDone, AdminOp, AdminResult, BlockHolder, ConfigId, ConfigState, Join, Load,
+        Message, Probe, Token, VipLoad,
     },
     types::{NodeId, Persistence, VipEntry},
 };
@@ -54,8 +56,8 @@ pub struct RingConfig {
     pub nodes: Vec<NodeId>,
     /// Every VIP with its preferred owner and persistence (`owner` is ignored).
     pub vips: Vec<VipEntry>,
-    /// The configuration's version, carried on the token.
-    pub config_version: u32,
+    /// The configuration this node runs (its version and digest).
+    pub config: ConfigId,
     /// Start of this node's token sequence (the daemon draws it at random).
     pub initial_seq: u64,
     /// How long a holder keeps the token before passing it (pacing of the ring).
@@ -91,7 +93,10 @@ impl RingConfig {
         Self {
             nodes,
             vips,
-            config_version: 1,
+            config: ConfigId {
+                version: 1,
+                digest: [0; 32],
+            },
             initial_seq: 1,
             hold: Duration::from_millis(5),
             loss_timeout: Duration::from_millis(40),
@@ -136,7 +141,7 @@ impl Sent {
             Message::Token(_) => Some(Sent::Token),
             Message::Probe(_) => Some(Sent::Probe),
             Message::Join(_) => Some(Sent::Join),
-            Message::Copies(_) => None,
+            Message::Copies(_) | Message::ConfigFetch(_) | Message::ConfigDoc(_) => None,
         }
     }
 }
@@ -181,6 +186,18 @@ pub enum Event {
     LocalFault,
     /// The node can serve again.
     LocalHealthy,
+    /// The operator offers a new configuration, which the daemon has staged; answered by
+    /// `Action::ConfigDone` with `ask`.
+    OfferConfig {
+        /// The command's id.
+        ask: u64,
+        /// Which configuration.
+        config: ConfigId,
+    },
+    /// The daemon fetched and verified a configuration the ring asked for.
+    ConfigStaged(ConfigId),
+    /// The daemon refused a configuration the ring asked for.
+    ConfigRejected(ConfigId),
     /// Another node claims a VIP this node answers for, as a member of a ring of
     /// `rival_ring` members whose lowest id is `rival_low` (from its latest join or token).
     VipConflict {
@@ -220,6 +237,23 @@ pub enum Action {
         id: u64,
         /// Its outcome.
         result: AdminResult,
+    },
+    /// Fetch this configuration's document from that node, verify it and stage it; report
+    /// with `Event::ConfigStaged` or `Event::ConfigRejected`.
+    FetchConfig {
+        /// Who to ask.
+        from: NodeId,
+        /// Which configuration.
+        config: ConfigId,
+    },
+    /// Switch to this staged configuration now.
+    ActivateConfig(ConfigId),
+    /// An offer of a new configuration ended.
+    ConfigDone {
+        /// The command's id.
+        ask: u64,
+        /// How.
+        result: ConfigResult,
     },
 }
 
@@ -265,6 +299,16 @@ pub struct RingStatus {
     pub blocks: Vec<BlockHolder>,
     /// Each VIP's traffic as its owner last measured it, as of the last token seen.
     pub vip_loads: Vec<VipLoad>,
+    /// The configuration this node runs.
+    pub config: ConfigId,
+    /// The configuration this node staged, if any.
+    pub config_staged: Option<ConfigId>,
+    /// The latest configuration this node refused, if any.
+    pub config_rejected: Option<ConfigId>,
+    /// The configuration's part of the last token seen.
+    pub ring_config: ConfigState,
+    /// The version the ring runs, as of the last token seen.
+    pub ring_config_version: u32,
 }
 
 /// One node's protocol state.
@@ -313,6 +357,8 @@ pub struct Node {
     /// VIPs given up after a conflict, until when: then this node hands them back to
     /// placement on its next token (the rival ring has merged or the conflict recurs).
     conceded: BTreeMap<Ipv4Addr, Instant>,
+    /// This node's standing with the cluster's configuration.
+    config_change: ConfigChange,
 }
 
 impl Node {
@@ -321,7 +367,11 @@ impl Node {
         let token = Token {
             seq: config.initial_seq,
             epoch: 0,
-            config_version: config.config_version,
+            config_version: config.config.version,
+            config: Box::new(ConfigState {
+                active_digest: config.config.digest,
+                ..ConfigState::default()
+            }),
             from: me,
             to: me,
             members: vec![me],
@@ -334,6 +384,7 @@ impl Node {
         };
         let node = Self {
             last_sent_seq: config.initial_seq,
+            config_change: ConfigChange::new(me, config.config),
             config,
             me,
             membership: Membership::Starting,
@@ -397,6 +448,11 @@ impl Node {
                 .collect(),
             blocks: self.token.blocks.clone(),
             vip_loads: self.token.vip_loads.clone(),
+            config: self.config_change.active(),
+            config_staged: self.config_change.staged(),
+            config_rejected: self.config_change.rejected(),
+            ring_config: (*self.token.config).clone(),
+            ring_config_version: self.token.config_version,
         }
     }
 
@@ -422,7 +478,7 @@ impl Node {
                 Message::Probe(p) => self.on_probe(p, &mut out),
                 Message::Join(j) => self.on_join(j, &mut out),
                 // The daemon's, not the ring's.
-                Message::Copies(_) => {}
+                Message::Copies(_) | Message::ConfigFetch(_) | Message::ConfigDoc(_) => {}
             },
             Event::Received { .. } => {}
             Event::Outcome {
@@ -453,6 +509,17 @@ impl Node {
                 origin: self.me,
                 op,
             }),
+            Event::OfferConfig { ask, config } if self.is_member() && !self.faulted => {
+                self.config_change.want(ask, config, &mut out);
+            }
+            Event::OfferConfig { ask, .. } => out.push(Action::ConfigDone {
+                ask,
+                result: ConfigResult::NotMember,
+            }),
+            Event::ConfigStaged(config) => {
+                self.config_change.staged_ok(config, &self.token, &mut out);
+            }
+            Event::ConfigRejected(config) => self.config_change.refused(config),
             Event::Stalled => self.on_stalled(now, &mut out),
             Event::LocalLoad(load) => {
                 self.my_load = Some(Load {
@@ -546,7 +613,7 @@ impl Node {
             from: self.me,
             ring_size: size as u8,
             ring_low: (size > 0).then_some(NodeId(low.0)),
-            config_version: self.config.config_version,
+            config_version: self.config_change.active().version,
         };
         for &n in &self.config.nodes {
             if n != self.me && !(self.is_member() && self.members().contains(&n)) {
@@ -577,7 +644,7 @@ impl Node {
                     from: self.me,
                     ring_size: size as u8,
                     ring_low: Some(NodeId(low.0)),
-                    config_version: self.config.config_version,
+                    config_version: self.config_change.active().version,
                 }),
             });
         }
@@ -646,6 +713,7 @@ impl Node {
         self.last_token_at = now;
         self.last_held_at = now;
         self.apply(out);
+        self.config_change.follow(now, &self.token, out);
         out.push(self.timer(TimerKind::Pass, now + self.config.hold));
         out.push(self.timer(TimerKind::Loss, now + self.config.loss_timeout));
     }
@@ -684,6 +752,7 @@ impl Node {
         self.token.members = vec![self.me];
         self.token.epoch = 0;
         self.conceded.clear();
+        self.config_change.left(out);
         if !self.owned.is_empty() {
             self.owned.clear();
             out.push(Action::ApplyVips(BTreeSet::new()));
@@ -730,6 +799,13 @@ impl Node {
     fn form_alone(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.membership = Membership::Member;
         self.token.members = vec![self.me];
+        // Alone, the ring runs this node's configuration.
+        let mine = self.config_change.active();
+        self.token.config_version = mine.version;
+        *self.token.config = ConfigState {
+            active_digest: mine.digest,
+            ..ConfigState::default()
+        };
         self.token.epoch = self.last_sent_seq ^ ((self.me.0 as u64) << 56) | 1;
         self.token.seq = self.last_sent_seq;
         self.holding = true;
@@ -834,8 +910,8 @@ impl Node {
         self.release_conceded(now);
         self.carry_out_asks(out);
         self.place(now);
-        self.token.config_version = self.config.config_version;
         self.carry_loads();
+        self.config_change.at_pass(now, &mut self.token, out);
         self.apply(out);
         let seq = self.token.seq.max(self.last_sent_seq) + 1;
         self.token.seq = seq;

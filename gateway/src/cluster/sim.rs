@@ -9,6 +9,13 @@
 //! lease (`LEASE`) every `LEASE_TICK` while its process runs; a paused process stops renewing,
 //! so its XDP stops answering when the lease runs out (the dead-man switch); a crashed host
 //! answers nothing.
+//!
+//! Configuration changes: operators offer new configurations at random members during the
+//! fault phase (some of them invalid: every node but the offerer's refuses them). The model of
+//! the daemon keeps the documents each node has; a fetch succeeds after a short delay when the
+//! source is up, reachable and has the document. Checked: a node only ever runs a configuration
+//! that was offered and that it accepts; after the faults every live member runs the ring's
+//! configuration or refused it, no offer is left pending, and every operator got an answer.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
@@ -18,7 +25,7 @@ use std::{
 
 use super::{
     keys::Keyring,
-    message::Message,
+    message::{ConfigId, Message},
     ring::{Action, Event, Membership, Node, RingConfig, Sent, TimerKind},
     transport::{MessageId, Peer, Transport, TransportConfig, TransportEvent},
     types::{NodeId, Persistence, VipEntry},
@@ -115,7 +122,12 @@ enum Fault {
         isolated: bool,
     },
     Heal,
+    /// The operator of node `0` offers a new configuration (`1`: a valid one).
+    Offer(usize, bool),
 }
+
+/// The first digest byte of a configuration every node refuses.
+const INVALID: u8 = 0xee;
 
 struct Host {
     node: Node,
@@ -128,6 +140,19 @@ struct Host {
     next_lease: Instant,
     owned: BTreeSet<Ipv4Addr>,
     boots: u64,
+    /// The configuration documents the daemon holds (the one it runs, the ones it staged).
+    docs: BTreeSet<ConfigId>,
+    /// The configuration it runs (its file: what it starts with after a restart).
+    active: ConfigId,
+}
+
+/// A fetch on its way: the daemon of `host` asked `from` for `config`.
+struct Fetch {
+    at: Instant,
+    host: usize,
+    boots: u64,
+    from: usize,
+    config: ConfigId,
 }
 
 struct Datagram {
@@ -156,6 +181,12 @@ pub struct Sim {
     vips: Vec<VipEntry>,
     keys: Keyring,
     trace: Option<String>,
+    fetches: Vec<Fetch>,
+    /// Every configuration an operator offered, and at which node.
+    offerers: BTreeMap<ConfigId, usize>,
+    /// Offers waiting for their answer: ask id -> (node, its boot).
+    open_offers: BTreeMap<u64, (usize, u64)>,
+    next_ask: u64,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -192,24 +223,42 @@ impl Sim {
             keys,
             trace: trace.then(String::new),
             scenario,
+            fetches: Vec::new(),
+            offerers: BTreeMap::from([(
+                ConfigId {
+                    version: 1,
+                    digest: [0; 32],
+                },
+                usize::MAX,
+            )]),
+            open_offers: BTreeMap::new(),
+            next_ask: 1,
         };
         for i in 0..sim.scenario.nodes {
-            let host = sim.boot(i, 1);
+            let host = sim.boot(
+                i,
+                1,
+                ConfigId {
+                    version: 1,
+                    digest: [0; 32],
+                },
+            );
             sim.hosts.push(Some(host));
         }
         sim.schedule_faults();
         sim
     }
 
-    fn ring_config(&mut self) -> RingConfig {
+    fn ring_config(&mut self, active: ConfigId) -> RingConfig {
         let nodes = (0..self.scenario.nodes).map(|i| NodeId(i as u8)).collect();
         let mut config = RingConfig::new(nodes, self.vips.clone());
+        config.config = active;
         config.initial_seq = self.rng.next_u64() >> 8;
         config.unreachable_after = TransportConfig::default().give_up_after();
         config
     }
 
-    fn boot(&mut self, i: usize, boots: u64) -> Host {
+    fn boot(&mut self, i: usize, boots: u64, active: ConfigId) -> Host {
         let peers = (0..self.scenario.nodes)
             .filter(|&j| j != i)
             .map(|j| Peer {
@@ -227,7 +276,7 @@ impl Sim {
             boots * 1_000_000,
         )
         .expect("a valid transport configuration");
-        let config = self.ring_config();
+        let config = self.ring_config(active);
         let (node, actions) = Node::new(config, NodeId(i as u8), self.now);
         let mut host = Host {
             node,
@@ -240,6 +289,8 @@ impl Sim {
             next_lease: self.now + LEASE_TICK,
             owned: BTreeSet::new(),
             boots,
+            docs: BTreeSet::from([active]),
+            active,
         };
         self.perform(&mut host, i, actions);
         host
@@ -264,6 +315,15 @@ impl Sim {
             };
             self.faults.push((at, fault));
             self.faults.push((back, undo));
+        }
+        // Offers draw from their own generator, so they leave every other fault of a seed as
+        // it was before they existed.
+        let mut offers = Rng::new(self.scenario.seed ^ 0x0ffe_7500);
+        for _ in 0..offers.below(3) {
+            let at = self.start + Duration::from_millis(offers.below(phase));
+            let node = offers.below(n as u64) as usize;
+            let valid = !offers.chance(15);
+            self.faults.push((at, Fault::Offer(node, valid)));
         }
         self.faults.sort_by_key(|(at, _)| *at);
     }
@@ -307,6 +367,32 @@ impl Sim {
                         host.owned = vips;
                     }
                     Action::Garp(_) | Action::AdminDone { .. } => {}
+                    Action::FetchConfig { from, config } => {
+                        let delay = Duration::from_millis(1 + self.rng.below(20));
+                        self.fetches.push(Fetch {
+                            at: self.now + delay,
+                            host: i,
+                            boots: host.boots,
+                            from: usize::from(from.0),
+                            config,
+                        });
+                    }
+                    Action::ActivateConfig(config) => {
+                        self.log(|| format!("node {i} runs configuration {}", config.version));
+                        let offerer = self.offerers.get(&config).copied();
+                        assert!(
+                            offerer.is_some()
+                                && (config.digest[0] != INVALID || offerer == Some(i)),
+                            "seed {}: node {i} runs configuration {config:?}, never offered or refused by it",
+                            self.scenario.seed
+                        );
+                        host.active = config;
+                        host.docs.insert(config);
+                    }
+                    Action::ConfigDone { ask, result } => {
+                        self.log(|| format!("node {i} offer {ask}: {result:?}"));
+                        self.open_offers.remove(&ask);
+                    }
                 }
             }
             while let Some(t) = host.transport.poll_transmit() {
@@ -425,6 +511,7 @@ impl Sim {
             }
         };
         self.net.iter().for_each(|d| consider(d.at));
+        self.fetches.iter().for_each(|f| consider(f.at));
         if let Some((at, _)) = self.faults.first() {
             consider(*at);
         }
@@ -450,6 +537,7 @@ impl Sim {
             let split = self.net.partition_point(|d| d.at <= self.now);
             self.net.drain(..split).collect()
         };
+        self.finish_fetches();
         for d in due {
             let (Some(from), Some(to)) = (Self::host_of(d.from), Self::host_of(d.to)) else {
                 continue;
@@ -495,6 +583,35 @@ impl Sim {
         self.check_safety();
     }
 
+    /// Fetches due now: the document arrives when the source is up, reachable and has it.
+    fn finish_fetches(&mut self) {
+        let (due, later): (Vec<Fetch>, Vec<Fetch>) = std::mem::take(&mut self.fetches)
+            .into_iter()
+            .partition(|f| f.at <= self.now);
+        self.fetches = later;
+        for f in due {
+            let source = self.host(f.from);
+            let answered = source.up
+                && !source.paused
+                && !self.cut(f.host, f.from)
+                && source.docs.contains(&f.config);
+            let mut host = self.take(f.host);
+            if answered && host.up && !host.paused && host.boots == f.boots {
+                let event = if f.config.digest[0] == INVALID
+                    && self.offerers.get(&f.config) != Some(&f.host)
+                {
+                    Event::ConfigRejected(f.config)
+                } else {
+                    host.docs.insert(f.config);
+                    Event::ConfigStaged(f.config)
+                };
+                let actions = host.node.handle(self.now, event);
+                self.perform(&mut host, f.host, actions);
+            }
+            self.put(f.host, host);
+        }
+    }
+
     fn take(&mut self, i: usize) -> Host {
         self.hosts[i].take().expect("host present")
     }
@@ -522,7 +639,8 @@ impl Sim {
             Fault::Restart(i) if !self.host(i).up => {
                 self.log(|| format!("restart node {i}"));
                 let boots = self.host(i).boots + 1;
-                let host = self.boot(i, boots);
+                let active = self.host(i).active;
+                let host = self.boot(i, boots, active);
                 self.put(i, host);
                 self.tell_witness(i);
             }
@@ -555,6 +673,30 @@ impl Sim {
                 if let Some((side, true)) = self.partition.take() {
                     self.witness(&side, true);
                 }
+            }
+            Fault::Offer(i, valid) if self.host(i).up && !self.host(i).paused => {
+                let st = self.host(i).node.status();
+                // From the clock, not the generator: the network's draws stay as they were.
+                let mut digest = [0u8; 32];
+                let at = self.now.duration_since(self.start).as_nanos() as u64 ^ i as u64;
+                digest[..8].copy_from_slice(&Rng::new(at).next_u64().to_be_bytes());
+                digest[0] = if valid { digest[0] % INVALID } else { INVALID };
+                let config = ConfigId {
+                    version: st.ring_config_version.max(st.config.version) + 1,
+                    digest,
+                };
+                let ask = self.next_ask;
+                self.next_ask += 1;
+                self.log(|| format!("operator of node {i} offers {config:?} as {ask}"));
+                self.offerers.insert(config, i);
+                let mut host = self.take(i);
+                self.open_offers.insert(ask, (i, host.boots));
+                host.docs.insert(config);
+                let actions = host
+                    .node
+                    .handle(self.now, Event::OfferConfig { ask, config });
+                self.perform(&mut host, i, actions);
+                self.put(i, host);
             }
             _ => {}
         }
@@ -631,7 +773,7 @@ impl Sim {
             let _ =
                 writeln!(
                 s,
-                "node {i}: up {} paused {} {:?} members {:?} epoch {} seq {} owns {:?} table {:?}",
+                "node {i}: up {} paused {} {:?} members {:?} epoch {} seq {} owns {:?} table {:?} config {} ring config {} offer {:?}",
                 h.up,
                 h.paused,
                 st.membership,
@@ -642,7 +784,10 @@ impl Sim {
                 st.vips
                     .iter()
                     .map(|v| (v.address.octets()[3], v.owner.map(|n| n.0), v.persistence.number()))
-                    .collect::<Vec<_>>()
+                    .collect::<Vec<_>>(),
+                st.config.version,
+                st.ring_config_version,
+                st.ring_config.offer.map(|o| (o.config.version, o.from.0)),
             );
         }
         s
@@ -686,11 +831,27 @@ impl Sim {
                     .iter()
                     .all(|b| all.contains(&b.holder) && (b.returned || !all.contains(&b.block)))
             });
-        match (one_ring, owners_ok, same_table, blocks_ok) {
-            (false, _, _, _) => Some("not one ring of every live node".into()),
-            (_, false, _, _) => Some("a VIP without exactly one answering owner".into()),
-            (_, _, false, _) => Some("members disagree on the VIP table".into()),
-            (_, _, _, false) => Some("a NAT block held by no live member".into()),
+        // Every member runs the ring's configuration (or refused it), no offer waits, and every operator
+        // whose node still runs the same boot has had an answer.
+        let config_ok = statuses.iter().all(|s| {
+            let ring = super::message::ConfigId {
+                version: s.ring_config_version,
+                digest: s.ring_config.active_digest,
+            };
+            (s.config == ring || s.config_rejected == Some(ring)) && s.ring_config.offer.is_none()
+        }) && statuses
+            .windows(2)
+            .all(|w| w[0].ring_config_version == w[1].ring_config_version)
+            && self
+                .open_offers
+                .values()
+                .all(|&(i, boots)| !self.host(i).up || self.host(i).boots != boots);
+        match (one_ring, owners_ok, same_table, blocks_ok, config_ok) {
+            (false, _, _, _, _) => Some("not one ring of every live node".into()),
+            (_, false, _, _, _) => Some("a VIP without exactly one answering owner".into()),
+            (_, _, false, _, _) => Some("members disagree on the VIP table".into()),
+            (_, _, _, false, _) => Some("a NAT block held by no live member".into()),
+            (_, _, _, _, false) => Some("members disagree on the configuration".into()),
             _ => None,
         }
     }

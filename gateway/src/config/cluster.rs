@@ -1,5 +1,6 @@
-//! The optional `[cluster]` section: the node map in ring order, the protocol's keys, port,
-//! timers, dead-man lease and local fault monitor. Checked as a whole like the rest of the file,
+//! The optional `[cluster]` section: the node map in ring order with each member's Ed25519
+//! public key, the protocol's keys, port, timers, dead-man lease, local fault monitor and the
+//! version of the cluster-wide configuration. Checked as a whole like the rest of the file,
 //! so a bad cluster section is rejected with file, line and field before anything changes.
 use std::{
     collections::{BTreeMap, HashSet},
@@ -12,6 +13,7 @@ use gateway_common::MAX_NODES;
 use serde::Deserialize;
 
 pub use crate::cluster::types::Persistence;
+use crate::node_key::PublicKey;
 
 use super::{parse_port_range, Locator, S};
 
@@ -38,6 +40,8 @@ pub struct ClusterNode {
     pub addresses: Vec<Ipv4Addr>,
     /// Its NAT port block, when listed (checked disjoint from every other block).
     pub nat_ports: Option<(u16, u16)>,
+    /// Its Ed25519 public key: what it signs with, so only listed members are believed.
+    pub public_key: PublicKey,
 }
 
 /// Overrides of the ring protocol's timers; `None` keeps the protocol's documented default.
@@ -99,6 +103,10 @@ pub struct Cluster {
     pub monitor: Monitor,
     /// Balancing VIPs by traffic.
     pub balance: Balance,
+    /// The version of the cluster-wide part of the file (`[cluster] config_version`, at least
+    /// 1): the daemon raises it and rewrites the file when the cluster applies a new
+    /// configuration (`gateway reload`); an operator does not need to edit it.
+    pub config_version: u32,
 }
 
 impl Cluster {
@@ -115,6 +123,7 @@ pub(super) struct RawCluster {
     keys: S<BTreeMap<String, S<String>>>,
     active_key: Option<S<u8>>,
     lease: Option<S<String>>,
+    config_version: Option<S<u32>>,
     #[serde(default)]
     witness: Vec<Ipv4Addr>,
     timers: Option<RawTimers>,
@@ -155,6 +164,7 @@ struct RawClusterNode {
     name: S<String>,
     addresses: S<Vec<S<Ipv4Addr>>>,
     nat_ports: Option<S<String>>,
+    public_key: Option<S<String>>,
 }
 
 /// Everything of the rest of the file the cluster section is checked against.
@@ -251,6 +261,13 @@ pub(super) fn check(
     };
     let lease =
         duration(loc, raw.lease.as_ref(), "cluster.lease")?.unwrap_or(Duration::from_millis(500));
+    let config_version = match &raw.config_version {
+        None => 1,
+        Some(v) if *v.get_ref() == 0 => {
+            return Err(loc.err(v, "cluster.config_version", "must be at least 1"))
+        }
+        Some(v) => *v.get_ref(),
+    };
 
     let nodes = check_nodes(loc, section, cx)?;
     let me = nodes.iter().position(|n| n.name == cx.me).ok_or_else(|| {
@@ -374,6 +391,7 @@ pub(super) fn check(
         timers,
         monitor,
         balance,
+        config_version,
     })
 }
 
@@ -399,7 +417,7 @@ fn check_nodes(
     }
     let mut names = HashSet::new();
     let mut addresses = HashSet::new();
-    let mut nodes = Vec::new();
+    let mut nodes: Vec<ClusterNode> = Vec::new();
     for (i, n) in raw.node.iter().enumerate() {
         let f = |name: &str| format!("cluster.node[{i}].{name}");
         let name = n.name.get_ref().trim().to_string();
@@ -440,10 +458,38 @@ fn check_nodes(
                 )
             })?),
         };
+        let public_key = match &n.public_key {
+            None => {
+                return Err(loc.err(
+                    &n.name,
+                    f("public_key"),
+                    format!(
+                        "node `{name}` has no public_key: run `gateway key public FILE` on it \
+                         and list the key it prints"
+                    ),
+                ))
+            }
+            Some(k) => k
+                .get_ref()
+                .parse::<PublicKey>()
+                .map_err(|m| loc.err(k, f("public_key"), m))?,
+        };
+        if let Some(other) = nodes.iter().find(|o| o.public_key == public_key) {
+            let at = n.public_key.as_ref().expect("given");
+            return Err(loc.err(
+                at,
+                f("public_key"),
+                format!(
+                    "the same key as node `{}`: every node has its own key",
+                    other.name
+                ),
+            ));
+        }
         nodes.push(ClusterNode {
             name,
             addresses: n.addresses.get_ref().iter().map(|a| *a.get_ref()).collect(),
             nat_ports,
+            public_key,
         });
     }
     Ok(nodes)
@@ -525,6 +571,15 @@ mod tests {
             [Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 1, 0, 3)]
         );
         assert_eq!(cluster.nodes[1].nat_ports, Some((30000, 39999)));
+        assert_eq!(
+            cluster.nodes[1].public_key.to_string(),
+            "yvkikpfEHECXVLX6w9Rfwn+TRSuVBUd10ir/ss4hfPI="
+        );
+        assert_eq!(cluster.config_version, 1);
+        assert_eq!(
+            c.key.as_deref(),
+            Some(std::path::Path::new("/etc/gateway/node.key"))
+        );
         assert_eq!(cluster.monitor.witness, [Ipv4Addr::new(10, 0, 0, 1)]);
         assert_eq!(cluster.monitor.witness_misses, 3);
         assert_eq!(cluster.timers.token_loss, Some(Duration::from_millis(150)));
@@ -563,6 +618,7 @@ mod tests {
         assert!(cluster.monitor.witness.is_empty());
         assert_eq!(cluster.monitor.link_interval, Duration::from_millis(50));
         assert_eq!(cluster.lease, Duration::from_millis(500));
+        assert_eq!(cluster.config_version, 1);
     }
 
     #[test]
@@ -632,6 +688,72 @@ mod tests {
         expect_error("persistence = 1", "persistence = 2", "vip[1].persistence");
         expect_error("persistence = 1", "persistence = 3", "vip[1].persistence");
         expect_error("witness = [", "witnes = [", "witnes");
+        let gw2_key = "public_key = \"yvkikpfEHECXVLX6w9Rfwn+TRSuVBUd10ir/ss4hfPI=\"";
+        expect_error(
+            gw2_key,
+            "public_key = \"yvkikpfEHECXVLX6w9Rfwn+TRSuVBUd10ir/ss4hfP=\"",
+            "cluster.node[1].public_key",
+        );
+        expect_error(
+            gw2_key,
+            "public_key = \"AAAA\"",
+            "cluster.node[1].public_key",
+        );
+        expect_error(
+            "public_key = \"TyPI6EjwBemUdRn74kgpihZEbIgAm/nYnviz7WrRkdk=\"",
+            gw2_key,
+            "cluster.node[2].public_key",
+        );
+        expect_error(
+            "config_version = 1 ",
+            "config_version = 0 ",
+            "cluster.config_version",
+        );
+        expect_error("key = \"/etc/gateway/node.key\"", "key = \" \"", "node.key");
+    }
+
+    #[test]
+    fn keys_are_required_in_a_cluster() {
+        let line_of =
+            |text: &str, what: &str| text[..text.find(what).unwrap()].matches('\n').count() + 1;
+
+        let text = EXAMPLE.replacen("key = \"/etc/gateway/node.key\"", "", 1);
+        let e = parse_text(&text).unwrap_err();
+        assert_eq!(e.field, "node.key", "{e}");
+        assert_eq!(
+            e.line,
+            line_of(EXAMPLE, "[node]\nname"),
+            "points at [node]: {e}"
+        );
+        assert!(e.message.contains("gateway key generate FILE"), "{e}");
+
+        let gw2_key = "public_key = \"yvkikpfEHECXVLX6w9Rfwn+TRSuVBUd10ir/ss4hfPI=\"";
+        let text = EXAMPLE.replacen(gw2_key, "", 1);
+        let e = parse_text(&text).unwrap_err();
+        assert_eq!(e.field, "cluster.node[1].public_key", "{e}");
+        assert_eq!(
+            e.line,
+            line_of(EXAMPLE, "name = \"gw2\""),
+            "points at the node: {e}"
+        );
+        assert!(e.message.contains("gateway key public FILE"), "{e}");
+
+        let e = parse_text(&EXAMPLE.replacen(
+            "public_key = \"TyPI6EjwBemUdRn74kgpihZEbIgAm/nYnviz7WrRkdk=\"",
+            gw2_key,
+            1,
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("same key as node `gw2`"), "{e}");
+
+        // Alone, a node needs no key, and may still name one.
+        let end = EXAMPLE.find("[cluster]").unwrap();
+        let alone = EXAMPLE[..end]
+            .replace("preferred = \"gw1\"", "")
+            .replace("persistence = 3", "");
+        assert!(parse_text(&alone).unwrap().key.is_some());
+        let keyless = alone.replacen("key = \"/etc/gateway/node.key\"", "", 1);
+        assert_eq!(parse_text(&keyless).unwrap().key, None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The configuration file: parsed with serde + toml, then checked as a whole, so a bad file is
 //! rejected with its file, line and field before anything is changed.
 mod cluster;
+pub mod shared;
 
 pub use cluster::{Cluster, ClusterNode, Key, Monitor, Persistence, Timers, DEFAULT_PORT};
 
@@ -236,6 +237,9 @@ pub struct Config {
     pub pin_dir: PathBuf,
     /// XDP attach mode.
     pub xdp_mode: XdpMode,
+    /// This node's Ed25519 key file (`[node] key`), required in a cluster; read at daemon
+    /// start ([`crate::node_key::load_node_key`]), not by the parser.
+    pub key: Option<PathBuf>,
     /// The control socket.
     pub socket: PathBuf,
     /// Cluster NICs.
@@ -262,7 +266,7 @@ type S<T> = Spanned<T>;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
-    node: RawNode,
+    node: S<RawNode>,
     #[serde(default)]
     control: Option<RawControl>,
     #[serde(default)]
@@ -289,6 +293,7 @@ struct RawNode {
     pin_dir: Option<String>,
     #[serde(default)]
     xdp_mode: XdpMode,
+    key: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -492,21 +497,23 @@ pub fn ephemeral_ports() -> Option<(u16, u16)> {
 }
 
 fn check(loc: &Locator, raw: RawFile) -> Result<Config, ConfigError> {
-    let name = raw.node.name.get_ref().trim().to_string();
+    let node_span = raw.node.span();
+    let node = raw.node.into_inner();
+    let name = node.name.get_ref().trim().to_string();
     if name.is_empty()
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(loc.err(
-            &raw.node.name,
+            &node.name,
             "node.name",
             "must be non-empty letters, digits, - or _",
         ));
     }
-    let nat_ports = parse_port_range(raw.node.nat_ports.get_ref()).ok_or_else(|| {
+    let nat_ports = parse_port_range(node.nat_ports.get_ref()).ok_or_else(|| {
         loc.err(
-            &raw.node.nat_ports,
+            &node.nat_ports,
             "node.nat_ports",
             "must be `FIRST-LAST` with 1 <= FIRST <= LAST <= 65535",
         )
@@ -550,6 +557,21 @@ fn check(loc: &Locator, raw: RawFile) -> Result<Config, ConfigError> {
                 interfaces: interfaces.len(),
             },
         )?),
+    };
+    let key = match &node.key {
+        Some(k) if k.get_ref().trim().is_empty() => {
+            return Err(loc.err(k, "node.key", "must be the path of a key file"))
+        }
+        Some(k) => Some(PathBuf::from(k.get_ref().trim())),
+        None if cluster.is_some() => {
+            return Err(loc.at(
+                node_span.start,
+                "node.key",
+                "a cluster node needs its Ed25519 key: create one with \
+                 `gateway key generate FILE`",
+            ))
+        }
+        None => None,
     };
 
     if raw.vip.len() > MAX_VIPS as usize {
@@ -656,14 +678,14 @@ fn check(loc: &Locator, raw: RawFile) -> Result<Config, ConfigError> {
 
     Ok(Config {
         path: loc.file.to_path_buf(),
-        pin_dir: raw
-            .node
+        pin_dir: node
             .pin_dir
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(format!("/sys/fs/bpf/gateway/{name}"))),
         name,
         nat_ports,
-        xdp_mode: raw.node.xdp_mode,
+        xdp_mode: node.xdp_mode,
+        key,
         socket: raw
             .control
             .and_then(|c| c.socket)
