@@ -2,7 +2,8 @@
 //! of one node's file and runs `gateway reload` there; the command returns once every member
 //! runs the new version, each node's file holds it (with its own `[node]` section), and the
 //! data path follows it. A node that was down meanwhile fetches the version the ring runs when
-//! it comes back. A bad file changes nothing and names file, line and field.
+//! it comes back. A bad file changes nothing and names file, line and field; a change one member
+//! refuses (it would not be a valid configuration there) changes nothing and names the member.
 use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use netns_tests::topology::{backend_addr, backend_name, client_addrs};
@@ -123,6 +124,23 @@ fn a_reload_on_one_node_switches_every_node_and_a_late_node_catches_up() {
     for i in 0..NODES.len() {
         assert_eq!(versions(&cluster, i), (2, 2));
     }
+
+    // gw3's NAT block moved in the node map but not in gw3's own [node]: valid on gw1 and gw2,
+    // not on gw3, which refuses it; the operator hears which node refused, nothing changes.
+    let mut table: toml::Table = toml::from_str(&good).unwrap();
+    table["cluster"]["node"][2]["nat_ports"] = toml::Value::String("60000-60999".into());
+    std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
+    let refused = format!(
+        "{:#}",
+        cluster.daemon(0).unwrap().cli(&["reload"]).unwrap_err()
+    );
+    println!("refused by a member: {refused}");
+    assert!(refused.contains("gw3 refused"), "{refused}");
+    std::fs::write(&path, &good).unwrap();
+    for i in 0..NODES.len() {
+        assert_eq!(versions(&cluster, i), (2, 2));
+    }
+    assert_eq!(cluster.view(2).unwrap().config_refused, 1);
 
     // gw3 stops; gw2's operator brings back-end 3 back and drains back-end 1.
     cluster.nodes[2]

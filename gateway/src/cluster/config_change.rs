@@ -167,7 +167,9 @@ impl ConfigChange {
         if ring != self.active && (ring.version >= self.active.version || self.yielding) {
             if self.staged == Some(ring) {
                 self.activate(ring, out);
-            } else if self.rejected != Some(ring) {
+                return;
+            }
+            if self.rejected != Some(ring) {
                 // From the member that passed the token, when it runs it, else any that does.
                 let mut sources: Vec<NodeId> = records
                     .iter()
@@ -176,8 +178,9 @@ impl ConfigChange {
                     .collect();
                 sources.sort_by_key(|&n| n != token.from);
                 self.fetch(now, ring, &sources, out);
+                return;
             }
-            return;
+            // Refused the ring's: a newer offer may still do.
         }
         if let Some(o) = token.config.offer {
             // The same version with another digest too: the ring settles on the offer.

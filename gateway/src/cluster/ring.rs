@@ -3,10 +3,10 @@
 //! How DESIGN.md's rules map to the code:
 //! - Token passing with ack: `pass` sends the token and waits for the transport's outcome;
 //!   `Event::Outcome { delivered: false }` removes the destination and passes again to the next
-//!   member (`token_undeliverable`).
+//!   member (`token_undeliverable`), as the next generation of the ring's epoch (`epoch`).
 //! - 64-bit sequence, stale tokens dropped: `on_token` drops a token of this node's ring whose
-//!   sequence is not above the highest it has seen. The start sequence comes from the daemon's
-//!   random number (`RingConfig::initial_seq`).
+//!   sequence is not above the highest it has seen, or whose epoch is an earlier generation.
+//!   The start sequence comes from the daemon's random number (`RingConfig::initial_seq`).
 //! - 911: a member that has not seen the token for `loss_timeout` sends a `Probe` with the
 //!   sequence of the last token it sent and the permission flag set; `on_probe` clears the flag
 //!   at every node that sent a newer token, and only the origin whose flag came back true
@@ -665,13 +665,22 @@ impl Node {
             self.stale_tokens += 1;
             return;
         }
-        // A token regenerated after a 911 carries the next generation of the epoch and fewer
-        // members at most: the same ring carrying on, not a rival (this node may not have
-        // heard yet that the regenerator removed the unreachable).
-        let regenerated = t.epoch != self.token.epoch
-            && t.epoch >> 8 == (self.token.epoch >> 8).wrapping_add(1)
-            && t.members.iter().all(|m| self.token.members.contains(m));
-        let same_ring = self.is_member() && (t.epoch == self.token.epoch || regenerated);
+        // A token regenerated after a 911, or passed on after a removal, carries a later
+        // generation of the ring's lineage: the same ring carrying on, not a rival (this node
+        // may not have heard of the removal yet). An earlier generation is a token that a
+        // later one replaced: the removed node's, or a regenerated one's predecessor.
+        let lineage =
+            self.is_member() && epoch::lineage(t.epoch) == epoch::lineage(self.token.epoch);
+        let (theirs, mine) = (
+            epoch::generation(t.epoch),
+            epoch::generation(self.token.epoch),
+        );
+        if lineage && theirs < mine {
+            self.stale_tokens += 1;
+            return;
+        }
+        let same_ring =
+            self.is_member() && (t.epoch == self.token.epoch || (lineage && theirs > mine));
         if same_ring && t.seq <= self.token.seq.max(self.last_sent_seq) {
             self.stale_tokens += 1;
             return;
@@ -806,7 +815,7 @@ impl Node {
             active_digest: mine.digest,
             ..ConfigState::default()
         };
-        self.token.epoch = self.last_sent_seq ^ ((self.me.0 as u64) << 56) | 1;
+        self.token.epoch = epoch::fresh(self.last_sent_seq, self.me);
         self.token.seq = self.last_sent_seq;
         self.holding = true;
         self.last_token_at = now;
@@ -879,9 +888,9 @@ impl Node {
     fn regenerate(&mut self, out: &mut Vec<Action>) {
         self.probe_out = false;
         self.holding = true;
-        // A new epoch, unique to this node: should the old token turn up after all, every
-        // member prefers this one and passes the old one on without itself until it dies.
-        self.token.epoch = (((self.token.epoch >> 8) + 1) << 8) | u64::from(self.me.0);
+        // The next generation, marked with this node: should the old token turn up after all,
+        // every member that saw this one drops it.
+        self.token.epoch = epoch::next_generation(self.token.epoch, self.me);
         out.push(Action::SetTimer {
             kind: TimerKind::Pass,
             at: self.last_token_at,
@@ -890,6 +899,11 @@ impl Node {
 
     fn token_undeliverable(&mut self, now: Instant, to: NodeId, out: &mut Vec<Action>) {
         self.remove_member(to);
+        // The next generation: the token may have reached `to` after all (its ack lost), and
+        // `to` passes its copy on; whoever saw this one drops that one. And should the cluster
+        // network be split, each side's token is a generation of its own, two rings that merge
+        // when it heals rather than two tokens of one ring.
+        self.token.epoch = epoch::next_generation(self.token.epoch, self.me);
         self.holding = true;
         self.pass(now, out);
     }
@@ -1012,7 +1026,7 @@ impl Node {
             .filter(|n| members.contains(n))
             .collect();
         if self.token.members.len() > 1 && self.token.epoch == 0 {
-            self.token.epoch = self.last_sent_seq | 1;
+            self.token.epoch = epoch::fresh(self.last_sent_seq, self.me);
         }
     }
 
@@ -1327,6 +1341,35 @@ fn least_loaded(
         .iter()
         .copied()
         .min_by_key(|&n| (count(vips, n), n))
+}
+
+/// A ring's epoch: which formation of which ring a token belongs to. Bits 63-32 name the
+/// lineage (drawn when a ring forms), bits 31-8 count its generations (a regeneration after a
+/// 911 or a removal starts the next one), bits 7-0 are the node that started the generation,
+/// so the two sides of a split cluster network carry different epochs.
+mod epoch {
+    use super::NodeId;
+
+    /// The first generation of a new ring formed by `me`, its lineage drawn from `seed`.
+    pub fn fresh(seed: u64, me: NodeId) -> u64 {
+        (u64::from((seed as u32) | 1) << 32) | u64::from(me.0)
+    }
+
+    /// The next generation of `epoch`, started by `me`.
+    pub fn next_generation(epoch: u64, me: NodeId) -> u64 {
+        let generation = (generation(epoch) + 1) & 0xff_ffff;
+        (epoch & !0xffff_ffff) | (generation << 8) | u64::from(me.0)
+    }
+
+    /// The ring an epoch descends from.
+    pub fn lineage(epoch: u64) -> u64 {
+        epoch >> 32
+    }
+
+    /// How many regenerations and removals the ring has been through.
+    pub fn generation(epoch: u64) -> u64 {
+        (epoch >> 8) & 0xff_ffff
+    }
 }
 
 #[cfg(test)]
