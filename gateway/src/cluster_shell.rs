@@ -706,6 +706,17 @@ impl Shell {
             .filter(|b| !b.returned && !self.blocks.contains(b))
         {
             let copies = self.copy_store.take(b.block);
+            // Every node: what it handed to the dead node now goes to the holder.
+            match conntrack::rehome(&state.maps, b.block, b.holder, me) {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    node = b.block.0,
+                    holder = b.holder.0,
+                    entries = n,
+                    "forwarding entries to a node that left the ring point at its holder"
+                ),
+                Err(e) => warn!(node = b.block.0, "re-pointing forwarding entries: {e}"),
+            }
             if b.holder != me {
                 continue;
             }

@@ -143,14 +143,41 @@ pub fn copies(entries: &[Entry]) -> Vec<ConnCopy> {
         .collect()
 }
 
+/// Points this node's forwarding entries to `gone` (a node that left the ring) at `holder`,
+/// the node that took over its connections, so their packets stop going to a dead node. When
+/// the holder is this node, `me`, they are removed instead: its copies of them (see
+/// [`take_over`]), or a fresh translation, take their place. Returns how many changed.
+pub fn rehome(maps: &Maps, gone: NodeId, holder: NodeId, me: NodeId) -> io::Result<usize> {
+    let index = |n: NodeId| u32::from(n.0) + 1;
+    let stale: Vec<(FlowKey, Conn)> = batch::entries(&maps.conns)?
+        .into_iter()
+        .filter(|(_, c)| c.home == index(gone))
+        .collect();
+    let keys: Vec<FlowKey> = stale.iter().map(|(k, _)| *k).collect();
+    if holder == me {
+        return batch::delete(&maps.conns, &keys);
+    }
+    let conns: Vec<Conn> = stale
+        .into_iter()
+        .map(|(_, c)| Conn {
+            home: index(holder),
+            ..c
+        })
+        .collect();
+    batch::update(&maps.conns, &keys, &conns)?;
+    Ok(keys.len())
+}
+
 /// Writes the table entries of every copy (connections of a dead node this one, `me`, takes
 /// over), as if each had just seen a packet: both directions of those the dead node
 /// translated, a forwarding entry for those another node translates. A copy of a connection
-/// this node already has, or translates itself, is left out. Returns how many were written.
+/// this node translates itself is left out; one it only forwarded somewhere is replaced (the
+/// dead node's copy is the newer word on it). Returns how many were written.
 pub fn take_over(maps: &Maps, me: NodeId, copies: &[ConnCopy]) -> io::Result<usize> {
     let now = monotonic_ns();
     let known: HashSet<FlowKey> = batch::entries(&maps.conns)?
         .into_iter()
+        .filter(|(_, c)| c.home == 0)
         .map(|(k, _)| k)
         .collect();
     let be = |a: &SocketAddrV4| u32::from(*a.ip()).to_be();
@@ -369,6 +396,29 @@ mod tests {
             "connections it has are left alone"
         );
         assert_eq!(sorted(&successor), sent);
+        // Forwarding entries to a node that died point at its holder, or go when that is
+        // this node, which then takes the dead node's copy instead of its own stale entry.
+        let key = |port: u16| pair(port, 0, now, tcp_state::OPEN).0;
+        let to = |node: u32| Conn {
+            home: node + 1,
+            last_seen_ns: now,
+            ..Conn::default()
+        };
+        home.conns.insert(key(41000), to(2), 0).unwrap();
+        home.conns.insert(key(41001), to(0), 0).unwrap();
+        assert_eq!(rehome(&home, NodeId(2), NodeId(0), NodeId(1)).unwrap(), 1);
+        assert_eq!(home.conns.get(&key(41000), 0).unwrap().home, 1);
+        assert_eq!(rehome(&home, NodeId(0), NodeId(1), NodeId(1)).unwrap(), 2);
+        assert!(home.conns.get(&key(41000), 0).is_err());
+        let fkey = key(40000); // the first copy's connection
+        let mut fresh = load();
+        fresh.conns.insert(fkey, to(2), 0).unwrap();
+        assert_eq!(
+            take_over(&fresh, NodeId(1), &sent).unwrap(),
+            2,
+            "the copy replaces it"
+        );
+        assert_eq!(fresh.conns.get(&fkey, 0).unwrap().home, 0);
         let (entries, orphans) = walk(&successor).unwrap();
         assert!(orphans.is_empty() && entries.iter().all(|e| e.reply.is_some()));
         // The reply direction is keyed as XDP looks it up: back-end to the client's address.
