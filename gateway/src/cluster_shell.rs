@@ -433,14 +433,7 @@ impl Shell {
     /// Offers the config file's cluster-wide part to the ring; the answer waits for the ring.
     fn offer_config(&mut self, now: Instant, answer: Answer) {
         // Above what the ring and every member runs.
-        let status = self.node.status();
-        let ring_version = status
-            .ring_config
-            .members
-            .iter()
-            .map(|m| m.active.version)
-            .fold(status.ring_config_version, u32::max);
-        match self.sync.prepare(ring_version) {
+        match self.sync.prepare(self.node.newest_config_version()) {
             Ok(Prepared::Unchanged(id)) => {
                 info!(
                     version = id.version,
@@ -512,7 +505,12 @@ impl Shell {
                 }
                 Action::ActivateConfig(config) => self.activate_config(config),
                 Action::ConfigDone { ask, result } => {
+                    // Logged too: a reload by SIGHUP has nobody waiting for the answer.
                     let answer = config_answer(&self.cluster, result);
+                    match &answer {
+                        Ok(()) => info!(ask, "the cluster runs the new configuration"),
+                        Err(e) => warn!(ask, "configuration change not carried out: {e}"),
+                    }
                     self.pending.finish(ask, answer);
                 }
                 Action::AdminDone { id, result } => self.pending.finish(
@@ -634,17 +632,10 @@ impl Shell {
         self.publish();
     }
 
-    /// Checks a configuration document a node sent: one the ring names (its offer or the
-    /// configuration it runs) is verified and staged, or refused; others are dropped. Both
-    /// are counted.
+    /// Checks a configuration document a node sent: one the ring fetches is verified and
+    /// staged, or refused; others are dropped. Both are counted.
     fn on_config_doc(&mut self, from: NodeId, doc: &ConfigDoc) -> Option<Event> {
-        let status = self.node.status();
-        let ring = status.ring_config;
-        let wanted = doc.from == from
-            && (ring.offer.is_some_and(|o| o.config == doc.config)
-                || (status.ring_config_version == doc.config.version
-                    && ring.active_digest == doc.config.digest));
-        if !wanted {
+        if doc.from != from || !self.node.awaits_config(doc.config) {
             self.config_unwanted += 1;
             return None;
         }

@@ -273,10 +273,10 @@ async fn serve(
         cluster: None,
     }));
     let mut background = JoinSet::new();
-    // In a cluster the ring decides which VIPs this node owns and announces them; alone, it
-    // owns and announces all of them now.
     // The shell applies each configuration the cluster switches to and asks for new checks.
     let (activations_tx, mut activations) = mpsc::unbounded_channel::<()>();
+    // In a cluster the ring decides which VIPs this node owns and announces them; alone, it
+    // owns and announces all of them now.
     let ring = match config.cluster {
         Some(_) => Some(
             crate::cluster_shell::spawn(&mut background, &shared, cluster_nics, activations_tx)
@@ -319,7 +319,7 @@ async fn serve(
             _ = signals.hup.recv() => {
                 let (answer, outcome) = tokio::sync::oneshot::channel();
                 reload_command(ring.as_ref(), &shared, &mut checks, answer).await;
-                // In a cluster the outcome comes later; the shell logs it.
+                // In a cluster the outcome comes later; the shell logs it (Action::ConfigDone).
                 drop(outcome);
             }
             Some(()) = activations.recv() => restart_checks(&shared, &mut checks),

@@ -36,7 +36,7 @@ pub struct ClusterView {
     /// Configuration documents this node refused: a signature that does not verify with the
     /// signer's listed key, a text that does not match its digest, or an invalid configuration.
     pub config_refused: u64,
-    /// Configuration documents dropped because the ring named no such configuration.
+    /// Configuration documents dropped because this node did not ask for them.
     pub config_unwanted: u64,
     /// The VIP table: every VIP, its owner and placement.
     pub vips: Vec<VipView>,

@@ -27,17 +27,24 @@ fn set_weight(path: &Path, address: Ipv4Addr, weight: i64) {
     std::fs::write(path, toml::to_string(&table).unwrap()).unwrap();
 }
 
-/// The weights of `address` in node `i`'s running services.
+/// The weights of `address` in node `i`'s running services (it is in some: a check that
+/// every weight is 0 must not pass on none).
 fn weights(cluster: &Cluster, i: usize, address: Ipv4Addr) -> Vec<u64> {
     let services = cluster.daemon(i).unwrap().json(&["services"]).unwrap();
-    services
+    let found: Vec<u64> = services
         .as_array()
         .unwrap()
         .iter()
         .flat_map(|s| s["backends"].as_array().unwrap().clone())
         .filter(|b| b["address"].as_str() == Some(&address.to_string()))
         .map(|b| b["weight"].as_u64().unwrap())
-        .collect()
+        .collect();
+    assert!(
+        !found.is_empty(),
+        "{address} is in no service of {}",
+        NODES[i]
+    );
+    found
 }
 
 /// (version this node runs, version the ring runs) of node `i`.

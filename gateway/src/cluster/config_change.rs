@@ -113,6 +113,20 @@ impl ConfigChange {
         self.rejected
     }
 
+    /// Whether this node asked for `config`'s document (and has not had it yet): the daemon
+    /// takes only the documents the ring fetches.
+    pub fn awaits(&self, config: ConfigId) -> bool {
+        self.fetching.is_some_and(|f| f.config == config)
+    }
+
+    /// The newest version this node knows to run anywhere: on `token`, in any member's
+    /// record, or here. An operator's new configuration is numbered above it.
+    pub fn newest(&self, token: &Token) -> u32 {
+        newest_run(&token.config, self.me)
+            .max(token.config_version)
+            .max(self.active.version)
+    }
+
     /// The operator offers `config` (already staged by the daemon); answered by
     /// `Action::ConfigDone` with `ask`.
     pub fn want(&mut self, ask: u64, config: ConfigId, out: &mut Vec<Action>) {
@@ -337,7 +351,6 @@ impl ConfigChange {
         token.config.offer = Some(ConfigOffer {
             config,
             from: self.me,
-            ask,
         });
         self.offered = Some(Offered {
             ask,
@@ -577,7 +590,6 @@ mod tests {
             Some(ConfigOffer {
                 config: v2,
                 from: NodeId(1),
-                ask: 0
             })
         );
     }

@@ -70,8 +70,7 @@
 //! 7 VIP loads     per VIP: u32 address, u32 packets/s its owner translated for it (last
 //!                 measured by the owner)
 //! 8 configuration 32 bytes: SHA-256 digest of the configuration the ring runs; then, while
-//!                 a new one is offered, 45 more: u32 version, 32 digest, u8 offering node,
-//!                 u64 the offerer's command id
+//!                 a new one is offered, 37 more: u32 version, 32 digest, u8 offering node
 //! 9 member configs per member: u8 node, u8 0, then three (u32 version, u64 first 8 bytes
 //!                 of the digest), version 0 for none: the configuration it runs, the one it
 //!                 staged, the one it rejected
@@ -165,8 +164,6 @@ pub struct ConfigOffer {
     pub config: ConfigId,
     /// The member that offered it (and serves it).
     pub from: NodeId,
-    /// The offerer's command id (0 when no operator waits for it).
-    pub ask: u64,
 }
 
 /// Where one member stands with the configuration.
@@ -647,7 +644,6 @@ impl Message {
                     body.extend_from_slice(&o.config.version.to_be_bytes());
                     body.extend_from_slice(&o.config.digest);
                     body.push(o.from.0);
-                    body.extend_from_slice(&o.ask.to_be_bytes());
                 }
                 carriage(&mut out, CARRIAGE_CONFIG, &body);
                 body.clear();
@@ -874,10 +870,9 @@ fn read_config_state(mut r: Reader<'_>, state: &mut ConfigState) -> Result<(), D
     state.active_digest = r.array()?;
     state.offer = match r.bytes.len() {
         0 => None,
-        45 => Some(ConfigOffer {
+        37 => Some(ConfigOffer {
             config: read_config_id(&mut r)?,
             from: r.node()?,
-            ask: r.u64()?,
         }),
         _ => return Err(DecodeError::Invalid("configuration carriage length")),
     };
@@ -1031,7 +1026,6 @@ mod tests {
                 offer: Some(ConfigOffer {
                     config: config_id(4, 9),
                     from: NodeId(2),
-                    ask: 11,
                 }),
                 members: vec![MemberConfig {
                     node: NodeId(1),

@@ -456,6 +456,16 @@ impl Node {
         }
     }
 
+    /// Whether this node fetches `config`'s document now.
+    pub fn awaits_config(&self, config: ConfigId) -> bool {
+        self.config_change.awaits(config)
+    }
+
+    /// The newest configuration version running in the ring as this node knows it.
+    pub fn newest_config_version(&self) -> u32 {
+        self.config_change.newest(&self.token)
+    }
+
     /// Until when this node may answer for its VIPs, as far as the ring knows: the earliest
     /// moment the others could have removed it (its last hold, every other member's hold, then
     /// the transport giving up on it). The daemon caps its dead-man lease with it, so a node

@@ -104,25 +104,23 @@ pub fn version_of(shared: &str) -> u32 {
 /// into its `[cluster]`. Checked: the result has exactly the local tables and secrets of
 /// `local_full` and the shared part of `shared`.
 pub fn merge(local_full: &str, shared: &str) -> Result<String, String> {
-    let mut shared_table = parse_table(shared).map_err(|e| format!("shared part: {e}"))?;
-    let mut local_table = parse_table(local_full).map_err(|e| format!("this node's file: {e}"))?;
-    let secrets = take_secrets(&mut local_table);
-    if !take_secrets(&mut shared_table).is_empty() {
+    let shared_only = parse_table(shared).map_err(|e| format!("shared part: {e}"))?;
+    if let Some(local) = LOCAL_TABLES.iter().find(|t| shared_only.contains_key(**t)) {
+        return Err(format!(
+            "shared part: has a [{local}] table, which belongs to each node alone"
+        ));
+    }
+    if !take_secrets(&mut shared_only.clone()).is_empty() {
         return Err("shared part: carries secrets ([cluster.keys], active_key)".into());
     }
-    let shared_only = shared_table.clone();
-    if let Some(cluster) = shared_table
+    let mut local_table = parse_table(local_full).map_err(|e| format!("this node's file: {e}"))?;
+    let secrets = take_secrets(&mut local_table);
+    let mut with_secrets = shared_only.clone();
+    if let Some(cluster) = with_secrets
         .get_mut("cluster")
         .and_then(Value::as_table_mut)
     {
         cluster.extend(secrets.clone());
-    }
-    let shared = canonical(shared_table.clone())?;
-    let shared = shared.as_str();
-    if let Some(local) = LOCAL_TABLES.iter().find(|t| shared_table.contains_key(**t)) {
-        return Err(format!(
-            "shared part: has a [{local}] table, which belongs to each node alone"
-        ));
     }
     let mut doc: toml_edit::DocumentMut = local_full
         .parse()
@@ -131,31 +129,29 @@ pub fn merge(local_full: &str, shared: &str) -> Result<String, String> {
         .retain(|key, _| LOCAL_TABLES.contains(&key));
     // What follows the last local table was written about the shared part, which is replaced.
     doc.set_trailing("");
-    let local = doc.to_string();
     let merged = format!(
         "{}\n\n# Everything below is the cluster-wide configuration, version {}, the same on every node:\n\
          # written by the gateway daemon when the cluster applied it. Edit it on one node and run\n\
          # `gateway reload` there to hand a new version to every node.\n\n{}",
-        local.trim_end(),
+        doc.to_string().trim_end(),
         version_of(shared),
-        shared.trim_start()
+        canonical(with_secrets)?.trim_start()
     );
 
-    let check = parse_table(&merged).map_err(|e| format!("merged file: {e}"))?;
-    let original = parse_table(local_full).map_err(|e| format!("this node's file: {e}"))?;
+    // The check: the merged file's local tables, secrets and shared part are what went in.
+    let mut check = parse_table(&merged).map_err(|e| format!("merged file: {e}"))?;
     for table in LOCAL_TABLES {
-        if check.get(table) != original.get(table) {
+        if check.remove(table).as_ref() != local_table.get(table) {
             return Err(format!(
                 "merged file: its [{table}] differs from this node's"
             ));
         }
     }
-    if shared_text(&merged)? != canonical(shared_only)? {
-        return Err("merged file: its shared part differs from the one received".into());
-    }
-    let mut merged_table = parse_table(&merged).map_err(|e| format!("merged file: {e}"))?;
-    if take_secrets(&mut merged_table) != secrets {
+    if take_secrets(&mut check) != secrets {
         return Err("merged file: its secrets differ from this node's".into());
+    }
+    if canonical(check)? != canonical(shared_only)? {
+        return Err("merged file: its shared part differs from the one received".into());
     }
     Ok(merged)
 }
