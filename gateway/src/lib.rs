@@ -1,28 +1,11 @@
 //! The gateway daemon and CLI as a library, so tests and benchmarks reuse its parts.
-pub mod batch;
-pub mod cli;
+//!
+//! Five rooms, each importing only those after it (docs/architecture.md, "Rooms"):
+//! `daemon` (the tokio program) -> `control` (the operator's vocabulary, socket and views) ->
+//! `datapath` (everything that talks to the kernel) -> `config` (the file) -> `cluster` (the
+//! sans-IO protocol).
 pub mod cluster;
-pub mod cluster_host;
-pub mod cluster_link;
-pub mod cluster_shell;
 pub mod config;
-pub mod config_sync;
-pub mod conntrack;
 pub mod control;
-pub mod copies;
 pub mod daemon;
 pub mod datapath;
-pub mod deadlines;
-pub mod ebpf_object;
-pub mod faults;
-pub mod garp;
-pub mod handoff;
-pub mod health;
-pub mod load;
-pub mod maglev;
-pub mod netlink;
-pub mod node_key;
-pub mod stall;
-pub mod stats;
-pub mod tables;
-pub mod views;

@@ -6,10 +6,8 @@ use std::net::Ipv4Addr;
 
 use clap::{builder::TypedValueParser, Parser, Subcommand};
 use gateway::{
-    cli,
     config::DEFAULT_SOCKET,
-    control::{Admin, Request},
-    views::ConnFilter,
+    control::{client as cli, views::ConnFilter, Admin, Request},
 };
 
 #[derive(Parser)]

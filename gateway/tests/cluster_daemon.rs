@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gateway::node_key::{NodeKey, PublicKey};
+use gateway::config::node_key::{NodeKey, PublicKey};
 use serde_json::Value;
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");

@@ -13,8 +13,8 @@ use std::{
 use aya::programs::{Xdp, XdpMode};
 use gateway::{
     config::Monitor,
-    faults::{self, Fault},
-    netlink,
+    daemon::faults::{self, Fault},
+    datapath::netlink,
 };
 use gateway_common::programs;
 use support::netns::Netns;
@@ -65,7 +65,7 @@ fn links_xdp_and_witness() {
     ip(&["-n", &witness.0, "addr", "add", "10.9.0.1/24", "dev", "w0"]);
     ip(&["-n", &witness.0, "link", "set", "w0", "up"]);
 
-    let mut ebpf = aya::Ebpf::load(gateway::ebpf_object::BYTES).unwrap();
+    let mut ebpf = aya::Ebpf::load(gateway::datapath::ebpf_object::BYTES).unwrap();
     let pass: &mut Xdp = ebpf
         .program_mut(programs::PASS)
         .unwrap()

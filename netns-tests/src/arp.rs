@@ -256,7 +256,10 @@ mod tests {
     fn macs_read_and_print() {
         let mac = parse_mac("02:0a:00:00:00:ff").unwrap();
         assert_eq!(mac, [2, 10, 0, 0, 0, 255]);
-        assert_eq!(gateway::netlink::mac_string(&mac), "02:0a:00:00:00:ff");
+        assert_eq!(
+            gateway::datapath::netlink::mac_string(&mac),
+            "02:0a:00:00:00:ff"
+        );
         assert!(parse_mac("02:0a").is_err());
     }
 }

@@ -16,8 +16,8 @@ use crate::process::Process;
 use crate::testbed::Testbed;
 use crate::topology::{self, EXT_IF, INTERNAL_VIP, INT_IF};
 use anyhow::{bail, Context, Result};
-use gateway::node_key::{NodeKey, PublicKey};
-use gateway::views::ClusterView;
+use gateway::config::node_key::{NodeKey, PublicKey};
+use gateway::control::views::ClusterView;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -574,7 +574,7 @@ impl failover::System for GatewaySystem {
         let router =
             bed.ns(topology::ROUTER)?
                 .ip(&["neigh", "show", &vip.to_string(), "dev", EXT_IF])?;
-        let follows = router.contains(&gateway::netlink::mac_string(&mac));
+        let follows = router.contains(&gateway::datapath::netlink::mac_string(&mac));
         Ok(follows.then_some(owner))
     }
 
@@ -650,7 +650,9 @@ mod tests {
         for (i, node) in gateways.nodes.iter().enumerate() {
             let text = gateways.config_text(i, &ClusterOptions::default());
             let config = gateway::config::parse(&node.config, &text).unwrap();
-            let key = gateway::node_key::load_node_key(&config).unwrap().unwrap();
+            let key = gateway::config::node_key::load_node_key(&config)
+                .unwrap()
+                .unwrap();
             assert_eq!(key.public(), node.public_key, "{}", node.name);
         }
         std::fs::remove_dir_all(&dir).unwrap();

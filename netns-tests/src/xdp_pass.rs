@@ -25,7 +25,8 @@ pub fn attach(netns_name: &str, interfaces: &[String]) -> Result<PassPrograms> {
     let interfaces = interfaces.to_vec();
     std::thread::spawn(move || -> Result<PassPrograms> {
         netns::enter(&name)?;
-        let mut ebpf = Ebpf::load(gateway::ebpf_object::BYTES).context("load the XDP object")?;
+        let mut ebpf =
+            Ebpf::load(gateway::datapath::ebpf_object::BYTES).context("load the XDP object")?;
         let program: &mut Xdp = ebpf
             .program_mut(PASS)
             .ok_or_else(|| anyhow!("no program {PASS} in the XDP object"))?

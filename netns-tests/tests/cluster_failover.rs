@@ -6,7 +6,7 @@
 //! timers. In the second case the dead daemon's XDP, still attached, must stop answering ARP
 //! for its VIPs when its lease runs out (the dead-man switch), which an ARP watch in the router
 //! checks.
-use gateway::netlink::mac_string;
+use gateway::datapath::netlink::mac_string;
 use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use netns_tests::failover::Prober;

@@ -4,7 +4,7 @@
 //! out, before the others take its VIPs; once resumed it drops its VIPs, never answers for a VIP
 //! another node owns, and rejoins. The VIPs stick (persistence 1), so after the pause the
 //! resumed node owns none and any answer from it would be a violation.
-use gateway::netlink::mac_string;
+use gateway::datapath::netlink::mac_string;
 use netns_tests::cluster::{all_vips, Cluster, ClusterOptions, Placement};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use netns_tests::topology::EXT_IF;

@@ -2,7 +2,7 @@
 //! exactly one MAC, its owner's (an ARP watch on the VIP's subnet asks for every VIP), and
 //! every external VIP serves clients, replies included, wherever the back-ends' gateway VIP
 //! lives (distributed NAT sends replies to the node that translated them).
-use gateway::netlink::mac_string;
+use gateway::datapath::netlink::mac_string;
 use netns_tests::arp;
 use netns_tests::client::{self, run_requests};
 use netns_tests::cluster::{Cluster, ClusterOptions};

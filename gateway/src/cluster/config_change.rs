@@ -24,8 +24,8 @@
 use std::time::{Duration, Instant};
 
 use super::{
+    events::{Action, ConfigResult},
     message::{ConfigId, ConfigOffer, ConfigState, ConfigTag, MemberConfig, Token},
-    ring::Action,
     types::NodeId,
 };
 
@@ -34,23 +34,6 @@ pub const OFFER_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// How long a fetch may go unanswered before it is sent again (to the next source).
 pub const FETCH_RETRY: Duration = Duration::from_millis(500);
-
-/// How an offer of this node's operator ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConfigResult {
-    /// Every member switched to it.
-    Active,
-    /// Another offer is on its way in.
-    Busy,
-    /// The ring runs this version or a newer one already.
-    Outdated(u32),
-    /// A member refused it.
-    Rejected(NodeId),
-    /// These members did not stage it in time.
-    TimedOut(Vec<NodeId>),
-    /// This node is not a member of a ring (starting, removed or faulty).
-    NotMember,
-}
 
 /// An offer of this node's on the token.
 #[derive(Clone, Copy, Debug)]

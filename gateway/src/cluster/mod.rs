@@ -3,7 +3,10 @@
 //! Everything here is sans-IO: no sockets, clocks, maps, threads or async. Time comes in as
 //! `now: Instant`, timers go out as deadlines, packets go out as values the daemon sends.
 pub mod config_change;
+pub mod copies;
 pub mod envelope;
+pub mod events;
+pub mod handoff;
 pub mod keys;
 pub mod message;
 pub mod replay;

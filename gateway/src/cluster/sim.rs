@@ -24,9 +24,10 @@ use std::{
 };
 
 use super::{
+    events::{Action, Event, Sent, TimerKind},
     keys::Keyring,
     message::{ConfigId, Message},
-    ring::{Action, Event, Membership, Node, RingConfig, Sent, TimerKind},
+    ring::{Membership, Node, RingConfig},
     transport::{MessageId, Peer, Transport, TransportConfig, TransportEvent},
     types::{NodeId, Persistence, VipEntry},
 };

@@ -13,7 +13,7 @@ use gateway_common::MAX_NODES;
 use serde::Deserialize;
 
 pub use crate::cluster::types::Persistence;
-use crate::node_key::PublicKey;
+use crate::config::node_key::PublicKey;
 
 use super::{parse_port_range, Locator, S};
 

@@ -1,6 +1,7 @@
 //! The configuration file: parsed with serde + toml, then checked as a whole, so a bad file is
 //! rejected with its file, line and field before anything is changed.
 mod cluster;
+pub mod node_key;
 pub mod shared;
 
 pub use cluster::{Cluster, ClusterNode, Key, Monitor, Persistence, Timers, DEFAULT_PORT};
@@ -238,7 +239,7 @@ pub struct Config {
     /// XDP attach mode.
     pub xdp_mode: XdpMode,
     /// This node's Ed25519 key file (`[node] key`), required in a cluster; read at daemon
-    /// start ([`crate::node_key::load_node_key`]), not by the parser.
+    /// start ([`crate::config::node_key::load_node_key`]), not by the parser.
     pub key: Option<PathBuf>,
     /// The control socket.
     pub socket: PathBuf,
@@ -770,7 +771,7 @@ fn check_services(
                 weight,
             });
         }
-        if crate::maglev::table_size(backends.len()) > MAGLEV_MAX {
+        if crate::datapath::maglev::table_size(backends.len()) > MAGLEV_MAX {
             return Err(loc.err(
                 &s.name,
                 f("backend"),

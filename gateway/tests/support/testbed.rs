@@ -136,7 +136,7 @@ impl Testbed {
                 mac(m)
             ))?;
         }
-        let mut ebpf = Ebpf::load(gateway::ebpf_object::BYTES)?;
+        let mut ebpf = Ebpf::load(gateway::datapath::ebpf_object::BYTES)?;
         for name in programs {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)

@@ -17,7 +17,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{io::unix::AsyncFd, sync::watch, time::MissedTickBehavior};
 use tracing::{info, warn};
 
-use crate::{config::Monitor, netlink::Nic};
+use crate::{config::Monitor, datapath::netlink::Nic};
 
 /// One thing wrong with this node.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -17,12 +17,12 @@ use gateway_common::{
 };
 
 use crate::{
-    batch,
+    cluster::handoff::Holders,
     cluster::{message::BlockHolder, types::NodeId},
     config::{Cluster, Config, Role, Service},
-    handoff::Holders,
-    maglev,
-    netlink::Nic,
+    datapath::batch,
+    datapath::maglev,
+    datapath::netlink::Nic,
 };
 
 /// Backend identity within the config: service name, address, port.
@@ -477,7 +477,7 @@ mod tests {
         let mut ebpf = aya::EbpfLoader::new()
             .map_max_entries(maps::CONNS, 1024)
             .map_max_entries(maps::REPLIES, 1024)
-            .load(crate::ebpf_object::BYTES)
+            .load(crate::datapath::ebpf_object::BYTES)
             .expect("loading the XDP object (needs root)");
         let maps = Maps::take(&mut ebpf).unwrap();
         let config = config::parse(std::path::Path::new(file), text).unwrap();
@@ -487,7 +487,7 @@ mod tests {
     #[test]
     fn maglev_tables_are_staged_then_flipped() {
         let (_ebpf, mut m, config) =
-            loaded("example.toml", include_str!("../examples/gateway.toml"));
+            loaded("example.toml", include_str!("../../examples/gateway.toml"));
         let web = &config.services[0];
         m.write_services(&config, &HashMap::new()).unwrap();
         let cpus = aya::util::nr_cpus().unwrap() as u32;
@@ -535,7 +535,7 @@ mod tests {
     #[test]
     fn cluster_ownership_peers_claims_and_port() {
         let (_ebpf, mut m, config) =
-            loaded("cluster.toml", include_str!("../examples/cluster.toml"));
+            loaded("cluster.toml", include_str!("../../examples/cluster.toml"));
         let nics: Vec<Nic> = ["ext0", "int0"]
             .iter()
             .enumerate()
@@ -629,10 +629,10 @@ mod tests {
         let mut ebpf = aya::EbpfLoader::new()
             .map_max_entries(maps::CONNS, 1024)
             .map_max_entries(maps::REPLIES, 1024)
-            .load(crate::ebpf_object::BYTES)
+            .load(crate::datapath::ebpf_object::BYTES)
             .expect("loading the XDP object (needs root)");
         let mut m = Maps::take(&mut ebpf).unwrap();
-        let example = include_str!("../examples/gateway.toml");
+        let example = include_str!("../../examples/gateway.toml");
         let dns =
             "\n[[service]]\nname = \"dns\"\nvip = \"10.0.0.100\"\nport = 53\nprotocol = \"udp\"\n\
                    [[service.backend]]\naddress = \"10.1.0.53\"\nport = 53\n";

@@ -20,28 +20,30 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::{
+    cluster::copies::{CopyStore, CopyStream, COPY_INTERVAL},
+    cluster::handoff::HolderTable,
     cluster::{
-        config_change::ConfigResult,
+        events::{Action, ConfigResult, Event, Sent, TimerKind},
         message::{AdminOp, AdminResult, BlockHolder, ConfigDoc, ConfigFetch, Message},
-        ring::{Action, Event, Membership, Node, RingConfig, RingStatus, Sent, TimerKind},
+        ring::{Membership, Node, RingConfig, RingStatus},
         transport::{MessageId, TransportEvent},
         types::{NodeId, VipEntry},
     },
-    cluster_host::Host,
-    cluster_link::Link,
     config::{Cluster, Config, Persistence},
-    config_sync::{ConfigSync, Prepared},
-    conntrack,
+    control::views::{
+        BlockView, ClusterView, CopiesView, LoadView, MemberView, TokenView, VipView,
+    },
     control::Admin,
-    copies::{CopyStore, CopyStream, COPY_INTERVAL},
+    daemon::config_sync::{ConfigSync, Prepared},
+    daemon::deadlines::{Answer, Pending, Timers},
+    daemon::faults::Fault,
+    daemon::host::Host,
+    daemon::link::Link,
+    daemon::load::LoadMeter,
+    daemon::stall::StallWatch,
     daemon::Shared,
-    deadlines::{Answer, Pending, Timers},
-    faults::Fault,
-    handoff::HolderTable,
-    load::LoadMeter,
-    netlink::Nic,
-    stall::StallWatch,
-    views::{BlockView, ClusterView, CopiesView, LoadView, MemberView, TokenView, VipView},
+    datapath::conntrack,
+    datapath::netlink::Nic,
 };
 
 /// How long a CLI command may wait for the ring to carry it out.
@@ -133,7 +135,7 @@ pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
     ring.hold = t.token_hold.unwrap_or(ring.hold);
     ring.loss_timeout = t.token_loss.unwrap_or(ring.loss_timeout);
     ring.probe_interval = t.probe_911.unwrap_or(ring.probe_interval);
-    ring.unreachable_after = crate::cluster_link::transport_config(cluster).give_up_after();
+    ring.unreachable_after = crate::daemon::link::transport_config(cluster).give_up_after();
     ring.balance_min_pps = cluster.balance.min_packets_per_s;
     ring.balance_hold = cluster.balance.hold;
     // The token sequence starts at a random point (DESIGN.md): a restarted node never
@@ -230,7 +232,7 @@ impl Shell {
     ) -> Result<Self> {
         let config = shared.lock().unwrap().config.clone();
         let cluster = config.cluster.clone().context("no [cluster] section")?;
-        let give_up = crate::cluster_link::transport_config(&cluster).give_up_after();
+        let give_up = crate::daemon::link::transport_config(&cluster).give_up_after();
         let me = NodeId(cluster.me as u8);
         let mine = &cluster.nodes[cluster.me].addresses;
         for (nic, addr) in nics.iter().zip(mine) {
@@ -855,12 +857,12 @@ pub async fn spawn(
     let shell = Shell::start(shared.clone(), &nics, activations).await?;
     let peers = peer_neighbours(&shell.cluster, &nics);
     background.spawn(async move {
-        if let Err(e) = crate::netlink::keep_neighbours(peers, NEIGHBOUR_REFRESH).await {
+        if let Err(e) = crate::datapath::netlink::keep_neighbours(peers, NEIGHBOUR_REFRESH).await {
             warn!("keeping the other nodes' neighbour entries: {e:#}");
         }
     });
     let (fault_tx, fault_rx) = watch::channel(Vec::new());
-    background.spawn(crate::faults::run(monitor, nics, fault_tx));
+    background.spawn(crate::daemon::faults::run(monitor, nics, fault_tx));
     let (admin_tx, admin_rx) = mpsc::channel(16);
     background.spawn(shell.run(admin_rx, fault_rx));
     Ok(admin_tx)

@@ -13,13 +13,13 @@ use serde_json::{json, Value};
 use tracing::debug;
 
 use crate::{
-    batch,
     cluster::{
         message::{ConnCopy, ConnId},
         types::NodeId,
     },
     config::Timeouts,
-    tables::Maps,
+    datapath::batch,
+    datapath::maps::Maps,
 };
 
 /// Now on the clock XDP stamps entries with.
@@ -322,7 +322,7 @@ mod tests {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::CONNS, 1024)
             .map_max_entries(names::REPLIES, 1024)
-            .load(crate::ebpf_object::BYTES)
+            .load(crate::datapath::ebpf_object::BYTES)
             .expect("loading the XDP object (needs root)");
         let mut maps = Maps::take(&mut ebpf).unwrap();
         let now = monotonic_ns();
@@ -368,7 +368,7 @@ mod tests {
             let mut ebpf = EbpfLoader::new()
                 .map_max_entries(names::CONNS, 1024)
                 .map_max_entries(names::REPLIES, 1024)
-                .load(crate::ebpf_object::BYTES)
+                .load(crate::datapath::ebpf_object::BYTES)
                 .expect("loading the XDP object (needs root)");
             Maps::take(&mut ebpf).unwrap()
         };

@@ -15,7 +15,11 @@ use gateway_common::ArpClaim;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::{conntrack::monotonic_ns, daemon::Shared, garp, handoff::Holders, netlink::Nic};
+use crate::{
+    cluster::handoff::Holders,
+    daemon::Shared,
+    datapath::{conntrack::monotonic_ns, garp, netlink::Nic},
+};
 
 /// The host side of the cluster.
 pub struct Host {
@@ -136,7 +140,7 @@ impl Host {
     pub fn take_claims(&self) -> Vec<(Ipv4Addr, ArpClaim)> {
         let claims = self.shared.lock().unwrap().maps.take_claims();
         for (vip, claim) in &claims {
-            warn!(%vip, mac = %crate::netlink::mac_string(&claim.mac), count = claim.count,
+            warn!(%vip, mac = %crate::datapath::netlink::mac_string(&claim.mac), count = claim.count,
                   "another station claims a VIP this node owns");
         }
         claims

@@ -9,8 +9,8 @@ use std::{
 
 use serde_json::Value;
 
+use crate::config::node_key::NodeKey;
 use crate::control::{Admin, Request, Response};
-use crate::node_key::NodeKey;
 
 /// Why a command failed, mapped to the documented exit codes.
 #[derive(Debug)]
@@ -401,12 +401,12 @@ mod tests {
 
     #[test]
     fn key_commands() {
-        let dir = crate::node_key::tests::TempDir::new("cli");
+        let dir = crate::config::node_key::tests::TempDir::new("cli");
         let path = dir.0.join("node.key");
         let line = key_generate(&path).unwrap();
         let public = key_public(&path).unwrap();
         assert_eq!(line, format!("public_key = \"{public}\""));
-        assert!(public.parse::<crate::node_key::PublicKey>().is_ok());
+        assert!(public.parse::<crate::config::node_key::PublicKey>().is_ok());
         assert!(key_generate(&path)
             .unwrap_err()
             .to_string()

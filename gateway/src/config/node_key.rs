@@ -313,7 +313,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_daemon_loads_the_key_the_node_map_lists() {
-        const EXAMPLE: &str = include_str!("../examples/cluster.toml");
+        const EXAMPLE: &str = include_str!("../../examples/cluster.toml");
         const GW1: &str = "RIiKafCp1xLUBXVlV2+KVBc50Yb1sc8kzQqWe4XOq1I=";
         let dir = TempDir::new("daemon");
         let path = dir.0.join("gw1.key");

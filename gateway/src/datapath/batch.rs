@@ -165,7 +165,7 @@ mod tests {
     fn reads_every_chunk_and_deletes_past_missing_keys() {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::CONNS, 16_384)
-            .load(crate::ebpf_object::BYTES)
+            .load(crate::datapath::ebpf_object::BYTES)
             .expect("loading the XDP object (needs root)");
         let mut conns: HashMap<_, FlowKey, Conn> =
             HashMap::try_from(ebpf.take_map(maps::CONNS).unwrap()).unwrap();

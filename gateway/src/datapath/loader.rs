@@ -80,7 +80,7 @@ impl Datapath {
         loader.map_max_entries(maps::CONNS, config.limits.max_connections);
         loader.map_max_entries(maps::REPLIES, config.limits.max_connections);
         let mut ebpf = loader
-            .load(crate::ebpf_object::BYTES)
+            .load(crate::datapath::ebpf_object::BYTES)
             .context("loading the XDP object")?;
         let program: &mut Xdp = ebpf
             .program_mut(programs::GATEWAY)

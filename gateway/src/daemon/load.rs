@@ -12,8 +12,8 @@ use crate::{
         message::{Load, VipLoad},
         types::NodeId,
     },
-    stats,
-    tables::Maps,
+    datapath::counters,
+    datapath::maps::Maps,
 };
 
 /// Busy and total jiffies of all CPUs, from the first line of `/proc/stat`.
@@ -62,12 +62,12 @@ impl LoadMeter {
         services: &[Ipv4Addr],
     ) -> Option<(Load, Vec<VipLoad>)> {
         let (packets, bytes) = Action::ALL.iter().fold((0, 0), |(p, b), a| {
-            let c = stats::sum(&maps.actions, *a as u32);
+            let c = counters::sum(&maps.actions, *a as u32);
             (p + c.packets, b + c.bytes)
         });
         let mut vips = BTreeMap::new();
         for (id, vip) in services.iter().enumerate() {
-            *vips.entry(*vip).or_insert(0) += stats::sum(&maps.service_stats, id as u32).packets;
+            *vips.entry(*vip).or_insert(0) += counters::sum(&maps.service_stats, id as u32).packets;
         }
         let now = Sample {
             at: Instant::now(),

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::{
-    cluster::transport::TransportCounters, conntrack, daemon::State, netlink::mac_string, stats,
+    cluster::transport::TransportCounters, daemon::State, datapath::conntrack, datapath::counters,
+    datapath::netlink::mac_string,
 };
 
 /// The cluster as this node sees it: `status --json` key `cluster`. Built by the cluster shell
@@ -193,7 +194,7 @@ pub fn services(state: &State) -> Result<Value, String> {
                 .backends
                 .iter()
                 .map(|b| {
-                    let c = stats::sum(&state.maps.backend_stats, backend_id);
+                    let c = counters::sum(&state.maps.backend_stats, backend_id);
                     backend_id += 1;
                     let (addr, port) = (u32::from(b.address).to_be(), b.port.to_be());
                     let connections = entries

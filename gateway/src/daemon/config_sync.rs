@@ -22,8 +22,8 @@ use crate::{
         message::{ConfigDoc, ConfigFetch, ConfigId},
         types::NodeId,
     },
+    config::node_key::{self, NodeKey},
     config::{self, shared, Config},
-    node_key::{self, NodeKey},
 };
 
 /// An operator's new configuration, ready to offer.
@@ -201,9 +201,9 @@ fn write_atomically(path: &Path, text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node_key::tests::TempDir;
+    use crate::config::node_key::tests::TempDir;
 
-    const EXAMPLE: &str = include_str!("../examples/cluster.toml");
+    const EXAMPLE: &str = include_str!("../../examples/cluster.toml");
     const EXAMPLE_KEYS: [&str; 3] = [
         "RIiKafCp1xLUBXVlV2+KVBc50Yb1sc8kzQqWe4XOq1I=",
         "yvkikpfEHECXVLX6w9Rfwn+TRSuVBUd10ir/ss4hfPI=",

@@ -1,5 +1,15 @@
 //! The daemon: loads the config and the data path, fills the maps, starts health checks,
 //! the conntrack sweep and GARP, then serves the control socket until told to stop.
+pub mod config_sync;
+pub mod deadlines;
+pub mod faults;
+pub mod health;
+pub mod host;
+pub mod link;
+pub mod load;
+pub mod shell;
+pub mod stall;
+
 use std::{
     collections::HashMap,
     path::Path,
@@ -15,16 +25,19 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use crate::{
-    cluster_shell::{AdminRequest, Request},
-    config::{self, Backend, Config, HealthKind, Service},
-    conntrack,
-    control::{self, Command},
-    datapath::{self, Datapath},
+use self::{
     deadlines::Answer,
-    garp, health, netlink,
-    netlink::Nic,
-    tables::{BackendKey, Maps},
+    shell::{AdminRequest, Request},
+};
+use crate::{
+    config::{self, Backend, Config, HealthKind, Service},
+    control::{self, Command},
+    datapath::{
+        conntrack, garp,
+        loader::{self, Datapath},
+        maps::{BackendKey, Maps},
+        netlink::{self, Nic},
+    },
 };
 
 /// How often idle connections are swept.
@@ -45,7 +58,7 @@ pub struct State {
     /// Whether it took over a pinned data path.
     pub adopted: bool,
     /// The cluster as the shell last saw it; `None` while alone or before the first update.
-    pub cluster: Option<crate::views::ClusterView>,
+    pub cluster: Option<crate::control::views::ClusterView>,
 }
 
 /// The state behind a lock, shared by the tasks.
@@ -213,7 +226,7 @@ async fn reload_command(
 /// Runs the daemon until a signal or a `stop` command.
 pub async fn run(config_path: &Path) -> Result<()> {
     let config = config::load(config_path)?;
-    datapath::check_root()?;
+    loader::check_root()?;
     if let Some((lo, hi)) = config::ephemeral_ports() {
         if config.nat_ports.0 <= hi && lo <= config.nat_ports.1 {
             warn!(
@@ -279,7 +292,7 @@ async fn serve(
     // owns and announces all of them now.
     let ring = match config.cluster {
         Some(_) => Some(
-            crate::cluster_shell::spawn(&mut background, &shared, cluster_nics, activations_tx)
+            crate::daemon::shell::spawn(&mut background, &shared, cluster_nics, activations_tx)
                 .await?,
         ),
         None => {

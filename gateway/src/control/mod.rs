@@ -1,5 +1,8 @@
 //! The control socket: a root-only Unix socket carrying one JSON request line and one JSON
 //! response line per connection. The daemon binds it only once the data path is ready.
+pub mod client;
+pub mod views;
+
 use std::{
     fs,
     net::Ipv4Addr,
@@ -17,7 +20,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::{daemon::Shared, views};
+use crate::daemon::Shared;
 
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,7 +216,7 @@ async fn answer(
         Request::Status => Ok(views::status(&shared.lock().unwrap())),
         Request::Services => views::services(&shared.lock().unwrap()),
         Request::Conns(filter) => views::conns(&shared.lock().unwrap(), &filter),
-        Request::Stats => Ok(crate::stats::view(&shared.lock().unwrap())),
+        Request::Stats => Ok(crate::datapath::counters::view(&shared.lock().unwrap())),
         Request::Reload => {
             let (tx, rx) = oneshot::channel();
             commands.send(Command::Reload(tx)).await.map_err(gone)?;
