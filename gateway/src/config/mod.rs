@@ -1,6 +1,7 @@
 //! The configuration file: parsed with serde + toml, then checked as a whole, so a bad file is
 //! rejected with its file, line and field before anything is changed.
 mod cluster;
+pub mod live;
 pub mod node_key;
 pub mod shared;
 

@@ -156,50 +156,6 @@ pub fn merge(local_full: &str, shared: &str) -> Result<String, String> {
     Ok(merged)
 }
 
-/// The shared sections that differ between `old` and `new` and that a running daemon cannot
-/// apply live: they take effect at its next restart, which the caller tells the operator.
-/// Services (health, back-ends, weights), timeouts, limits, ARP and `config_version` apply
-/// live and are not listed.
-pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if old.interfaces != new.interfaces {
-        out.push("interface");
-    }
-    if old.vips != new.vips {
-        out.push("vip");
-    }
-    match (&old.cluster, &new.cluster) {
-        (None, None) => {}
-        (Some(_), None) | (None, Some(_)) => out.push("cluster"),
-        (Some(a), Some(b)) => {
-            if a.nodes != b.nodes {
-                out.push("cluster.node");
-            }
-            if a.port != b.port
-                || a.lease != b.lease
-                || a.monitor.witness != b.monitor.witness
-                || a.keys != b.keys
-                || a.active_key != b.active_key
-            {
-                out.push("cluster");
-            }
-            if a.timers != b.timers {
-                out.push("cluster.timers");
-            }
-            if a.balance != b.balance {
-                out.push("cluster.balance");
-            }
-            let (m, n) = (&a.monitor, &b.monitor);
-            if (m.witness_interval, m.witness_misses, m.link_interval)
-                != (n.witness_interval, n.witness_misses, n.link_interval)
-            {
-                out.push("cluster.monitor");
-            }
-        }
-    }
-    out
-}
-
 /// Refuses a configuration from the cluster that would renumber nodes: node ids are positions
 /// in `[[cluster.node]]`, so every existing node must keep its name at its index; nodes may
 /// only be appended, or removed from the end.
@@ -250,7 +206,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::parse;
+    use crate::config::{live::restart_needed, parse};
 
     const EXAMPLE: &str = include_str!("../../examples/cluster.toml");
 

@@ -1,14 +1,55 @@
 //! The JSON views of the daemon's state served over the control socket (`status`,
-//! `services`, `conns`), in the shapes docs/interfaces.md fixes.
-use std::net::{Ipv4Addr, SocketAddrV4};
+//! `services`, `conns`, `stats`), in the shapes docs/interfaces.md fixes. Each is built from
+//! what the state's owners publish ([`Sources`]): a view never walks a table or takes a lock
+//! an owner waits on; `conns`, which lists the table, asks the datapath worker for it.
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
+use gateway_common::{Action, Counter, Path, Reason};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
 
 use crate::{
-    cluster::transport::TransportCounters, daemon::State, datapath::conntrack, datapath::counters,
-    datapath::netlink::mac_string,
+    cluster::transport::TransportCounters,
+    config::Config,
+    datapath::{
+        conntrack,
+        maps::Counters,
+        netlink::{mac_string, Nic},
+        worker::{DatapathHandle, TableView},
+    },
 };
+
+/// Where the views read the daemon's state: what each owner publishes, and the few facts fixed
+/// at start.
+pub struct Sources {
+    /// The running configuration (the daemon's main loop alone, the ring's shell in a cluster).
+    pub config: watch::Receiver<Arc<Config>>,
+    /// The cluster NICs, in config order.
+    pub nics: Vec<Nic>,
+    /// When the daemon started.
+    pub started: Instant,
+    /// Whether it took over a pinned data path.
+    pub adopted: bool,
+    /// The VIPs XDP answers for.
+    pub owned: watch::Receiver<BTreeSet<Ipv4Addr>>,
+    /// The cluster as the ring's shell last saw it; `None` alone.
+    pub cluster: watch::Receiver<Option<ClusterView>>,
+    /// The tables' owner, and what it published.
+    pub datapath: DatapathHandle,
+    /// The per-CPU counters.
+    pub counters: Arc<Counters>,
+    /// The ring shell's longest loop iteration so far, in microseconds (0 alone).
+    pub longest_iteration_us: Arc<AtomicU64>,
+}
 
 /// The cluster as this node sees it: `status --json` key `cluster`. Built by the cluster shell
 /// from the ring's status in the daemon's own terms (node names, not ids), so the documented
@@ -147,10 +188,15 @@ pub struct ConnFilter {
     pub client: Option<String>,
 }
 
+/// Milliseconds with three decimals, for JSON.
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
 /// The `status` view.
-pub fn status(state: &State) -> Value {
-    let c = &state.config;
-    let interfaces: Vec<Value> = state
+pub fn status(sources: &Sources) -> Value {
+    let c = sources.config.borrow().clone();
+    let interfaces: Vec<Value> = sources
         .nics
         .iter()
         .zip(&c.interfaces)
@@ -159,7 +205,7 @@ pub fn status(state: &State) -> Value {
                    "mac": mac_string(&n.mac), "address": n.address.map(|a| a.to_string())})
         })
         .collect();
-    let owned = state.maps.owned();
+    let owned = sources.owned.borrow().clone();
     let vips: Vec<Value> = c
         .vips
         .iter()
@@ -168,25 +214,31 @@ pub fn status(state: &State) -> Value {
                    "owned": owned.contains(&v.address)})
         })
         .collect();
+    let iteration = Duration::from_micros(sources.longest_iteration_us.load(Ordering::Relaxed));
     json!({
         "node": c.name,
-        "uptime_s": state.started.elapsed().as_secs(),
+        "uptime_s": sources.started.elapsed().as_secs(),
         "xdp_mode": c.xdp_mode.name(),
-        "adopted": state.adopted,
+        "adopted": sources.adopted,
         "interfaces": interfaces,
         "vips": vips,
         "services": c.services.len(),
-        "connections": state.maps.conns.keys().filter(Result::is_ok).count(),
-        "cluster": state.cluster,
+        "connections": sources.datapath.view().census.connections,
+        "latency": {
+            "longest_shell_iteration_ms": millis(iteration),
+            "longest_datapath_wait_ms": millis(sources.datapath.longest_wait()),
+        },
+        "cluster": sources.cluster.borrow().clone(),
     })
 }
 
-/// The `services` view.
-pub fn services(state: &State) -> Result<Value, String> {
-    let (entries, _) = read_connections(state)?;
+/// The `services` view; connection counts are the last sweep's.
+pub fn services(sources: &Sources) -> Value {
+    let config = sources.config.borrow().clone();
+    let tables: TableView = sources.datapath.view();
+    let counters = &sources.counters;
     let mut backend_id = 0u32;
-    let list: Vec<Value> = state
-        .config
+    let list: Vec<Value> = config
         .services
         .iter()
         .map(|s| {
@@ -194,33 +246,37 @@ pub fn services(state: &State) -> Result<Value, String> {
                 .backends
                 .iter()
                 .map(|b| {
-                    let c = counters::sum(&state.maps.backend_stats, backend_id);
+                    let c = Counters::sum(&counters.backend_stats, backend_id);
                     backend_id += 1;
-                    let (addr, port) = (u32::from(b.address).to_be(), b.port.to_be());
-                    let connections = entries
-                        .iter()
-                        .filter(|e| e.conn.backend_addr == addr && e.conn.backend_port == port)
-                        .count();
+                    let connections = tables
+                        .census
+                        .per_backend
+                        .get(&(b.address, b.port))
+                        .copied()
+                        .unwrap_or(0);
+                    let healthy = tables.is_healthy(&(s.name.clone(), b.address, b.port));
                     json!({"address": b.address.to_string(), "port": b.port, "weight": b.weight,
-                           "healthy": state.is_healthy(s, b), "connections": connections,
+                           "healthy": healthy, "connections": connections,
                            "packets": c.packets, "bytes": c.bytes})
                 })
                 .collect();
+            let table_size = tables.table_sizes.get(&s.name).copied().unwrap_or(0);
             json!({"name": s.name, "vip": s.vip.to_string(), "port": s.port,
-                   "protocol": s.protocol.name(), "table_size": state.maps.table_size(s),
+                   "protocol": s.protocol.name(), "table_size": table_size,
                    "backends": backends})
         })
         .collect();
-    Ok(Value::Array(list))
+    Value::Array(list)
 }
 
-/// The `conns` view, filtered; an unknown service or a malformed address is an error.
-pub fn conns(state: &State, filter: &ConnFilter) -> Result<Value, String> {
+/// The `conns` view, filtered; an unknown service or a malformed address is an error. The
+/// datapath worker reads the table and filters it on its own thread.
+pub async fn conns(sources: &Sources, filter: ConnFilter) -> Result<Value, String> {
+    let config = sources.config.borrow().clone();
     let service = match &filter.service {
         None => None,
         Some(name) => Some(
-            state
-                .config
+            config
                 .services
                 .iter()
                 .position(|s| &s.name == name)
@@ -245,25 +301,84 @@ pub fn conns(state: &State, filter: &ConnFilter) -> Result<Value, String> {
                 .map_err(|_| format!("--client `{text}` is not an IPv4 address"))?,
         ),
     };
-    let now = conntrack::monotonic_ns();
-    let (entries, _) = read_connections(state)?;
-    let list: Vec<Value> = entries
-        .iter()
-        .filter(|e| service.is_none_or(|id| e.conn.service_id == id))
-        .filter(|e| {
-            backend.is_none_or(|(a, p)| {
-                Ipv4Addr::from(u32::from_be(e.conn.backend_addr)) == a
-                    && p.is_none_or(|p| u16::from_be(e.conn.backend_port) == p)
-            })
+    let limit = filter.limit.unwrap_or(usize::MAX);
+    sources
+        .datapath
+        .call(move |worker| {
+            let now = conntrack::monotonic_ns();
+            let (entries, _) = worker
+                .connections()
+                .map_err(|e| format!("reading the connection tables: {e}"))?;
+            let list: Vec<Value> = entries
+                .iter()
+                .filter(|e| service.is_none_or(|id| e.conn.service_id == id))
+                .filter(|e| {
+                    backend.is_none_or(|(a, p)| {
+                        Ipv4Addr::from(u32::from_be(e.conn.backend_addr)) == a
+                            && p.is_none_or(|p| u16::from_be(e.conn.backend_port) == p)
+                    })
+                })
+                .filter(|e| {
+                    client.is_none_or(|c| Ipv4Addr::from(u32::from_be(e.key.src_addr)) == c)
+                })
+                .take(limit)
+                .map(|e| e.view(now))
+                .collect();
+            Ok(Value::Array(list))
         })
-        .filter(|e| client.is_none_or(|c| Ipv4Addr::from(u32::from_be(e.key.src_addr)) == c))
-        .take(filter.limit.unwrap_or(usize::MAX))
-        .map(|e| e.view(now))
-        .collect();
-    Ok(Value::Array(list))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
-/// Both connection tables, or the reason they could not be read.
-fn read_connections(state: &State) -> Result<(Vec<conntrack::Entry>, conntrack::Orphans), String> {
-    conntrack::walk(&state.maps).map_err(|e| format!("reading the connection tables: {e}"))
+/// Each named counter of `map`, by name.
+fn named(
+    map: &aya::maps::PerCpuArray<aya::maps::MapData, Counter>,
+    names: impl Iterator<Item = (u32, &'static str)>,
+) -> Value {
+    Value::Object(
+        names
+            .map(|(i, name)| (name.to_string(), json!(Counters::sum(map, i).packets)))
+            .collect(),
+    )
+}
+
+fn traffic(c: Counter) -> Value {
+    json!({"packets": c.packets, "bytes": c.bytes})
+}
+
+/// The `stats` view: counters by action, path and reason, per service and per backend, and
+/// the cluster protocol's messages (sent, resent, dropped by reason; `null` when alone).
+pub fn stats(sources: &Sources) -> Value {
+    let config = sources.config.borrow().clone();
+    let counters = &sources.counters;
+    let mut services = Map::new();
+    let mut backends = Map::new();
+    let mut backend_id = 0u32;
+    for (id, s) in config.services.iter().enumerate() {
+        let c = Counters::sum(&counters.service_stats, id as u32);
+        services.insert(s.name.clone(), traffic(c));
+        for b in &s.backends {
+            let c = Counters::sum(&counters.backend_stats, backend_id);
+            backend_id += 1;
+            let entry = backends
+                .entry(format!("{}:{}", b.address, b.port))
+                .or_insert_with(|| traffic(Counter::default()));
+            for (field, add) in [("packets", c.packets), ("bytes", c.bytes)] {
+                entry[field] = json!(entry[field].as_u64().unwrap_or(0) + add);
+            }
+        }
+    }
+    let cluster = sources.cluster.borrow().as_ref().map(|c| {
+        let mut counters = json!(c.transport);
+        counters["undecodable"] = json!(c.undecodable);
+        counters
+    });
+    json!({
+        "actions": named(&counters.actions, Action::ALL.iter().map(|a| (*a as u32, a.name()))),
+        "paths": named(&counters.paths, Path::ALL.iter().map(|p| (*p as u32, p.name()))),
+        "reasons": named(&counters.reasons, Reason::ALL.iter().map(|r| (*r as u32, r.name()))),
+        "services": services,
+        "backends": backends,
+        "cluster": cluster,
+    })
 }

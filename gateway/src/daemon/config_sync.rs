@@ -1,9 +1,10 @@
 //! The daemon's side of changing the cluster's configuration together (the ring's side is
 //! `cluster::config_change`): it holds the signed documents, prepares an operator's offer from
 //! the config file, answers other nodes' fetches with documents signed by this node's Ed25519
-//! key, verifies the documents it fetched, and, when the ring switches, writes the new
-//! configuration into the config file (this node's `[node]`, `[control]` and secrets kept), so
-//! a restart runs what the cluster runs.
+//! key, verifies the documents it fetched, and, when the ring switches, has the new
+//! configuration written into the config file (this node's `[node]`, `[control]` and secrets
+//! kept; [`install`], run off the async runtime), so a restart runs what the cluster runs.
+//! Everything but [`install`] and [`ConfigSync::start`] works on texts in memory.
 //!
 //! A document is accepted only when its text has the digest the ring named, its signature
 //! verifies with the signer's public key as this node's running configuration lists it, and
@@ -22,8 +23,11 @@ use crate::{
         message::{ConfigDoc, ConfigFetch, ConfigId},
         types::NodeId,
     },
-    config::node_key::{self, NodeKey},
-    config::{self, shared, Config},
+    config::{
+        self, live,
+        node_key::{self, NodeKey},
+        shared, Config,
+    },
 };
 
 /// An operator's new configuration, ready to offer.
@@ -46,6 +50,32 @@ pub struct ConfigSync {
     staged: BTreeMap<ConfigId, String>,
     /// The configuration this node runs, parsed: whose public keys verify documents.
     running: Config,
+    /// The config file as last read or written: whose local part documents are checked with.
+    local: String,
+}
+
+/// A configuration the ring switched to, to be written into the config file by [`install`].
+#[derive(Debug)]
+pub struct Activation {
+    /// Which configuration.
+    pub id: ConfigId,
+    path: PathBuf,
+    shared_text: String,
+    running: Config,
+}
+
+/// What [`install`] wrote: the new configuration, the file's text, and the parts that take
+/// effect at the next restart.
+#[derive(Debug)]
+pub struct Installed {
+    /// Which configuration.
+    pub id: ConfigId,
+    /// The file, parsed.
+    pub config: Config,
+    /// The file's text.
+    pub text: String,
+    /// The parts that differ from the running configuration and wait for a restart.
+    pub later: Vec<&'static str>,
 }
 
 /// The identity of a shared text.
@@ -72,6 +102,7 @@ impl ConfigSync {
             active: (config_id(&shared), shared),
             staged: BTreeMap::new(),
             running: config.clone(),
+            local: text,
         })
     }
 
@@ -80,16 +111,15 @@ impl ConfigSync {
         self.active.0
     }
 
-    /// Reads the config file for an offer: the cluster-wide part, valid and keeping every node
-    /// at its place, stamped with the next version after `ring_version` and what this node
-    /// runs, and staged here.
-    pub fn prepare(&mut self, ring_version: u32) -> Result<Prepared, String> {
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        let new = config::parse(&self.path, &text).map_err(|e| e.to_string())?;
+    /// Takes the config file's `text` (read by the caller) for an offer: the cluster-wide
+    /// part, valid and keeping every node at its place, stamped with the next version after
+    /// `ring_version` and what this node runs, and staged here.
+    pub fn prepare(&mut self, text: &str, ring_version: u32) -> Result<Prepared, String> {
+        let new = config::parse(&self.path, text).map_err(|e| e.to_string())?;
         shared::refuse(&self.running, &new)?;
         let shared_text =
-            shared::shared_text(&text).map_err(|e| format!("{}: {e}", self.path.display()))?;
+            shared::shared_text(text).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        self.local = text.to_owned();
         let unversioned = |t: &str| shared::with_version(t, 1);
         if unversioned(&shared_text)? == unversioned(&self.active.1)? {
             return Ok(Prepared::Unchanged(self.active.0));
@@ -158,30 +188,56 @@ impl ConfigSync {
 
     /// This node's config file with `shared_text` as its cluster-wide part, and its parse.
     fn merged(&self, shared_text: &str) -> Result<(String, Config), String> {
-        let local = std::fs::read_to_string(&self.path)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        let full = shared::merge(&local, shared_text)?;
-        let new = config::parse(&self.path, &full).map_err(|e| e.to_string())?;
-        Ok((full, new))
+        merge(&self.path, &self.local, shared_text)
     }
 
-    /// Switches to the staged configuration `id`: writes it into the config file and returns
-    /// it parsed, with the sections that take effect only at the next restart.
-    pub fn activate(&mut self, id: ConfigId) -> Result<(Config, Vec<&'static str>), String> {
+    /// Switches to the staged configuration `id`; what the file is to be written with.
+    pub fn activate(&mut self, id: ConfigId) -> Result<Activation, String> {
         let text = self
             .staged
             .remove(&id)
             .ok_or_else(|| format!("configuration version {} is not staged", id.version))?;
-        let (full, new) = self.merged(&text)?;
-        write_atomically(&self.path, &full)
-            .map_err(|e| format!("writing {}: {e:#}", self.path.display()))?;
-        let later = shared::restart_needed(&self.running, &new);
         // Older documents are of no more use.
         self.staged.retain(|staged, _| staged.version > id.version);
-        self.active = (id, text);
-        self.running = new.clone();
-        Ok((new, later))
+        self.active = (id, text.clone());
+        Ok(Activation {
+            id,
+            path: self.path.clone(),
+            shared_text: text,
+            running: self.running.clone(),
+        })
     }
+
+    /// Takes in what [`install`] wrote: the configuration this node now runs.
+    pub fn installed(&mut self, installed: &Installed) {
+        self.running = installed.config.clone();
+        self.local.clone_from(&installed.text);
+    }
+}
+
+/// `local` (the text of the config file at `path`) with `shared_text` as its cluster-wide
+/// part, and its parse.
+fn merge(path: &Path, local: &str, shared_text: &str) -> Result<(String, Config), String> {
+    let full = shared::merge(local, shared_text)?;
+    let new = config::parse(path, &full).map_err(|e| e.to_string())?;
+    Ok((full, new))
+}
+
+/// Writes an activated configuration into the config file as it is now (an operator's edits
+/// of this node's own part are kept) and parses it. Blocking file I/O (read, write, fsync):
+/// run it off the async runtime.
+pub fn install(activation: Activation) -> Result<Installed, String> {
+    let path = &activation.path;
+    let local = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (text, config) = merge(path, &local, &activation.shared_text)?;
+    write_atomically(path, &text).map_err(|e| format!("writing {}: {e:#}", path.display()))?;
+    let later = live::restart_needed(&activation.running, &config);
+    Ok(Installed {
+        id: activation.id,
+        config,
+        text,
+        later,
+    })
 }
 
 /// Replaces `path` with `text` so that a reader sees the old file or the new one, never a
@@ -255,8 +311,9 @@ mod tests {
             let path = self.dir.0.join("gw1.toml");
             let text = std::fs::read_to_string(&path).unwrap();
             assert!(text.contains(from), "{from}");
-            std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
-            let Prepared::Offer(config) = self.syncs[0].prepare(1).unwrap() else {
+            let text = text.replacen(from, to, 1);
+            std::fs::write(&path, &text).unwrap();
+            let Prepared::Offer(config) = self.syncs[0].prepare(&text, 1).unwrap() else {
                 panic!("unchanged");
             };
             self.syncs[0]
@@ -274,17 +331,20 @@ mod tests {
         let doc = pair.offer("port = 8080", "port = 8081");
         assert_eq!(doc.config.version, 2);
         pair.syncs[1].receive(&doc).unwrap();
-        let (running, later) = pair.syncs[1].activate(doc.config).unwrap();
-        assert!(later.is_empty(), "{later:?}");
+        let installed = install(pair.syncs[1].activate(doc.config).unwrap()).unwrap();
+        pair.syncs[1].installed(&installed);
+        assert!(installed.later.is_empty(), "{:?}", installed.later);
+        let running = &installed.config;
         assert_eq!(running.name, "gw2", "gw2's own [node] section stays");
         assert_eq!(running.services[0].backends[0].port, 8081);
         let file = std::fs::read_to_string(pair.dir.0.join("gw2.toml")).unwrap();
         assert!(file.contains("config_version = 2") && file.contains("name = \"gw2\""));
         assert_eq!(pair.syncs[1].active(), doc.config);
         // Once gw1 runs it too, its file has nothing new to offer.
-        pair.syncs[0].activate(doc.config).unwrap();
+        let installed = install(pair.syncs[0].activate(doc.config).unwrap()).unwrap();
+        pair.syncs[0].installed(&installed);
         assert!(matches!(
-            pair.syncs[0].prepare(2),
+            pair.syncs[0].prepare(&installed.text, 2),
             Ok(Prepared::Unchanged(_))
         ));
     }
@@ -312,8 +372,8 @@ mod tests {
         // gw1's own file checks refuse moving a node before anything is offered.
         let path = pair.dir.0.join("gw1.toml");
         let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, text.replace("name = \"gw3\"", "name = \"gw9\"")).unwrap();
-        assert!(pair.syncs[0].prepare(1).is_err());
+        let moved = text.replace("name = \"gw3\"", "name = \"gw9\"");
+        assert!(pair.syncs[0].prepare(&moved, 1).is_err());
         // Nothing was staged or written at gw2.
         assert!(pair.syncs[1].activate(doc.config).is_err());
         let file = std::fs::read_to_string(pair.dir.0.join("gw2.toml")).unwrap();

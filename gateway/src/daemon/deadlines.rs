@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::oneshot;
+use crate::control::server::Answer;
 
 /// The ring's timers: setting a kind again replaces its deadline, as the ring expects.
 #[derive(Debug)]
@@ -48,9 +48,6 @@ impl<K: Copy + Eq + Hash> Timers<K> {
     }
 }
 
-/// Where the answer to a waiting CLI command goes.
-pub type Answer = oneshot::Sender<Result<(), String>>;
-
 /// CLI commands handed to the ring and not answered yet.
 #[derive(Debug)]
 pub struct Pending {
@@ -79,10 +76,15 @@ impl Pending {
 
     /// The ring answered command `id` (an id not waiting, e.g. timed out already, is ignored).
     pub fn finish(&mut self, id: u64, result: Result<(), String>) {
-        if let Some((answer, _)) = self.waiting.remove(&id) {
+        if let Some(answer) = self.take(id) {
             // The CLI may have given up and closed its socket: nobody to tell.
             let _ = answer.send(result);
         }
+    }
+
+    /// Takes command `id`'s answer out, for an answer that must wait for more work.
+    pub fn take(&mut self, id: u64) -> Option<Answer> {
+        self.waiting.remove(&id).map(|(answer, _)| answer)
     }
 
     /// Answers every command whose time ran out by `now` with a timeout error.
@@ -111,6 +113,7 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
 
     #[test]
     fn timers_replace_and_fire_in_order() {

@@ -13,8 +13,8 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    config::{Health, HealthKind},
-    daemon::Shared,
+    config::{Config, Health, HealthKind},
+    datapath::worker::DatapathHandle,
 };
 
 /// One check: Ok when the backend answers as `health` wants.
@@ -84,18 +84,20 @@ impl Hysteresis {
     }
 }
 
-/// Starts a checker for every backend of every checked service in the current config.
-pub fn spawn_all(shared: &Shared, tasks: &mut JoinSet<()>) {
-    let state = shared.lock().unwrap();
-    for s in &state.config.services {
+/// Starts a checker for every backend of every checked service of `config`, each from the
+/// verdict the datapath worker last published; a verdict that flips goes to the worker, which
+/// rewrites the service's Maglev table.
+pub fn spawn_all(config: &Config, datapath: &DatapathHandle, tasks: &mut JoinSet<()>) {
+    let verdicts = datapath.view();
+    for s in &config.services {
         if s.health.kind == HealthKind::None {
             continue;
         }
         for b in &s.backends {
             let key = (s.name.clone(), b.address, b.port);
-            let up = state.healthy.get(&key).copied().unwrap_or(true);
+            let up = verdicts.is_healthy(&key);
             let health = s.health.clone();
-            let shared = shared.clone();
+            let datapath = datapath.clone();
             tasks.spawn(async move {
                 let addr = SocketAddr::from((key.1, key.2));
                 let mut hysteresis = Hysteresis::new(up);
@@ -110,9 +112,8 @@ pub fn spawn_all(shared: &Shared, tasks: &mut JoinSet<()>) {
                                 warn!(service = %key.0, backend = %addr, "backend down: {e:#}")
                             }
                         }
-                        if let Err(e) = shared.lock().unwrap().set_health(&key, hysteresis.up) {
-                            warn!("updating the Maglev table of {}: {e:#}", key.0);
-                        }
+                        let (key, up) = (key.clone(), hysteresis.up);
+                        datapath.submit(move |worker| worker.set_health(key, up));
                     }
                 }
             });

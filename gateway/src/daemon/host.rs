@@ -1,8 +1,10 @@
 //! What the ring's decisions do to this host, and what the host tells the ring: VIP ownership
 //! written into the XDP maps, gratuitous ARP bursts for VIPs taken, the dead-man lease renewed,
-//! and XDP's ARP claims (another station answering for a VIP we own) read back.
+//! and XDP's ARP claims (another station answering for a VIP we own) read back. The host owns
+//! the small control maps ([`ControlMaps`]) and writes them directly, so nothing here waits
+//! for the datapath worker.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     net::Ipv4Addr,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -12,19 +14,22 @@ use std::{
 };
 
 use gateway_common::ArpClaim;
-use tokio::task::JoinSet;
+use tokio::{sync::watch, task::JoinSet};
 use tracing::{info, warn};
 
 use crate::{
-    cluster::handoff::Holders,
-    daemon::Shared,
-    datapath::{conntrack::monotonic_ns, garp, netlink::Nic},
+    cluster::{handoff::Holders, message::BlockHolder},
+    config::{Arp, Cluster, Config},
+    datapath::{conntrack::monotonic_ns, garp, maps::ControlMaps, netlink::Nic},
 };
 
 /// The host side of the cluster.
 pub struct Host {
-    shared: Shared,
+    maps: ControlMaps,
+    /// The VIPs XDP answers for, for the control socket's views.
+    published: watch::Sender<BTreeSet<Ipv4Addr>>,
     lease: Duration,
+    arp: Arp,
     /// Where each VIP is announced: (ifindex, MAC of the VIP's NIC).
     garp_targets: HashMap<Ipv4Addr, (u32, [u8; 6])>,
     announcer: Arc<garp::Announcer>,
@@ -39,12 +44,15 @@ pub struct Host {
 }
 
 impl Host {
-    /// The host of `shared`'s config, whose VIPs live on `nics`; fails without the raw
-    /// socket gratuitous ARP needs.
-    pub fn new(shared: Shared, nics: &[Nic]) -> std::io::Result<Self> {
-        let state = shared.lock().unwrap();
-        let garp_targets = state
-            .config
+    /// The host of `config`, whose VIPs live on `nics`, acting on `maps`; fails without the
+    /// raw socket gratuitous ARP needs.
+    pub fn new(
+        config: &Config,
+        nics: &[Nic],
+        maps: ControlMaps,
+        published: watch::Sender<BTreeSet<Ipv4Addr>>,
+    ) -> std::io::Result<Self> {
+        let garp_targets = config
             .vips
             .iter()
             .filter_map(|v| {
@@ -52,21 +60,33 @@ impl Host {
                 Some((v.address, (nic.ifindex, nic.mac)))
             })
             .collect();
-        let lease = state
-            .config
-            .cluster
-            .as_ref()
-            .map_or(Duration::MAX, |c| c.lease);
-        drop(state);
+        let lease = config.cluster.as_ref().map_or(Duration::MAX, |c| c.lease);
         Ok(Self {
-            shared,
+            maps,
+            published,
             lease,
+            arp: config.arp,
             garp_targets,
             announcer: Arc::new(garp::Announcer::open()?),
             garps: JoinSet::new(),
             owned: Arc::default(),
             lease_until: Arc::default(),
         })
+    }
+
+    /// Takes in a configuration the cluster switched to: its settings and ARP bursts.
+    pub fn apply_config(&mut self, config: &Config) {
+        self.arp = config.arp;
+        if let Err(e) = self.maps.write_settings(config) {
+            warn!("writing SETTINGS: {e:#}");
+        }
+    }
+
+    /// Points the distributed NAT at each block's holder (see [`ControlMaps::write_homes`]).
+    pub fn write_homes(&mut self, cluster: &Cluster, nics: &[Nic], blocks: &[BlockHolder]) {
+        if let Err(e) = self.maps.write_homes(cluster, nics, blocks) {
+            warn!("writing the NAT homes: {e:#}");
+        }
     }
 
     /// How often the lease is renewed and claims are read: five times per lease, at least
@@ -76,14 +96,14 @@ impl Host {
     }
 
     /// Makes XDP answer for exactly `owned` (the ring's VIP table for this node).
-    pub fn apply_vips(&self, owned: &HashSet<Ipv4Addr>) {
-        let mut state = self.shared.lock().unwrap();
-        let before = state.maps.owned();
-        if let Err(e) = state.maps.set_owned(owned) {
+    pub fn apply_vips(&mut self, owned: &HashSet<Ipv4Addr>) {
+        let before = self.maps.owned();
+        if let Err(e) = self.maps.set_owned(owned) {
             warn!("writing VIP ownership: {e:#}");
             return;
         }
         self.owned.write().unwrap().clone_from(owned);
+        self.published.send_replace(owned.iter().copied().collect());
         let mut taken: Vec<_> = owned.difference(&before).collect();
         let mut dropped: Vec<_> = before.difference(owned).collect();
         if !taken.is_empty() || !dropped.is_empty() {
@@ -94,10 +114,9 @@ impl Host {
     }
 
     /// Tells XDP who holds each VIP's connections, for the VIPs whose holders changed.
-    pub fn set_holders(&self, changed: &[(Ipv4Addr, Holders)]) {
-        let mut state = self.shared.lock().unwrap();
+    pub fn set_holders(&mut self, changed: &[(Ipv4Addr, Holders)]) {
         for (vip, holders) in changed {
-            if let Err(e) = state.maps.set_holders(*vip, holders) {
+            if let Err(e) = self.maps.set_holders(*vip, holders) {
                 warn!(%vip, "writing the VIP's holders: {e:#}");
             }
         }
@@ -105,7 +124,7 @@ impl Host {
 
     /// Announces `vips` with a gratuitous ARP burst now and a second one later (`[arp]`).
     pub fn garp(&mut self, vips: &[Ipv4Addr]) {
-        let arp = self.shared.lock().unwrap().config.arp;
+        let arp = self.arp;
         let targets: Vec<_> = vips
             .iter()
             .filter_map(|v| self.garp_targets.get(v).map(|(i, m)| (*i, *m, *v)))
@@ -124,25 +143,20 @@ impl Host {
 
     /// Moves the dead-man switch forward: XDP keeps answering for our VIPs for one lease, but
     /// never past `cap` (the ring's [`crate::cluster::ring::Node::answer_until`]).
-    pub fn renew_lease(&self, now: Instant, cap: Option<Instant>) {
+    pub fn renew_lease(&mut self, now: Instant, cap: Option<Instant>) {
         let lease = cap.map_or(self.lease, |cap| {
             self.lease.min(cap.saturating_duration_since(now))
         });
         let until = monotonic_ns().saturating_add(lease.as_nanos() as u64);
         self.lease_until.store(until, Ordering::Relaxed);
-        if let Err(e) = self.shared.lock().unwrap().maps.renew_lease(until) {
+        if let Err(e) = self.maps.renew_lease(until) {
             warn!("renewing the lease: {e:#}");
         }
     }
 
     /// XDP's ARP claims since the last call: another station announcing or answering for a VIP
     /// this node owns.
-    pub fn take_claims(&self) -> Vec<(Ipv4Addr, ArpClaim)> {
-        let claims = self.shared.lock().unwrap().maps.take_claims();
-        for (vip, claim) in &claims {
-            warn!(%vip, mac = %crate::datapath::netlink::mac_string(&claim.mac), count = claim.count,
-                  "another station claims a VIP this node owns");
-        }
-        claims
+    pub fn take_claims(&mut self) -> Vec<(Ipv4Addr, ArpClaim)> {
+        self.maps.take_claims()
     }
 }

@@ -12,8 +12,7 @@ use crate::{
         message::{Load, VipLoad},
         types::NodeId,
     },
-    datapath::counters,
-    datapath::maps::Maps,
+    datapath::maps::Counters,
 };
 
 /// Busy and total jiffies of all CPUs, from the first line of `/proc/stat`.
@@ -57,17 +56,18 @@ impl LoadMeter {
     /// previous reading (none the first time).
     pub fn sample(
         &mut self,
-        maps: &Maps,
+        counters: &Counters,
         node: NodeId,
         services: &[Ipv4Addr],
     ) -> Option<(Load, Vec<VipLoad>)> {
         let (packets, bytes) = Action::ALL.iter().fold((0, 0), |(p, b), a| {
-            let c = counters::sum(&maps.actions, *a as u32);
+            let c = Counters::sum(&counters.actions, *a as u32);
             (p + c.packets, b + c.bytes)
         });
         let mut vips = BTreeMap::new();
         for (id, vip) in services.iter().enumerate() {
-            *vips.entry(*vip).or_insert(0) += counters::sum(&maps.service_stats, id as u32).packets;
+            *vips.entry(*vip).or_insert(0) +=
+                Counters::sum(&counters.service_stats, id as u32).packets;
         }
         let now = Sample {
             at: Instant::now(),

@@ -1,5 +1,8 @@
-//! The daemon: loads the config and the data path, fills the maps, starts health checks,
-//! the conntrack sweep and GARP, then serves the control socket until told to stop.
+//! The daemon: the tokio program around the other rooms. It loads the config and the data
+//! path, fills the maps, hands the tables to the datapath worker, starts the ring's shell (in a
+//! cluster) or announces every VIP (alone), runs the health checks and serves the control
+//! socket until told to stop. The main loop owns what changes the daemon's life: signals,
+//! `stop`, and `reload` on a node alone (docs/architecture.md, "Rooms").
 pub mod config_sync;
 pub mod deadlines;
 pub mod faults;
@@ -11,157 +14,36 @@ pub mod shell;
 pub mod stall;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{atomic::AtomicU64, Arc},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 use tokio::{
     signal::unix::{signal, Signal, SignalKind},
-    sync::mpsc,
+    sync::{mpsc, oneshot, watch},
     task::JoinSet,
 };
 use tracing::{error, info, warn};
 
-use self::{
-    deadlines::Answer,
-    shell::{AdminRequest, Request},
-};
+use self::shell::{ShellCommand, ShellHandle, ShellParts};
 use crate::{
-    config::{self, Backend, Config, HealthKind, Service},
-    control::{self, Command},
+    config::{self, live, Config},
+    control::{
+        server::{self, Answer, Command},
+        views::Sources,
+        Admin,
+    },
     datapath::{
-        conntrack, garp,
+        garp,
         loader::{self, Datapath},
-        maps::{BackendKey, Maps},
+        maps::{ControlMaps, Maps},
         netlink::{self, Nic},
+        worker::{self, DatapathHandle},
     },
 };
-
-/// How often idle connections are swept.
-const GC_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Everything the daemon's tasks share.
-pub struct State {
-    /// The active configuration.
-    pub config: Config,
-    /// The cluster NICs as the kernel reports them, in config order.
-    pub nics: Vec<Nic>,
-    /// The XDP maps.
-    pub maps: Maps,
-    /// Health verdicts of checked backends (absent = healthy).
-    pub healthy: HashMap<BackendKey, bool>,
-    /// When the daemon started.
-    pub started: Instant,
-    /// Whether it took over a pinned data path.
-    pub adopted: bool,
-    /// The cluster as the shell last saw it; `None` while alone or before the first update.
-    pub cluster: Option<crate::control::views::ClusterView>,
-}
-
-/// The state behind a lock, shared by the tasks.
-pub type Shared = Arc<Mutex<State>>;
-
-impl State {
-    /// Whether a backend may take new connections.
-    pub fn is_healthy(&self, s: &Service, b: &Backend) -> bool {
-        self.healthy
-            .get(&(s.name.clone(), b.address, b.port))
-            .copied()
-            .unwrap_or(true)
-    }
-
-    /// Records a health change and rewrites that service's Maglev table.
-    pub fn set_health(&mut self, key: &BackendKey, up: bool) -> Result<()> {
-        self.healthy.insert(key.clone(), up);
-        let Some(id) = self.config.services.iter().position(|s| s.name == key.0) else {
-            return Ok(());
-        };
-        let service = self.config.services[id].clone();
-        self.maps
-            .write_service(&self.config, id as u32, &service, &self.healthy)
-    }
-
-    /// Applies a new config's services, backends, checks, timeouts and limits. Interfaces,
-    /// VIPs and the node section need a restart; a change there is refused.
-    fn apply(&mut self, new: Config) -> Result<(), String> {
-        self.check_restart_free(&new)?;
-        self.apply_live(new)
-    }
-
-    /// Refuses a config that changes what only a restart applies.
-    fn check_restart_free(&self, new: &Config) -> Result<(), String> {
-        let old = &self.config;
-        if (
-            &new.name,
-            new.nat_ports,
-            &new.pin_dir,
-            new.xdp_mode,
-            &new.socket,
-            &new.interfaces,
-            &new.vips,
-            &new.cluster,
-        ) != (
-            &old.name,
-            old.nat_ports,
-            &old.pin_dir,
-            old.xdp_mode,
-            &old.socket,
-            &old.interfaces,
-            &old.vips,
-            &old.cluster,
-        ) {
-            return Err(format!(
-                "{}: [node], [control], [[interface]], [[vip]] and [cluster] changes need a restart",
-                new.path.display()
-            ));
-        }
-        Ok(())
-    }
-
-    /// Applies a configuration the cluster switched to: what applies live (services, back-ends,
-    /// checks, timeouts, limits, ARP) at once; the rest of the running configuration stays
-    /// until the daemon restarts (the file already holds it, and the shell logged which).
-    pub fn apply_from_cluster(&mut self, new: Config) -> Result<(), String> {
-        let mut running = self.config.clone();
-        running.services = new.services;
-        running.timeouts = new.timeouts;
-        running.limits = new.limits;
-        running.arp = new.arp;
-        if let (Some(now), Some(next)) = (&mut running.cluster, &new.cluster) {
-            now.config_version = next.config_version;
-        }
-        self.apply_live(running)
-    }
-
-    /// Writes a config's services into the maps and makes it the running one.
-    fn apply_live(&mut self, new: Config) -> Result<(), String> {
-        let old = &self.config;
-        if new.limits.max_connections != old.limits.max_connections {
-            warn!("limits.max_connections takes effect at the next restart");
-        }
-        // Keep verdicts of backends still checked; new or unchecked backends are healthy.
-        let keep: HashMap<BackendKey, bool> = new
-            .services
-            .iter()
-            .filter(|s| s.health.kind != HealthKind::None)
-            .flat_map(|s| {
-                s.backends
-                    .iter()
-                    .map(move |b| (s.name.clone(), b.address, b.port))
-            })
-            .filter_map(|k| self.healthy.get(&k).map(|up| (k, *up)))
-            .collect();
-        self.maps
-            .write_services(&new, &keep)
-            .map_err(|e| format!("writing the maps: {e:#}"))?;
-        self.healthy = keep;
-        self.config = new;
-        Ok(())
-    }
-}
 
 /// The signals the daemon acts on.
 struct Signals {
@@ -181,46 +63,98 @@ fn enable_forwarding() -> Result<()> {
     Ok(())
 }
 
-/// Re-reads the config file and applies it, restarting the health checkers (a node that
-/// runs alone; in a cluster the shell offers the file to the ring).
-fn reload(shared: &Shared, checks: &mut JoinSet<()>) -> Result<(), String> {
-    let path = shared.lock().unwrap().config.path.clone();
-    let new = config::load(&path).map_err(|e| e.to_string())?;
-    shared.lock().unwrap().apply(new)?;
-    restart_checks(shared, checks);
-    info!(config = %path.display(), "reloaded");
+/// How the node takes part: in a ring, through its shell, or alone, where the main loop owns
+/// the control maps and the running configuration.
+enum Mode {
+    Ring(ShellHandle),
+    Alone {
+        maps: Box<ControlMaps>,
+        running: watch::Sender<Arc<Config>>,
+    },
+}
+
+/// Re-reads the config file on a node alone and applies what applies live; a change of a
+/// part that needs a restart is refused, changing nothing. The health checks restart when the
+/// new configuration is published.
+async fn reload_alone(
+    maps: &mut ControlMaps,
+    running: &watch::Sender<Arc<Config>>,
+    datapath: &DatapathHandle,
+) -> Result<(), String> {
+    let old = running.borrow().clone();
+    let path = old.path.clone();
+    let new = tokio::task::spawn_blocking(move || config::load(&path))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let later = live::restart_needed(&old, &new);
+    if !later.is_empty() {
+        return Err(format!(
+            "{}: changes of {} need a restart",
+            new.path.display(),
+            later.join(", ")
+        ));
+    }
+    if new.limits.max_connections != old.limits.max_connections {
+        warn!("limits.max_connections takes effect at the next restart");
+    }
+    let new = Arc::new(new);
+    maps.write_settings(&new)
+        .map_err(|e| format!("writing the maps: {e:#}"))?;
+    let apply = new.clone();
+    datapath
+        .call(move |worker| worker.apply_config(apply))
+        .await
+        .map_err(|e| e.to_string())??;
+    info!(config = %new.path.display(), "reloaded");
+    running.send_replace(new);
     Ok(())
 }
 
-/// Starts the health checkers again, on the services of the running config.
-fn restart_checks(shared: &Shared, checks: &mut JoinSet<()>) {
-    checks.abort_all();
-    health::spawn_all(shared, checks);
-}
-
-/// Hands a reload to the cluster shell (which answers once every member runs it), or runs it
-/// here when the node is alone.
-async fn reload_command(
-    ring: Option<&mpsc::Sender<AdminRequest>>,
-    shared: &Shared,
-    checks: &mut JoinSet<()>,
-    answer: Answer,
-) {
-    match ring {
-        Some(ring) => {
-            if let Err(e) = ring.send((Request::Reload, answer)).await {
-                let (_, answer) = e.0;
-                let _ = answer.send(Err("the cluster shell has stopped".into()));
+/// Hands a reload to the cluster shell with the file's text (it answers once every member
+/// runs it), or runs it here when the node is alone.
+async fn reload(mode: &mut Mode, config: &Config, datapath: &DatapathHandle, answer: Answer) {
+    match mode {
+        Mode::Ring(shell) => match tokio::fs::read_to_string(&config.path).await {
+            Ok(text) => forward(shell, ShellCommand::Reload(text, answer)).await,
+            Err(e) => {
+                let _ = answer.send(Err(format!("{}: {e}", config.path.display())));
             }
-        }
-        None => {
-            let result = reload(shared, checks);
+        },
+        Mode::Alone { maps, running } => {
+            let result = reload_alone(maps, running, datapath).await;
             if let Err(e) = &result {
                 error!("reload refused: {e}");
             }
             let _ = answer.send(result);
         }
     }
+}
+
+/// Hands an operator command to the ring.
+async fn forward(shell: &ShellHandle, command: ShellCommand) {
+    if let Err(e) = shell.commands.send(command).await {
+        let (ShellCommand::Admin(_, answer) | ShellCommand::Reload(_, answer)) = e.0;
+        let _ = answer.send(Err("the cluster shell has stopped".into()));
+    }
+}
+
+/// Hands a VIP or node command to the ring; alone, there is none.
+async fn admin(mode: &Mode, request: Admin, answer: Answer) {
+    match mode {
+        Mode::Ring(shell) => forward(shell, ShellCommand::Admin(request, answer)).await,
+        Mode::Alone { .. } => {
+            let _ = answer.send(Err(
+                "this node runs alone: the config has no [cluster] section".into(),
+            ));
+        }
+    }
+}
+
+/// Starts the health checkers again, on the services of `config`.
+fn restart_checks(config: &Config, datapath: &DatapathHandle, checks: &mut JoinSet<()>) {
+    checks.abort_all();
+    health::spawn_all(config, datapath, checks);
 }
 
 /// Runs the daemon until a signal or a `stop` command.
@@ -238,7 +172,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     enable_forwarding()?;
     let names: Vec<String> = config.interfaces.iter().map(|i| i.name.clone()).collect();
     let nics = netlink::nics(&names).await?;
-    control::ensure_free(&config.socket)?;
+    server::ensure_free(&config.socket)?;
     // Installed before anything is attached, so an early SIGTERM still stops cleanly.
     let signals = Signals {
         term: signal(SignalKind::terminate())?,
@@ -264,95 +198,99 @@ async fn serve(
     dp: &mut Datapath,
     mut signals: Signals,
 ) -> Result<bool> {
-    let mut maps = Maps::take(dp.ebpf_mut())?;
+    let Maps {
+        control: mut maps,
+        mut tables,
+        counters,
+    } = Maps::take(dp.ebpf_mut())?;
     maps.write_nics_and_vips(config, &nics)?;
-    maps.write_services(config, &HashMap::new())?;
-    let garp_targets = config
-        .vips
-        .iter()
-        .filter_map(|v| {
-            let nic = nics.iter().find(|n| n.name == v.interface)?;
-            Some((nic.ifindex, nic.mac, v.address))
-        })
-        .collect();
-    let cluster_nics = nics.clone();
-    let shared: Shared = Arc::new(Mutex::new(State {
-        config: config.clone(),
-        nics,
-        maps,
-        healthy: HashMap::new(),
-        started: Instant::now(),
-        adopted: dp.adopted,
-        cluster: None,
-    }));
+    maps.write_settings(config)?;
+    tables.write_services(config, &HashMap::new())?;
+    let config = Arc::new(config.clone());
+    let counters = Arc::new(counters);
+    let (datapath, datapath_thread) =
+        worker::spawn(tables, config.clone()).context("starting the datapath worker")?;
+    let (running, config_rx) = watch::channel(config.clone());
+    let (cluster_tx, cluster_rx) = watch::channel(None);
+    let (owned_tx, owned_rx) = watch::channel(BTreeSet::new());
+    let longest_iteration_us = Arc::new(AtomicU64::new(0));
     let mut background = JoinSet::new();
-    // The shell applies each configuration the cluster switches to and asks for new checks.
-    let (activations_tx, mut activations) = mpsc::unbounded_channel::<()>();
     // In a cluster the ring decides which VIPs this node owns and announces them; alone, it
     // owns and announces all of them now.
-    let ring = match config.cluster {
-        Some(_) => Some(
-            crate::daemon::shell::spawn(&mut background, &shared, cluster_nics, activations_tx)
-                .await?,
-        ),
-        None => {
-            // Alone, every VIP stays this node's.
-            let announcer =
-                std::sync::Arc::new(garp::Announcer::open().context("gratuitous ARP socket")?);
-            background.spawn(garp::announce(announcer, config.arp, garp_targets, |_| {
-                true
-            }));
-            None
+    let mut mode = match config.cluster {
+        Some(_) => {
+            let parts = ShellParts {
+                config: config.clone(),
+                running,
+                nics: nics.clone(),
+                maps,
+                datapath: datapath.clone(),
+                counters: counters.clone(),
+                view: cluster_tx,
+                owned: owned_tx,
+                longest_iteration_us: longest_iteration_us.clone(),
+            };
+            Mode::Ring(shell::spawn(&mut background, parts).await?)
         }
-    };
-    let gc = shared.clone();
-    background.spawn(async move {
-        let mut ticker = tokio::time::interval(GC_INTERVAL);
-        loop {
-            ticker.tick().await;
-            let mut state = gc.lock().unwrap();
-            let timeouts = state.config.timeouts;
-            if let Err(e) = conntrack::sweep(&mut state.maps, &timeouts) {
-                warn!("conntrack sweep: {e}");
+        None => {
+            let targets = config
+                .vips
+                .iter()
+                .filter_map(|v| {
+                    let nic = nics.iter().find(|n| n.name == v.interface)?;
+                    Some((nic.ifindex, nic.mac, v.address))
+                })
+                .collect();
+            owned_tx.send_replace(config.vips.iter().map(|v| v.address).collect());
+            let announcer = Arc::new(garp::Announcer::open().context("gratuitous ARP socket")?);
+            background.spawn(garp::announce(announcer, config.arp, targets, |_| true));
+            Mode::Alone {
+                maps: Box::new(maps),
+                running,
             }
         }
-    });
+    };
     let mut checks = JoinSet::new();
-    health::spawn_all(&shared, &mut checks);
+    health::spawn_all(&config, &datapath, &mut checks);
 
-    let socket = control::bind(&config.socket)?;
+    let socket = server::bind(&config.socket)?;
     let (tx, mut commands) = mpsc::channel(8);
-    background.spawn(control::serve(socket, shared.clone(), tx));
+    let sources = Arc::new(Sources {
+        config: config_rx.clone(),
+        nics,
+        started: Instant::now(),
+        adopted: dp.adopted,
+        owned: owned_rx,
+        cluster: cluster_rx,
+        datapath: datapath.clone(),
+        counters,
+        longest_iteration_us,
+    });
+    background.spawn(server::serve(socket, sources, tx));
     info!(node = %config.name, socket = %config.socket.display(), adopted = dp.adopted, "ready");
 
+    let mut config_rx = config_rx;
     let keep = loop {
         tokio::select! {
             _ = signals.term.recv() => { info!("SIGTERM: stopping"); break false; }
             _ = signals.int.recv() => { info!("SIGINT: stopping"); break false; }
             _ = signals.hup.recv() => {
-                let (answer, outcome) = tokio::sync::oneshot::channel();
-                reload_command(ring.as_ref(), &shared, &mut checks, answer).await;
+                let (answer, outcome) = oneshot::channel();
+                let running = config_rx.borrow().clone();
+                reload(&mut mode, &running, &datapath, answer).await;
                 // In a cluster the outcome comes later; the shell logs it (Action::ConfigDone).
                 drop(outcome);
             }
-            Some(()) = activations.recv() => restart_checks(&shared, &mut checks),
+            Ok(()) = config_rx.changed() => {
+                let running = config_rx.borrow_and_update().clone();
+                restart_checks(&running, &datapath, &mut checks);
+            }
             command = commands.recv() => match command {
                 Some(Command::Reload(answer)) => {
-                    reload_command(ring.as_ref(), &shared, &mut checks, answer).await;
+                    let running = config_rx.borrow().clone();
+                    reload(&mut mode, &running, &datapath, answer).await;
                 }
-                Some(Command::Admin(request, answer)) => match &ring {
-                    Some(ring) => {
-                        if let Err(e) = ring.send((Request::Admin(request), answer)).await {
-                            let (_, answer) = e.0;
-                            let _ = answer.send(Err("the cluster shell has stopped".into()));
-                        }
-                    }
-                    None => {
-                        let _ = answer.send(Err(
-                            "this node runs alone: the config has no [cluster] section".into(),
-                        ));
-                    }
-                },
+                Some(Command::Admin(request, answer)) => admin(&mode, request, answer).await,
                 Some(Command::Stop { keep_datapath }) => {
                     info!(keep_datapath, "stop requested");
                     break keep_datapath;
@@ -365,5 +303,11 @@ async fn serve(
     tokio::time::sleep(Duration::from_millis(50)).await;
     background.shutdown().await;
     checks.shutdown().await;
+    if let Mode::Ring(shell) = mode {
+        shell.stop().await;
+    }
+    // The last handle gone, the worker ends and closes the tables.
+    drop(datapath);
+    let _ = tokio::task::spawn_blocking(move || datapath_thread.join()).await;
     Ok(keep)
 }

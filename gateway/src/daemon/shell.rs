@@ -1,5 +1,7 @@
-//! The cluster shell: the tokio task around the sans-IO ring (`cluster::ring::Node`), driving it
-//! together with the cluster link (the transport on UDP sockets). Ring messages go through the
+//! The cluster shell: the loop around the sans-IO ring (`cluster::ring::Node`), driving it
+//! together with the cluster link (the transport on UDP sockets), on a thread and a
+//! single-threaded runtime of its own, so nothing else the daemon does delays the ring's
+//! timers. Ring messages go through the
 //! link (encode -> send; received -> decode), and the ring's actions are carried out on the
 //! machine: VIP ownership in the XDP maps, gratuitous ARP, answers to waiting CLI commands. The
 //! shell also keeps the dead-man lease fresh, turns XDP's ARP claims and the fault monitor's
@@ -8,42 +10,56 @@
 //! configuration the ring switches to to the daemon.
 //!
 //! Timekeeping: one `Instant` clock; the loop sleeps until the earliest of the transport's
-//! timeout, the ring's timers, the lease renewal and the pending CLI deadlines.
+//! timeout, the ring's timers, the lease renewal and the pending CLI deadlines. No iteration
+//! blocks: the connection tables are the datapath worker's (jobs go there, results come back
+//! as [`Completion`]s), file I/O runs on the blocking pool, and each iteration's length is
+//! measured (docs/architecture.md, "The ring's shell").
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     net::Ipv4Addr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+use super::{
+    config_sync::{self, ConfigSync, Installed, Prepared},
+    deadlines::{Pending, Timers},
+    faults::Fault,
+    host::Host,
+    link::{self, Link},
+    load::LoadMeter,
+    stall::StallWatch,
+};
 use crate::{
-    cluster::copies::{CopyStore, CopyStream, COPY_INTERVAL},
-    cluster::handoff::HolderTable,
     cluster::{
+        copies::{CopyStore, COPY_INTERVAL},
         events::{Action, ConfigResult, Event, Sent, TimerKind},
-        message::{AdminOp, AdminResult, BlockHolder, ConfigDoc, ConfigFetch, Message},
+        handoff::HolderTable,
+        message::{
+            AdminOp, AdminResult, BlockHolder, ConfigDoc, ConfigFetch, ConfigId, Copies, Message,
+        },
         ring::{Membership, Node, RingConfig, RingStatus},
         transport::{MessageId, TransportEvent},
         types::{NodeId, VipEntry},
     },
-    config::{Cluster, Config, Persistence},
-    control::views::{
-        BlockView, ClusterView, CopiesView, LoadView, MemberView, TokenView, VipView,
+    config::{live, Cluster, Config, Persistence},
+    control::{
+        server::Answer,
+        views::{BlockView, ClusterView, CopiesView, LoadView, MemberView, TokenView, VipView},
+        Admin,
     },
-    control::Admin,
-    daemon::config_sync::{ConfigSync, Prepared},
-    daemon::deadlines::{Answer, Pending, Timers},
-    daemon::faults::Fault,
-    daemon::host::Host,
-    daemon::link::Link,
-    daemon::load::LoadMeter,
-    daemon::stall::StallWatch,
-    daemon::Shared,
-    datapath::conntrack,
-    datapath::netlink::Nic,
+    datapath::{
+        maps::{ControlMaps, Counters},
+        netlink::Nic,
+        worker::DatapathHandle,
+    },
 };
 
 /// How long a CLI command may wait for the ring to carry it out.
@@ -75,17 +91,53 @@ fn peer_neighbours(cluster: &Cluster, nics: &[Nic]) -> Vec<(u32, Ipv4Addr)> {
         .collect()
 }
 
-/// What the CLI asks of the cluster.
+/// An iteration of the shell's loop longer than this is logged: a peer gives up on a silent
+/// node after about 51 ms with the default timers.
+const SLOW_ITERATION: Duration = Duration::from_millis(10);
+
+/// What the operator asks of the cluster, with where the answer goes.
 #[derive(Debug)]
-pub enum Request {
+pub enum ShellCommand {
     /// A VIP or node command for the ring.
-    Admin(Admin),
-    /// Hand the config file's cluster-wide part to every node (`gateway reload`).
-    Reload,
+    Admin(Admin, Answer),
+    /// Hand the config file's cluster-wide part (the file's text, read by the caller) to every
+    /// node (`gateway reload`).
+    Reload(String, Answer),
 }
 
-/// A CLI command and where its answer goes.
-pub type AdminRequest = (Request, Answer);
+/// Work the shell handed off, done: results of the datapath worker's jobs and of the file
+/// I/O on the blocking pool.
+#[derive(Debug)]
+pub enum Completion {
+    /// The copy stream's messages for the successor.
+    Copies(NodeId, Vec<Copies>),
+    /// The connections of dead nodes whose blocks this node holds are installed.
+    TakenOver,
+    /// The configuration the ring switched to is in the config file (or could not be).
+    Installed(ConfigId, Box<Result<Installed, String>>),
+}
+
+/// What the shell is given to work with.
+pub struct ShellParts {
+    /// The configuration the daemon started with.
+    pub config: Arc<Config>,
+    /// Where the shell publishes the configuration it runs (it alone changes it).
+    pub running: watch::Sender<Arc<Config>>,
+    /// The cluster NICs, in `[[interface]]` order.
+    pub nics: Vec<Nic>,
+    /// The control maps, the shell's to write.
+    pub maps: ControlMaps,
+    /// The tables' owner.
+    pub datapath: DatapathHandle,
+    /// The data path's counters, for the load on the token.
+    pub counters: Arc<Counters>,
+    /// Where the shell publishes the cluster as it sees it.
+    pub view: watch::Sender<Option<ClusterView>>,
+    /// Where the host publishes the VIPs XDP answers for.
+    pub owned: watch::Sender<BTreeSet<Ipv4Addr>>,
+    /// Where the shell records its longest loop iteration, in microseconds.
+    pub longest_iteration_us: Arc<AtomicU64>,
+}
 
 /// The operator's answer for an offer of a new configuration.
 fn config_answer(cluster: &Cluster, result: ConfigResult) -> Result<(), String> {
@@ -135,7 +187,7 @@ pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
     ring.hold = t.token_hold.unwrap_or(ring.hold);
     ring.loss_timeout = t.token_loss.unwrap_or(ring.loss_timeout);
     ring.probe_interval = t.probe_911.unwrap_or(ring.probe_interval);
-    ring.unreachable_after = crate::daemon::link::transport_config(cluster).give_up_after();
+    ring.unreachable_after = link::transport_config(cluster).give_up_after();
     ring.balance_min_pps = cluster.balance.min_packets_per_s;
     ring.balance_hold = cluster.balance.hold;
     // The token sequence starts at a random point (DESIGN.md): a restarted node never
@@ -170,7 +222,9 @@ fn admin_op(cluster: &Cluster, admin: &Admin) -> Result<AdminOp, String> {
 
 /// The running shell: the ring, the link it talks over, and the host it acts on.
 pub struct Shell {
-    shared: Shared,
+    /// The configuration this node runs; the shell publishes it to `running`.
+    config: Arc<Config>,
+    running: watch::Sender<Arc<Config>>,
     cluster: Cluster,
     node: Node,
     link: Link,
@@ -201,38 +255,62 @@ pub struct Shell {
     give_up: Duration,
     /// Who holds each VIP's connections, as last told to XDP.
     holders: HolderTable,
-    /// This node's connections as its successor holds them.
-    copy_stream: CopyStream,
     /// Copies of other nodes' connections.
     copy_store: CopyStore,
     /// When the connections are next compared with the successor's copies.
     next_copy: Instant,
-    /// The NAT blocks away from their nodes, as last written into the maps.
+    /// Whether the worker is computing the copy stream's next messages.
+    copying: bool,
+    /// The NAT blocks away from their nodes, as the ring last listed them.
     blocks: Vec<BlockHolder>,
+    /// Take-overs of dead nodes' connections the worker has not finished: the NAT homes wait
+    /// for them, so no reply of a taken block reaches this node before its connections.
+    taking_over: usize,
     /// The cluster NICs, in `[[interface]]` order.
     nics: Vec<Nic>,
     /// The configuration documents and this node's signing key.
     sync: ConfigSync,
-    /// Tells the daemon to restart its health checks on a configuration the ring switched to.
-    activations: mpsc::UnboundedSender<()>,
+    /// Configurations being written into the file; answers to the operator wait for them.
+    installing: usize,
+    /// Operators' answers held until the configuration this node switched to is applied.
+    held_answers: Vec<(Answer, Result<(), String>)>,
     /// Configuration documents refused (signature, digest or content).
     config_refused: u64,
     /// Configuration documents the ring named no configuration for, dropped.
     config_unwanted: u64,
+    /// The tables' owner.
+    datapath: DatapathHandle,
+    /// The data path's counters (load).
+    counters: Arc<Counters>,
+    /// Where finished hand-offs come back.
+    completions: (
+        mpsc::UnboundedSender<Completion>,
+        mpsc::UnboundedReceiver<Completion>,
+    ),
+    /// Where the cluster view goes.
+    view: watch::Sender<Option<ClusterView>>,
+    /// The longest loop iteration so far, in microseconds.
+    longest_iteration_us: Arc<AtomicU64>,
 }
 
 impl Shell {
     /// Sets the cluster up from the shared config: the link (keys, transport, sockets bound on
     /// the primary addresses) and the ring node, whose first actions are carried out at once.
     /// Fails, changing nothing in the maps, when a key or a socket is unusable.
-    pub async fn start(
-        shared: Shared,
-        nics: &[Nic],
-        activations: mpsc::UnboundedSender<()>,
-    ) -> Result<Self> {
-        let config = shared.lock().unwrap().config.clone();
+    pub async fn start(parts: ShellParts) -> Result<Self> {
+        let ShellParts {
+            config,
+            running,
+            nics,
+            maps,
+            datapath,
+            counters,
+            view,
+            owned,
+            longest_iteration_us,
+        } = parts;
         let cluster = config.cluster.clone().context("no [cluster] section")?;
-        let give_up = crate::daemon::link::transport_config(&cluster).give_up_after();
+        let give_up = link::transport_config(&cluster).give_up_after();
         let me = NodeId(cluster.me as u8);
         let mine = &cluster.nodes[cluster.me].addresses;
         for (nic, addr) in nics.iter().zip(mine) {
@@ -243,15 +321,17 @@ impl Shell {
         }
         let sync = ConfigSync::start(&config, me)?;
         let link = Link::open(&cluster).await?;
-        let host = Host::new(shared.clone(), nics).context("gratuitous ARP socket")?;
+        let host = Host::new(&config, &nics, maps, owned).context("gratuitous ARP socket")?;
         let now = Instant::now();
         let mut ring = ring_config(&config, &cluster);
         ring.config = sync.active();
         let (node, actions) = Node::new(ring, me, now);
         info!(node = %config.name, id = me.0, addresses = ?mine, port = cluster.port,
               "cluster shell started");
+        let copy_store = CopyStore::new(config.limits.max_connections as usize);
         let mut shell = Shell {
-            shared,
+            config,
+            running,
             cluster,
             node,
             link,
@@ -269,15 +349,22 @@ impl Shell {
             next_load: now,
             give_up,
             holders: HolderTable::default(),
-            copy_stream: CopyStream::default(),
-            copy_store: CopyStore::new(config.limits.max_connections as usize),
+            copy_store,
             next_copy: now,
+            copying: false,
             blocks: Vec::new(),
-            nics: nics.to_vec(),
+            taking_over: 0,
+            nics,
             sync,
-            activations,
+            installing: 0,
+            held_answers: Vec::new(),
             config_refused: 0,
             config_unwanted: 0,
+            datapath,
+            counters,
+            completions: mpsc::unbounded_channel(),
+            view,
+            longest_iteration_us,
         };
         shell.perform(now, actions);
         shell.on_time(now);
@@ -285,11 +372,12 @@ impl Shell {
         Ok(shell)
     }
 
-    /// Runs the cluster until the task is dropped: datagrams, CLI commands, fault changes and
-    /// timers, each followed by a flush of what the transport and the ring want done.
+    /// Runs the cluster until the command channel closes (the daemon stops): datagrams, CLI
+    /// commands, fault changes, finished hand-offs and timers, each followed by a flush of what
+    /// the transport and the ring want done.
     pub async fn run(
         mut self,
-        mut admin: mpsc::Receiver<AdminRequest>,
+        mut commands: mpsc::Receiver<ShellCommand>,
         mut faults: watch::Receiver<Vec<Fault>>,
     ) {
         loop {
@@ -297,13 +385,15 @@ impl Shell {
             let deadline = self.deadline();
             tokio::select! {
                 () = self.link.receive() => {}
-                Some((request, answer)) = admin.recv() => {
-                    self.admin(Instant::now(), request, answer);
-                }
+                command = commands.recv() => match command {
+                    Some(command) => self.command(Instant::now(), command),
+                    None => return,
+                },
                 Ok(()) = faults.changed() => {
                     let current = faults.borrow_and_update().clone();
                     self.set_faults(Instant::now(), current);
                 }
+                Some(done) = self.completions.1.recv() => self.completed(Instant::now(), done),
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             let now = Instant::now();
@@ -320,8 +410,20 @@ impl Shell {
             }
             self.on_time(now);
             self.flush(now);
+            self.measure(now.elapsed());
         }
     }
+
+    /// Records how long one iteration of the loop took (from its wake-up to the end of its
+    /// flush), and warns of a long one.
+    fn measure(&self, took: Duration) {
+        let us = took.as_micros() as u64;
+        self.longest_iteration_us.fetch_max(us, Ordering::Relaxed);
+        if took > SLOW_ITERATION {
+            warn!(?took, "the cluster shell's loop iteration took long");
+        }
+    }
+
     /// The earliest moment something is due.
     fn deadline(&self) -> Instant {
         [
@@ -349,7 +451,8 @@ impl Shell {
             self.next_tick = now + self.host.tick();
             self.host.renew_lease(now, self.node.answer_until());
             for (vip, claim) in self.host.take_claims() {
-                warn!(%vip, mac = ?claim.mac, count = claim.count, "another station claims a VIP this node owns");
+                warn!(%vip, mac = %crate::datapath::netlink::mac_string(&claim.mac),
+                      count = claim.count, "another station claims a VIP this node owns");
                 let (rival_ring, rival_low) = match self.rival {
                     Some((rival, heard)) if now < heard + RIVAL_FRESH => rival,
                     _ => self.assumed_rival(),
@@ -365,15 +468,12 @@ impl Shell {
         }
         if self.next_copy <= now {
             self.next_copy = now + COPY_INTERVAL;
-            self.send_copies(now);
+            self.send_copies();
         }
         if self.next_load <= now {
             self.next_load = now + LOAD_INTERVAL;
-            let sample = {
-                let state = self.shared.lock().unwrap();
-                let services: Vec<Ipv4Addr> = state.config.services.iter().map(|s| s.vip).collect();
-                self.load.sample(&state.maps, self.node.id(), &services)
-            };
+            let services: Vec<Ipv4Addr> = self.config.services.iter().map(|s| s.vip).collect();
+            let sample = self.load.sample(&self.counters, self.node.id(), &services);
             if let Some((load, vips)) = sample {
                 for event in [Event::LocalLoad(load), Event::LocalVipLoads(vips)] {
                     let actions = self.node.handle(now, event);
@@ -414,10 +514,10 @@ impl Shell {
         self.perform(now, actions);
     }
 
-    fn admin(&mut self, now: Instant, request: Request, answer: Answer) {
-        let request = match request {
-            Request::Admin(admin) => admin,
-            Request::Reload => return self.offer_config(now, answer),
+    fn command(&mut self, now: Instant, command: ShellCommand) {
+        let (request, answer) = match command {
+            ShellCommand::Admin(admin, answer) => (admin, answer),
+            ShellCommand::Reload(text, answer) => return self.offer_config(now, &text, answer),
         };
         let op = match admin_op(&self.cluster, &request) {
             Ok(op) => op,
@@ -432,10 +532,11 @@ impl Shell {
         self.perform(now, actions);
     }
 
-    /// Offers the config file's cluster-wide part to the ring; the answer waits for the ring.
-    fn offer_config(&mut self, now: Instant, answer: Answer) {
+    /// Offers the config file's cluster-wide part (of its `text`) to the ring; the answer
+    /// waits for the ring.
+    fn offer_config(&mut self, now: Instant, text: &str, answer: Answer) {
         // Above what the ring and every member runs.
-        match self.sync.prepare(self.node.newest_config_version()) {
+        match self.sync.prepare(text, self.node.newest_config_version()) {
             Ok(Prepared::Unchanged(id)) => {
                 info!(
                     version = id.version,
@@ -458,29 +559,97 @@ impl Shell {
         }
     }
 
-    /// Switches to a configuration the ring runs now: the file first, then the maps (before
-    /// an operator waiting for it hears that it runs), then the daemon's health checks.
-    fn activate_config(&mut self, config: crate::cluster::message::ConfigId) {
-        let applied = self.sync.activate(config).and_then(|(new, later)| {
-            self.shared.lock().unwrap().apply_from_cluster(new)?;
-            Ok(later)
+    /// Switches to a configuration the ring runs now: the file is written on the blocking
+    /// pool, then ([`Shell::installed`]) the maps, before an operator waiting for it hears that
+    /// it runs, then the daemon's health checks (they follow the published configuration).
+    fn activate_config(&mut self, config: ConfigId) {
+        let activation = match self.sync.activate(config) {
+            Ok(activation) => activation,
+            Err(e) => {
+                warn!(
+                    version = config.version,
+                    "cannot switch to the cluster's configuration: {e}"
+                );
+                return;
+            }
+        };
+        self.installing += 1;
+        let done = self.completions.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = done.send(Completion::Installed(
+                config,
+                Box::new(config_sync::install(activation)),
+            ));
         });
-        match applied {
-            Ok(later) => {
+    }
+
+    /// Applies a configuration [`config_sync::install`] wrote: what applies live goes into
+    /// the maps (settings here; services, through the worker, after everything queued there),
+    /// and answers held for it follow the worker's queue.
+    fn installed(&mut self, config: ConfigId, result: Result<Installed, String>) {
+        self.installing -= 1;
+        match result {
+            Ok(installed) => {
+                self.sync.installed(&installed);
+                let running = Arc::new(live::apply_live(&self.config, &installed.config));
+                if running.limits.max_connections != self.config.limits.max_connections {
+                    warn!("limits.max_connections takes effect at the next restart");
+                }
+                self.host.apply_config(&running);
+                let apply = running.clone();
+                self.datapath.submit(move |worker| {
+                    if let Err(e) = worker.apply_config(apply) {
+                        warn!("applying the cluster's configuration: {e}");
+                    }
+                });
+                self.config = running.clone();
+                self.running.send_replace(running);
                 info!(
                     version = config.version,
                     "running the cluster's new configuration"
                 );
-                if !later.is_empty() {
-                    warn!(sections = ?later, version = config.version,
+                if !installed.later.is_empty() {
+                    warn!(sections = ?installed.later, version = config.version,
                           "these changes take effect when this daemon restarts");
                 }
-                let _ = self.activations.send(());
             }
             Err(e) => warn!(
                 version = config.version,
                 "cannot switch to the cluster's configuration: {e}"
             ),
+        }
+        if self.installing == 0 {
+            let held = std::mem::take(&mut self.held_answers);
+            self.datapath.submit(move |_| {
+                for (answer, result) in held {
+                    let _ = answer.send(result);
+                }
+            });
+        }
+    }
+
+    /// Takes in work the shell handed off, now done.
+    fn completed(&mut self, now: Instant, done: Completion) {
+        match done {
+            Completion::Copies(successor, messages) => {
+                self.copying = false;
+                for msg in messages {
+                    if let Err(e) = self
+                        .link
+                        .send(now, successor, Message::Copies(msg).encode())
+                    {
+                        warn!(to = successor.0, "connection copies not sent: {e}");
+                    }
+                }
+            }
+            Completion::TakenOver => {
+                self.taking_over -= 1;
+                if self.taking_over == 0 {
+                    self.host
+                        .write_homes(&self.cluster, &self.nics, &self.blocks);
+                }
+            }
+            Completion::Installed(config, result) => self.installed(config, *result),
         }
     }
 
@@ -513,7 +682,16 @@ impl Shell {
                         Ok(()) => info!(ask, "the cluster runs the new configuration"),
                         Err(e) => warn!(ask, "configuration change not carried out: {e}"),
                     }
-                    self.pending.finish(ask, answer);
+                    // This node's maps hold the new configuration before the operator hears.
+                    if let Some(waiting) = self.pending.take(ask) {
+                        if self.installing > 0 {
+                            self.held_answers.push((waiting, answer));
+                        } else {
+                            self.datapath.submit(move |_| {
+                                let _ = waiting.send(answer);
+                            });
+                        }
+                    }
                 }
                 Action::AdminDone { id, result } => self.pending.finish(
                     id,
@@ -657,7 +835,7 @@ impl Shell {
 
     /// Streams this node's new and ended connections to its successor in the ring (nothing
     /// outside a ring or alone in one).
-    fn send_copies(&mut self, now: Instant) {
+    fn send_copies(&mut self) {
         let status = self.node.status();
         let me = self.node.id();
         let successor = (status.membership == Membership::Member)
@@ -668,65 +846,48 @@ impl Shell {
             .flatten()
             .filter(|&s| s != me);
         let Some(successor) = successor else {
-            self.copy_stream.stop();
+            self.datapath.submit(|worker| worker.stop_copies());
             return;
         };
-        let table = match conntrack::walk(&self.shared.lock().unwrap().maps) {
-            Ok((entries, _)) => conntrack::copies(&entries),
-            Err(e) => {
-                warn!("reading the connection table for the successor's copies: {e}");
-                return;
-            }
-        };
-        for msg in self.copy_stream.sync(me, successor, &table) {
-            if let Err(e) = self
-                .link
-                .send(now, successor, Message::Copies(msg).encode())
-            {
-                warn!(to = successor.0, "connection copies not sent: {e}");
-            }
+        // One diff at a time: a slow one is not queued again behind itself.
+        if self.copying {
+            return;
         }
+        self.copying = true;
+        let done = self.completions.0.clone();
+        self.datapath.submit(move |worker| {
+            let messages = worker.copies_for(me, successor);
+            let _ = done.send(Completion::Copies(successor, messages));
+        });
     }
 
-    /// Follows the ring's list of NAT blocks away from their nodes: takes over the
-    /// connections of each dead node whose block this node now holds (from the copies it
-    /// kept), then points the data path's NAT homes at the blocks' holders.
+    /// Follows the ring's list of NAT blocks away from their nodes: the worker re-points the
+    /// forwarding entries to each newly dead node and, where this node holds its block, takes
+    /// its connections over (from the copies it kept); the data path's NAT homes point at the
+    /// blocks' holders once those connections are in.
     fn take_over_blocks(&mut self, blocks: &[BlockHolder]) {
         let me = self.node.id();
-        let mut state = self.shared.lock().unwrap();
         for b in blocks
             .iter()
             .filter(|b| !b.returned && !self.blocks.contains(b))
         {
             let copies = self.copy_store.take(b.block);
-            // Every node: what it handed to the dead node now goes to the holder.
-            match conntrack::rehome(&state.maps, b.block, b.holder, me) {
-                Ok(0) => {}
-                Ok(n) => info!(
-                    node = b.block.0,
-                    holder = b.holder.0,
-                    entries = n,
-                    "forwarding entries to a node that left the ring point at its holder"
-                ),
-                Err(e) => warn!(node = b.block.0, "re-pointing forwarding entries: {e}"),
+            let (gone, holder) = (b.block, b.holder);
+            let done = (holder == me).then(|| self.completions.0.clone());
+            if done.is_some() {
+                self.taking_over += 1;
             }
-            if b.holder != me {
-                continue;
-            }
-            // Before the block's replies are sent here.
-            match conntrack::take_over(&state.maps, me, &copies) {
-                Ok(n) => info!(
-                    node = b.block.0,
-                    connections = n,
-                    "took over the connections of a node that left the ring"
-                ),
-                Err(e) => warn!(node = b.block.0, "taking over connections: {e}"),
-            }
-        }
-        if let Err(e) = state.maps.write_homes(&self.cluster, &self.nics, blocks) {
-            warn!("writing the NAT homes: {e:#}");
+            self.datapath.submit(move |worker| {
+                worker.take_over(gone, holder, me, &copies);
+                if let Some(done) = done {
+                    let _ = done.send(Completion::TakenOver);
+                }
+            });
         }
         self.blocks = blocks.to_vec();
+        if self.taking_over == 0 {
+            self.host.write_homes(&self.cluster, &self.nics, blocks);
+        }
     }
 
     /// Publishes the ring's status, in the daemon's terms, for the control socket, and logs
@@ -752,7 +913,7 @@ impl Shell {
                   seq = view.token.seq, "ring changed");
             self.logged_ring = ring;
         }
-        self.shared.lock().unwrap().cluster = Some(view);
+        self.view.send_replace(Some(view));
     }
 
     fn view(&self, status: &RingStatus) -> ClusterView {
@@ -836,34 +997,74 @@ impl Shell {
     }
 }
 
-/// Starts the cluster shell (link bound, ring started) and the fault monitor feeding it into
-/// `background`; returns where CLI commands for the ring go. Fails before the control socket
-/// exists, so a daemon that cannot join its cluster never reports ready.
+/// The running shell, seen from the daemon: where operator commands go, and its thread.
+pub struct ShellHandle {
+    /// Operator commands for the ring; dropping it stops the shell.
+    pub commands: mpsc::Sender<ShellCommand>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ShellHandle {
+    /// Stops the shell and waits for its thread (its runtime drops the link and the pending
+    /// announcements) without blocking the caller's runtime.
+    pub async fn stop(self) {
+        drop(self.commands);
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+/// Starts the cluster shell (link bound, ring started) on a thread of its own, and the fault
+/// monitor and the neighbour keeper feeding it into `background`. Fails before the control
+/// socket exists, so a daemon that cannot join its cluster never reports ready.
 pub async fn spawn(
     background: &mut tokio::task::JoinSet<()>,
-    shared: &Shared,
-    nics: Vec<Nic>,
-    activations: mpsc::UnboundedSender<()>,
-) -> Result<mpsc::Sender<AdminRequest>> {
-    let monitor = shared
-        .lock()
-        .unwrap()
+    parts: ShellParts,
+) -> Result<ShellHandle> {
+    let cluster = parts
         .config
         .cluster
-        .as_ref()
-        .context("no [cluster] section")?
-        .monitor
-        .clone();
-    let shell = Shell::start(shared.clone(), &nics, activations).await?;
-    let peers = peer_neighbours(&shell.cluster, &nics);
+        .clone()
+        .context("no [cluster] section")?;
+    let peers = peer_neighbours(&cluster, &parts.nics);
+    let (fault_tx, fault_rx) = watch::channel(Vec::new());
+    let (commands, command_rx) = mpsc::channel(16);
+    let (started_tx, started) = oneshot::channel();
+    let nics = parts.nics.clone();
+    let thread = std::thread::Builder::new()
+        .name("ring".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = started_tx.send(Err(anyhow::Error::from(e)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match Shell::start(parts).await {
+                    Ok(shell) => {
+                        let _ = started_tx.send(Ok(()));
+                        shell.run(command_rx, fault_rx).await;
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                    }
+                }
+            });
+        })
+        .context("starting the ring's thread")?;
+    started
+        .await
+        .context("the ring's thread ended while starting")??;
     background.spawn(async move {
         if let Err(e) = crate::datapath::netlink::keep_neighbours(peers, NEIGHBOUR_REFRESH).await {
             warn!("keeping the other nodes' neighbour entries: {e:#}");
         }
     });
-    let (fault_tx, fault_rx) = watch::channel(Vec::new());
-    background.spawn(crate::daemon::faults::run(monitor, nics, fault_tx));
-    let (admin_tx, admin_rx) = mpsc::channel(16);
-    background.spawn(shell.run(admin_rx, fault_rx));
-    Ok(admin_tx)
+    background.spawn(super::faults::run(cluster.monitor, nics, fault_tx));
+    Ok(ShellHandle { commands, thread })
 }

@@ -60,28 +60,54 @@ fn fd(map: &MapData) -> u32 {
 /// Every entry of a (non per-CPU) hash map, read a chunk per syscall. Entries changing during
 /// the read may be missed or seen once, as with any iteration of a live map.
 pub fn entries<K: Pod, V: Pod>(map: &impl IterableMap<K, V>) -> io::Result<Vec<(K, V)>> {
-    let mut keys: Vec<K> = Vec::with_capacity(CHUNK);
-    let mut values: Vec<V> = Vec::with_capacity(CHUNK);
+    let mut cursor = Cursor::default();
     let mut out = Vec::new();
-    // The kernel's opaque cursor for a hash map is a bucket index (u32); 8 bytes is plenty.
-    let mut cursor = [0u64; 1];
-    let mut first = true;
-    loop {
+    while let Some(chunk) = cursor.next(map)? {
+        out.extend(chunk);
+    }
+    Ok(out)
+}
+
+/// A walk through a hash map one chunk at a time, so its owner can do other work between
+/// chunks (the sweep of a big connection table).
+#[derive(Debug, Default)]
+pub struct Cursor {
+    /// The kernel's opaque position: a bucket index (u32) for a hash map; 8 bytes is plenty.
+    position: [u64; 1],
+    started: bool,
+    done: bool,
+}
+
+impl Cursor {
+    /// The next chunk of at most [`CHUNK`] entries; `None` once the walk is over.
+    pub fn next<K: Pod, V: Pod>(
+        &mut self,
+        map: &impl IterableMap<K, V>,
+    ) -> io::Result<Option<Vec<(K, V)>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut keys: Vec<K> = Vec::with_capacity(CHUNK);
+        let mut values: Vec<V> = Vec::with_capacity(CHUNK);
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { cursor.as_ptr() as u64 },
-            out_batch: cursor.as_mut_ptr() as u64,
+            in_batch: if self.started {
+                self.position.as_ptr() as u64
+            } else {
+                0
+            },
+            out_batch: self.position.as_mut_ptr() as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
             count: CHUNK as u32,
             map_fd: fd(map.map()),
             ..BatchAttr::default()
         };
-        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
-        let done = match result {
-            Ok(()) => false,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
+        self.started = true;
+        match bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.done = true,
             Err(e) => return Err(e),
-        };
+        }
         let n = (attr.count as usize).min(CHUNK);
         // SAFETY: the kernel wrote `n` keys and values into the buffers (capacity CHUNK), and
         // both types are plain old data.
@@ -89,11 +115,7 @@ pub fn entries<K: Pod, V: Pod>(map: &impl IterableMap<K, V>) -> io::Result<Vec<(
             keys.set_len(n);
             values.set_len(n);
         }
-        out.extend(keys.drain(..).zip(values.drain(..)));
-        if done {
-            return Ok(out);
-        }
-        first = false;
+        Ok(Some(keys.into_iter().zip(values).collect()))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The connection table as the daemon sees it: joins `CONNS` with `REPLIES`, lists
-//! connections for `conns`, and sweeps out the idle ones, using `CLOCK_MONOTONIC` like
-//! `bpf_ktime_get_ns`.
+//! connections for `conns`, copies them for the successor, takes a dead node's over, and
+//! sweeps out the idle ones a chunk at a time, using `CLOCK_MONOTONIC` like
+//! `bpf_ktime_get_ns`. The datapath worker, which owns the tables, calls all of it.
 use std::{
     collections::{HashMap, HashSet},
     io,
@@ -18,8 +19,10 @@ use crate::{
         types::NodeId,
     },
     config::Timeouts,
-    datapath::batch,
-    datapath::maps::Maps,
+    datapath::{
+        batch::{self, Cursor},
+        maps::{node_slot, slot_node, Tables},
+    },
 };
 
 /// Now on the clock XDP stamps entries with.
@@ -82,7 +85,7 @@ impl Entry {
             "backend": format!("{}:{}", ip(self.conn.backend_addr), port(self.conn.backend_port)),
             "nat_port": port(self.conn.nat_port),
             "state": self.state(),
-            "home": self.conn.home.checked_sub(1),
+            "home": slot_node(self.conn.home).map(|n| n.0),
             "age_s": secs(self.conn.created_ns),
             "idle_s": secs(self.last_seen_ns()),
         })
@@ -98,7 +101,7 @@ pub type Orphans = Vec<(FlowKey, Reply)>;
 
 /// Every connection with its reply direction; also returns replies without a connection.
 /// Both tables are read in batches (a few syscalls for the whole table).
-pub fn walk(maps: &Maps) -> io::Result<(Vec<Entry>, Orphans)> {
+pub fn walk(maps: &Tables) -> io::Result<(Vec<Entry>, Orphans)> {
     let mut replies: HashMap<ReplyId, (FlowKey, Reply)> = batch::entries(&maps.replies)?
         .into_iter()
         .map(|(k, r)| ((k.src_addr, k.src_port, k.dst_port, k.proto), (k, r)))
@@ -122,23 +125,23 @@ pub fn walk(maps: &Maps) -> io::Result<(Vec<Entry>, Orphans)> {
     Ok((entries, replies.into_values().collect()))
 }
 
-/// The copies of `entries` this node streams to its successor.
-pub fn copies(entries: &[Entry]) -> Vec<ConnCopy> {
+/// The copies of `conns` (the `CONNS` table) this node streams to its successor.
+pub fn copies(conns: &[(FlowKey, Conn)]) -> Vec<ConnCopy> {
     let addr = |a: u32, p: u16| SocketAddrV4::new(Ipv4Addr::from(u32::from_be(a)), u16::from_be(p));
-    entries
+    conns
         .iter()
-        .map(|e| ConnCopy {
+        .map(|(key, conn)| ConnCopy {
             id: ConnId {
-                client: addr(e.key.src_addr, e.key.src_port),
-                vip: addr(e.key.dst_addr, e.key.dst_port),
-                proto: e.key.proto,
+                client: addr(key.src_addr, key.src_port),
+                vip: addr(key.dst_addr, key.dst_port),
+                proto: key.proto,
             },
-            state: e.conn.state,
-            backend: addr(e.conn.backend_addr, e.conn.backend_port),
-            nat_port: u16::from_be(e.conn.nat_port),
-            backend_index: e.conn.backend_id as u16,
-            service_index: e.conn.service_id as u8,
-            home: e.conn.home.checked_sub(1).map(|n| NodeId(n as u8)),
+            state: conn.state,
+            backend: addr(conn.backend_addr, conn.backend_port),
+            nat_port: u16::from_be(conn.nat_port),
+            backend_index: conn.backend_id as u16,
+            service_index: conn.service_id as u8,
+            home: slot_node(conn.home),
         })
         .collect()
 }
@@ -147,8 +150,8 @@ pub fn copies(entries: &[Entry]) -> Vec<ConnCopy> {
 /// the node that took over its connections, so their packets stop going to a dead node. When
 /// the holder is this node, `me`, they are removed instead: its copies of them (see
 /// [`take_over`]), or a fresh translation, take their place. Returns how many changed.
-pub fn rehome(maps: &Maps, gone: NodeId, holder: NodeId, me: NodeId) -> io::Result<usize> {
-    let index = |n: NodeId| u32::from(n.0) + 1;
+pub fn rehome(maps: &Tables, gone: NodeId, holder: NodeId, me: NodeId) -> io::Result<usize> {
+    let index = |n: NodeId| node_slot(Some(n));
     let stale: Vec<(FlowKey, Conn)> = batch::entries(&maps.conns)?
         .into_iter()
         .filter(|(_, c)| c.home == index(gone))
@@ -173,7 +176,7 @@ pub fn rehome(maps: &Maps, gone: NodeId, holder: NodeId, me: NodeId) -> io::Resu
 /// translated, a forwarding entry for those another node translates. A copy of a connection
 /// this node translates itself is left out; one it only forwarded somewhere is replaced (the
 /// dead node's copy is the newer word on it). Returns how many were written.
-pub fn take_over(maps: &Maps, me: NodeId, copies: &[ConnCopy]) -> io::Result<usize> {
+pub fn take_over(maps: &Tables, me: NodeId, copies: &[ConnCopy]) -> io::Result<usize> {
     let now = monotonic_ns();
     let known: HashSet<FlowKey> = batch::entries(&maps.conns)?
         .into_iter()
@@ -201,7 +204,7 @@ pub fn take_over(maps: &Maps, me: NodeId, copies: &[ConnCopy]) -> io::Result<usi
             backend_id: u32::from(c.backend_index),
             service_id: u32::from(c.service_index),
             state: c.state,
-            home: c.home.map_or(0, |n| u32::from(n.0) + 1),
+            home: node_slot(c.home),
             created_ns: now,
             last_seen_ns: now,
             ..Conn::default()
@@ -236,31 +239,102 @@ pub fn take_over(maps: &Maps, me: NodeId, copies: &[ConnCopy]) -> io::Result<usi
     Ok(conn_keys.len())
 }
 
-/// Deletes connections idle longer than their timeout, both directions; returns how many.
-pub fn sweep(maps: &mut Maps, timeouts: &Timeouts) -> io::Result<usize> {
-    let now = monotonic_ns();
-    let (entries, orphans) = walk(maps)?;
-    let mut conns = Vec::new();
-    let mut replies = Vec::new();
-    for e in entries {
-        if now.saturating_sub(e.last_seen_ns()) > e.timeout(timeouts).as_nanos() as u64 {
-            conns.push(e.key);
-            replies.extend(e.reply.map(|(k, _)| k));
+/// What a finished sweep found: the connections left, in all and per back-end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Connections left in `CONNS`.
+    pub connections: usize,
+    /// Of those, per back-end `(address, port)`.
+    pub per_backend: HashMap<(Ipv4Addr, u16), usize>,
+    /// Connections removed as idle.
+    pub removed: usize,
+}
+
+/// One sweep of the idle connections, a chunk of a table per [`Sweep::step`], so the owner of
+/// the tables can serve requests between chunks. Both tables are read first (replies, then
+/// connections), then what is idle at `now_ns` is deleted, both directions.
+#[derive(Debug)]
+pub struct Sweep {
+    now_ns: u64,
+    replies: Cursor,
+    conns: Cursor,
+    /// Reply entries read so far, by the identity their connection names.
+    reply_of: HashMap<ReplyId, (FlowKey, Reply)>,
+    doomed_conns: Vec<FlowKey>,
+    doomed_replies: Vec<FlowKey>,
+    census: Census,
+}
+
+impl Sweep {
+    /// A sweep of what is idle at `now_ns` (`CLOCK_MONOTONIC`).
+    pub fn new(now_ns: u64) -> Self {
+        Self {
+            now_ns,
+            replies: Cursor::default(),
+            conns: Cursor::default(),
+            reply_of: HashMap::new(),
+            doomed_conns: Vec::new(),
+            doomed_replies: Vec::new(),
+            census: Census::default(),
         }
     }
-    let limit = timeouts.tcp_established.max(timeouts.udp).as_nanos() as u64;
-    replies.extend(
-        orphans
-            .into_iter()
-            .filter(|(_, r)| now.saturating_sub(r.last_seen_ns) > limit)
-            .map(|(k, _)| k),
-    );
-    let removed = batch::delete(&maps.conns, &conns)?;
-    batch::delete(&maps.replies, &replies)?;
-    if removed > 0 {
-        debug!(removed, "conntrack sweep");
+
+    /// Reads one more chunk, or deletes what is idle once both tables are read; returns the
+    /// census when the sweep is over.
+    pub fn step(&mut self, maps: &Tables, timeouts: &Timeouts) -> io::Result<Option<Census>> {
+        if let Some(chunk) = self.replies.next(&maps.replies)? {
+            self.reply_of.extend(
+                chunk
+                    .into_iter()
+                    .map(|(k, r)| ((k.src_addr, k.src_port, k.dst_port, k.proto), (k, r))),
+            );
+            return Ok(None);
+        }
+        if let Some(chunk) = self.conns.next(&maps.conns)? {
+            for (key, conn) in chunk {
+                let id = (
+                    conn.backend_addr,
+                    conn.backend_port,
+                    conn.nat_port,
+                    key.proto,
+                );
+                let entry = Entry {
+                    key,
+                    conn,
+                    reply: self.reply_of.remove(&id),
+                };
+                let idle = self.now_ns.saturating_sub(entry.last_seen_ns());
+                if idle > entry.timeout(timeouts).as_nanos() as u64 {
+                    self.doomed_conns.push(key);
+                    self.doomed_replies.extend(entry.reply.map(|(k, _)| k));
+                } else {
+                    self.census.connections += 1;
+                    let backend = (
+                        Ipv4Addr::from(u32::from_be(conn.backend_addr)),
+                        u16::from_be(conn.backend_port),
+                    );
+                    *self.census.per_backend.entry(backend).or_default() += 1;
+                }
+            }
+            return Ok(None);
+        }
+        // Replies left over have no connection (evicted by the LRU): gone once idle for the
+        // longest timeout.
+        let limit = timeouts.tcp_established.max(timeouts.udp).as_nanos() as u64;
+        let now = self.now_ns;
+        self.doomed_replies.extend(
+            self.reply_of
+                .drain()
+                .filter(|(_, (_, r))| now.saturating_sub(r.last_seen_ns) > limit)
+                .map(|(_, (k, _))| k),
+        );
+        self.census.removed = batch::delete(&maps.conns, &self.doomed_conns)?;
+        batch::delete(&maps.replies, &self.doomed_replies)?;
+        if self.census.removed > 0 {
+            debug!(removed = self.census.removed, "conntrack sweep");
+        }
+        Ok(Some(std::mem::take(&mut self.census)))
     }
-    Ok(removed)
 }
 
 #[cfg(test)]
@@ -268,6 +342,7 @@ mod tests {
     //! Against real kernel maps: the object is loaded (not attached), entries are written the
     //! way XDP writes them, and the daemon's walk and sweep read them back.
     use super::*;
+    use crate::datapath::maps::Maps;
     use aya::EbpfLoader;
     use gateway_common::maps as names;
 
@@ -324,11 +399,14 @@ mod tests {
             .map_max_entries(names::REPLIES, 1024)
             .load(crate::datapath::ebpf_object::BYTES)
             .expect("loading the XDP object (needs root)");
-        let mut maps = Maps::take(&mut ebpf).unwrap();
-        let now = monotonic_ns();
+        let mut maps = Maps::take(&mut ebpf).unwrap().tables;
+        // The sweep runs at a moment 400 s after the idle entry's last packet, so nothing
+        // here subtracts from the clock (it may read less than 400 s on a fresh machine).
         let s = 1_000_000_000u64;
+        let start = monotonic_ns();
+        let now = start + 400 * s;
         let fresh = pair(40000, 20001, now - s, tcp_state::OPEN);
-        let idle = pair(40001, 20002, now - 400 * s, tcp_state::OPEN);
+        let idle = pair(40001, 20002, start, tcp_state::OPEN);
         let closing = pair(40002, 20003, now - 20 * s, tcp_state::FIN);
         for (k, c, rk, r) in [fresh, idle, closing] {
             maps.conns.insert(k, c, 0).unwrap();
@@ -355,7 +433,17 @@ mod tests {
             tcp_closing: Duration::from_secs(10),
             udp: Duration::from_secs(30),
         };
-        assert_eq!(sweep(&mut maps, &timeouts).unwrap(), 2);
+        let mut sweep = Sweep::new(now);
+        let census = loop {
+            if let Some(census) = sweep.step(&maps, &timeouts).unwrap() {
+                break census;
+            }
+        };
+        assert_eq!((census.removed, census.connections), (2, 1));
+        assert_eq!(
+            census.per_backend,
+            HashMap::from([((Ipv4Addr::new(10, 1, 0, 11), 8080), 1)])
+        );
         let left: Vec<FlowKey> = maps.conns.keys().map(Result::unwrap).collect();
         assert_eq!(left, vec![fresh.0]);
         let left: Vec<FlowKey> = maps.replies.keys().map(Result::unwrap).collect();
@@ -370,7 +458,7 @@ mod tests {
                 .map_max_entries(names::REPLIES, 1024)
                 .load(crate::datapath::ebpf_object::BYTES)
                 .expect("loading the XDP object (needs root)");
-            Maps::take(&mut ebpf).unwrap()
+            Maps::take(&mut ebpf).unwrap().tables
         };
         let mut home = load();
         let now = monotonic_ns();
@@ -381,8 +469,8 @@ mod tests {
             home.conns.insert(k, c, 0).unwrap();
             home.replies.insert(rk, r, 0).unwrap();
         }
-        let sorted = |maps: &Maps| {
-            let mut c = copies(&walk(maps).unwrap().0);
+        let sorted = |maps: &Tables| {
+            let mut c = copies(&batch::entries(&maps.conns).unwrap());
             c.sort_by_key(|c| c.id);
             c
         };

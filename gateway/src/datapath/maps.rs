@@ -1,6 +1,9 @@
-//! The daemon's handles on the XDP maps, and how a configuration (plus backend health) is
-//! written into them. Maglev tables are staged in the inactive half and switched in with one
-//! `SERVICES` update, so XDP never sees a half-written table.
+//! The daemon's handles on the XDP maps, in three groups with one owner each
+//! (docs/architecture.md, "Who writes which map"): the small control maps the ring's shell
+//! writes directly (NICs, VIPs, settings, lease, ARP claims, peers, NAT homes), the tables the
+//! datapath worker owns (connections, services, Maglev, back-ends), and the per-CPU counters,
+//! which anyone may read. Maglev tables are staged in the inactive half and switched in with
+//! one `SERVICES` update, so XDP never sees a half-written table.
 use std::{
     collections::{HashMap, HashSet},
     net::Ipv4Addr,
@@ -17,38 +20,64 @@ use gateway_common::{
 };
 
 use crate::{
-    cluster::handoff::Holders,
-    cluster::{message::BlockHolder, types::NodeId},
+    cluster::{handoff::Holders, message::BlockHolder, types::NodeId},
     config::{Cluster, Config, Role, Service},
-    datapath::batch,
-    datapath::maglev,
-    datapath::netlink::Nic,
+    datapath::{batch, maglev, netlink::Nic},
 };
 
 /// Backend identity within the config: service name, address, port.
 pub type BackendKey = (String, Ipv4Addr, u16);
 
-/// Typed handles on every map.
+/// How the maps name a node: its id + 1, so that 0 means none (or, in `NAT_HOMES` and a
+/// connection's `home`, this node).
+pub fn node_slot(node: Option<NodeId>) -> u32 {
+    node.map_or(0, |n| u32::from(n.0) + 1)
+}
+
+/// The node a map's slot names (see [`node_slot`]).
+pub fn slot_node(slot: u32) -> Option<NodeId> {
+    slot.checked_sub(1).map(|n| NodeId(n as u8))
+}
+
+/// Every map of the loaded object, taken apart into its three owners' groups.
 pub struct Maps {
+    /// Written by the ring's shell (or, alone, the daemon's main task).
+    pub control: ControlMaps,
+    /// Owned by the datapath worker thread.
+    pub tables: Tables,
+    /// Read by anyone.
+    pub counters: Counters,
+}
+
+/// The small maps that say what this node is and owns: one owner writes them directly.
+pub struct ControlMaps {
     ifaces: BpfHashMap<MapData, u32, Iface>,
     vips: BpfHashMap<MapData, u32, common::Vip>,
-    services: BpfHashMap<MapData, ServiceKey, common::Service>,
-    maglev: Array<MapData, u32>,
-    backends: Array<MapData, common::Backend>,
     settings: Array<MapData, Settings>,
     lease: Array<MapData, u64>,
     /// Other stations' ARP claims on VIPs this node owns.
     pub arp_claims: BpfHashMap<MapData, u32, ArpClaim>,
     /// Primary addresses of the configured cluster nodes.
     pub peers: BpfHashMap<MapData, u32, u32>,
-    /// Which node's NAT block holds each port (1 + node index; 0 = none or this node).
+    /// Which node's NAT block holds each port ([`node_slot`]; 0 = none or this node).
     nat_homes: Array<MapData, u32>,
     /// The other nodes' primary addresses, per NIC of this node.
     home_hops: BpfHashMap<MapData, HomeKey, HomeHop>,
+}
+
+/// The big tables: connections both ways, and the services with their Maglev tables.
+pub struct Tables {
     /// Connections by client 5-tuple.
     pub conns: BpfHashMap<MapData, FlowKey, Conn>,
     /// Connections by reply 5-tuple.
     pub replies: BpfHashMap<MapData, FlowKey, Reply>,
+    services: BpfHashMap<MapData, ServiceKey, common::Service>,
+    maglev: Array<MapData, u32>,
+    backends: Array<MapData, common::Backend>,
+}
+
+/// The per-CPU counters XDP bumps; reading them is a syscall per index and needs no owner.
+pub struct Counters {
     /// Per-action counters.
     pub actions: PerCpuArray<MapData, Counter>,
     /// Per-path counters.
@@ -59,6 +88,18 @@ pub struct Maps {
     pub service_stats: PerCpuArray<MapData, Counter>,
     /// Per-backend counters.
     pub backend_stats: PerCpuArray<MapData, Counter>,
+}
+
+impl Counters {
+    /// The sum over CPUs of one counter of `map` (zero when the index is out of range).
+    pub fn sum(map: &PerCpuArray<MapData, Counter>, index: u32) -> Counter {
+        map.get(&index, 0).map_or(Counter::default(), |values| {
+            values.iter().fold(Counter::default(), |acc, c| Counter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            })
+        })
+    }
 }
 
 macro_rules! take {
@@ -85,27 +126,35 @@ impl Maps {
     /// Takes every map out of the loaded object.
     pub fn take(dp: &mut Ebpf) -> Result<Self> {
         Ok(Self {
-            ifaces: take!(dp, maps::IFACES),
-            vips: take!(dp, maps::VIPS),
-            services: take!(dp, maps::SERVICES),
-            maglev: take!(dp, maps::MAGLEV),
-            backends: take!(dp, maps::BACKENDS),
-            settings: take!(dp, maps::SETTINGS),
-            lease: take!(dp, maps::LEASE),
-            arp_claims: take!(dp, maps::ARP_CLAIMS),
-            peers: take!(dp, maps::PEERS),
-            nat_homes: take!(dp, maps::NAT_HOMES),
-            home_hops: take!(dp, maps::HOME_HOPS),
-            conns: take!(dp, maps::CONNS),
-            replies: take!(dp, maps::REPLIES),
-            actions: take!(dp, maps::ACTIONS),
-            paths: take!(dp, maps::PATHS),
-            reasons: take!(dp, maps::REASONS),
-            service_stats: take!(dp, maps::SERVICE_STATS),
-            backend_stats: take!(dp, maps::BACKEND_STATS),
+            control: ControlMaps {
+                ifaces: take!(dp, maps::IFACES),
+                vips: take!(dp, maps::VIPS),
+                settings: take!(dp, maps::SETTINGS),
+                lease: take!(dp, maps::LEASE),
+                arp_claims: take!(dp, maps::ARP_CLAIMS),
+                peers: take!(dp, maps::PEERS),
+                nat_homes: take!(dp, maps::NAT_HOMES),
+                home_hops: take!(dp, maps::HOME_HOPS),
+            },
+            tables: Tables {
+                conns: take!(dp, maps::CONNS),
+                replies: take!(dp, maps::REPLIES),
+                services: take!(dp, maps::SERVICES),
+                maglev: take!(dp, maps::MAGLEV),
+                backends: take!(dp, maps::BACKENDS),
+            },
+            counters: Counters {
+                actions: take!(dp, maps::ACTIONS),
+                paths: take!(dp, maps::PATHS),
+                reasons: take!(dp, maps::REASONS),
+                service_stats: take!(dp, maps::SERVICE_STATS),
+                backend_stats: take!(dp, maps::BACKEND_STATS),
+            },
         })
     }
+}
 
+impl ControlMaps {
     /// Writes the NICs and VIPs. Without a cluster this node owns every VIP and its lease never
     /// runs out; in a cluster it starts owning none, and the ring's VIP table and the shell's
     /// lease renewals take over from there.
@@ -221,9 +270,8 @@ impl Maps {
         let Ok(mut entry) = self.vips.get(&key, 0) else {
             return Ok(());
         };
-        let index = |node: Option<NodeId>| node.map_or(0, |n| u32::from(n.0) + 1);
-        entry.owner = index(holders.owner);
-        entry.previous = index(holders.previous);
+        entry.owner = node_slot(holders.owner);
+        entry.previous = node_slot(holders.previous);
         entry.flags = if holders.previous_live {
             entry.flags | vip_flags::PREVIOUS_LIVE
         } else {
@@ -279,7 +327,7 @@ impl Maps {
         blocks: &[BlockHolder],
     ) -> Result<()> {
         let me = NodeId(cluster.me as u8);
-        let index = |n: NodeId| u32::from(n.0) + 1;
+        let index = |n: NodeId| node_slot(Some(n));
         let mut homes = vec![0u32; PORTS as usize];
         let mut hops = HashMap::new();
         for (i, node) in cluster.nodes.iter().enumerate() {
@@ -350,13 +398,9 @@ impl Maps {
         self.lease.set(0, until_ns, 0).context("writing LEASE")
     }
 
-    /// Writes settings, backends and every service's Maglev table; removes services no longer
-    /// configured. `healthy` says which backends may take new connections.
-    pub fn write_services(
-        &mut self,
-        config: &Config,
-        healthy: &HashMap<BackendKey, bool>,
-    ) -> Result<()> {
+    /// Writes the configuration's part of `SETTINGS` (NAT block, new-connection limit, cluster
+    /// port), keeping the ring's part (`write_homes`).
+    pub fn write_settings(&mut self, config: &Config) -> Result<()> {
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| e)
             .context("counting CPUs")? as u32;
@@ -373,7 +417,18 @@ impl Maps {
         };
         self.settings
             .set(0, settings, 0)
-            .context("writing SETTINGS")?;
+            .context("writing SETTINGS")
+    }
+}
+
+impl Tables {
+    /// Writes the backends and every service's Maglev table; removes services no longer
+    /// configured. `healthy` says which backends may take new connections.
+    pub fn write_services(
+        &mut self,
+        config: &Config,
+        healthy: &HashMap<BackendKey, bool>,
+    ) -> Result<()> {
         let mut next_backend = 0u32;
         for s in &config.services {
             for b in &s.backends {
@@ -398,7 +453,6 @@ impl Maps {
         }
         Ok(())
     }
-
     /// Recomputes one service's Maglev table and switches it in.
     pub fn write_service(
         &mut self,
@@ -441,11 +495,8 @@ impl Maps {
             .map(|(_, s)| s.half);
         let half = live_half.map_or(0, |h| 1 - h.min(1));
         let base = (id * 2 + half) * MAGLEV_MAX;
-        for (slot, backend) in table.iter().enumerate() {
-            self.maglev
-                .set(base + slot as u32, backend, 0)
-                .context("writing MAGLEV")?;
-        }
+        let slots: Vec<u32> = (base..base + table.len() as u32).collect();
+        batch::update(&self.maglev, &slots, &table).context("writing MAGLEV")?;
         let value = common::Service {
             id,
             table_size: table.len() as u32,
@@ -489,9 +540,11 @@ mod tests {
         let (_ebpf, mut m, config) =
             loaded("example.toml", include_str!("../../examples/gateway.toml"));
         let web = &config.services[0];
-        m.write_services(&config, &HashMap::new()).unwrap();
+        m.control.write_settings(&config).unwrap();
         let cpus = aya::util::nr_cpus().unwrap() as u32;
-        let settings = m.settings.get(&0, 0).unwrap();
+        let settings = m.control.settings.get(&0, 0).unwrap();
+        let m = &mut m.tables;
+        m.write_services(&config, &HashMap::new()).unwrap();
         assert_eq!(
             (settings.nat_port_min, settings.nat_port_max),
             (20000, 29999)
@@ -506,12 +559,12 @@ mod tests {
 
         let first = m.services.get(&service_key(web), 0).unwrap();
         assert_eq!((first.id, first.table_size, first.half), (0, 211, 0));
-        let slots = |m: &Maps, half: u32| -> Vec<u32> {
+        let slots = |m: &Tables, half: u32| -> Vec<u32> {
             (0..211)
                 .map(|i| m.maglev.get(&(half * MAGLEV_MAX + i), 0).unwrap())
                 .collect()
         };
-        let both = slots(&m, 0);
+        let both = slots(m, 0);
         assert!(both.contains(&0) && both.contains(&1));
 
         // Backend 10.1.0.11 goes down: the new table lands in half 1, half 0 is untouched.
@@ -519,8 +572,8 @@ mod tests {
         m.write_service(&config, 0, web, &down).unwrap();
         let second = m.services.get(&service_key(web), 0).unwrap();
         assert_eq!((second.table_size, second.half), (211, 1));
-        assert!(slots(&m, 1).iter().all(|&b| b == 1));
-        assert_eq!(slots(&m, 0), both);
+        assert!(slots(m, 1).iter().all(|&b| b == 1));
+        assert_eq!(slots(m, 0), both);
 
         // All down: table_size 0 (XDP drops with no_backend).
         let all_down: HashMap<BackendKey, bool> = web
@@ -536,6 +589,7 @@ mod tests {
     fn cluster_ownership_peers_claims_and_port() {
         let (_ebpf, mut m, config) =
             loaded("cluster.toml", include_str!("../../examples/cluster.toml"));
+        let m = &mut m.control;
         let nics: Vec<Nic> = ["ext0", "int0"]
             .iter()
             .enumerate()
@@ -605,12 +659,12 @@ mod tests {
         assert_eq!(m.take_claims(), [(vip(1), claim)]);
         assert_eq!(m.take_claims(), [], "claims are cleared once read");
 
-        m.write_services(&config, &HashMap::new()).unwrap();
+        m.write_settings(&config).unwrap();
         assert_eq!(m.settings.get(&0, 0).unwrap().cluster_port, 7400);
     }
 
     /// Every live service's active half holds only that service's backends.
-    fn assert_consistent(m: &Maps, config: &Config) {
+    fn assert_consistent(m: &Tables, config: &Config) {
         let mut first = 0u32;
         for s in &config.services {
             let live = m.services.get(&service_key(s), 0).unwrap();
@@ -631,7 +685,7 @@ mod tests {
             .map_max_entries(maps::REPLIES, 1024)
             .load(crate::datapath::ebpf_object::BYTES)
             .expect("loading the XDP object (needs root)");
-        let mut m = Maps::take(&mut ebpf).unwrap();
+        let m = &mut Maps::take(&mut ebpf).unwrap().tables;
         let example = include_str!("../../examples/gateway.toml");
         let dns =
             "\n[[service]]\nname = \"dns\"\nvip = \"10.0.0.100\"\nport = 53\nprotocol = \"udp\"\n\
@@ -639,7 +693,7 @@ mod tests {
         let path = std::path::Path::new("t.toml");
         let before = config::parse(path, &format!("{example}{dns}")).unwrap();
         m.write_services(&before, &HashMap::new()).unwrap();
-        assert_consistent(&m, &before);
+        assert_consistent(m, &before);
         // The same services in the other order: ids swap.
         let start = example.find("[[service]]").unwrap();
         let end = example.find("[timeouts]").unwrap();
@@ -652,6 +706,6 @@ mod tests {
         let after = config::parse(path, &swapped).unwrap();
         assert_eq!(after.services[0].name, "dns");
         m.write_services(&after, &HashMap::new()).unwrap();
-        assert_consistent(&m, &after);
+        assert_consistent(m, &after);
     }
 }

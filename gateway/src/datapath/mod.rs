@@ -3,10 +3,10 @@
 //! rtnetlink, gratuitous ARP and the data path's counters.
 pub mod batch;
 pub mod conntrack;
-pub mod counters;
 pub mod ebpf_object;
 pub mod garp;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
 pub mod netlink;
+pub mod worker;
