@@ -5,8 +5,9 @@ use std::net::Ipv4Addr;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub u8);
 
-/// Largest number of nodes in a cluster (one byte per node id on the wire, with room to spare).
-pub const MAX_NODES: usize = 64;
+/// Largest number of nodes in a cluster (one byte per node id on the wire, with room to spare);
+/// the data path's maps are sized for the same number.
+pub const MAX_NODES: usize = gateway_common::MAX_NODES as usize;
 
 /// How strongly a VIP sticks to a node (DESIGN.md, "VIP placement").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -9,11 +9,10 @@ use std::{
     time::Duration,
 };
 
-use gateway_common::MAX_NODES;
 use serde::Deserialize;
 
 pub use crate::cluster::types::Persistence;
-use crate::config::node_key::PublicKey;
+use crate::{cluster::types::MAX_NODES, config::node_key::PublicKey};
 
 use super::{parse_port_range, Locator, S};
 
@@ -408,9 +407,9 @@ fn check_nodes(
             "list the cluster's nodes in ring order as [[cluster.node]] entries",
         ));
     }
-    if raw.node.len() > MAX_NODES as usize {
+    if raw.node.len() > MAX_NODES {
         return Err(loc.err(
-            &raw.node[MAX_NODES as usize].name,
+            &raw.node[MAX_NODES].name,
             "cluster.node",
             format!("more than {MAX_NODES} nodes"),
         ));

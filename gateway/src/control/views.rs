@@ -215,6 +215,9 @@ pub fn status(sources: &Sources) -> Value {
         })
         .collect();
     let iteration = Duration::from_micros(sources.longest_iteration_us.load(Ordering::Relaxed));
+    // Cloned in a statement of its own: the borrow (a read lock the ring's shell writes
+    // through) ends here, not after the whole view is built.
+    let cluster = sources.cluster.borrow().clone();
     json!({
         "node": c.name,
         "uptime_s": sources.started.elapsed().as_secs(),
@@ -228,7 +231,7 @@ pub fn status(sources: &Sources) -> Value {
             "longest_shell_iteration_ms": millis(iteration),
             "longest_datapath_wait_ms": millis(sources.datapath.longest_wait()),
         },
-        "cluster": sources.cluster.borrow().clone(),
+        "cluster": cluster,
     })
 }
 
@@ -368,7 +371,8 @@ pub fn stats(sources: &Sources) -> Value {
             }
         }
     }
-    let cluster = sources.cluster.borrow().as_ref().map(|c| {
+    let cluster = sources.cluster.borrow().clone();
+    let cluster = cluster.map(|c| {
         let mut counters = json!(c.transport);
         counters["undecodable"] = json!(c.undecodable);
         counters

@@ -32,6 +32,16 @@ const MAX_DATAGRAM: usize = 65_536;
 /// Datagrams queued between the socket readers and the transport.
 const QUEUE: usize = 1024;
 
+/// Most datagrams handed to the transport per [`Link::receive`]: each is authenticated (an
+/// HMAC over up to a packet), so a burst (a new successor's connection copies: thousands of
+/// datagrams) is taken in over several iterations of the shell's loop, never in one long one.
+const PER_RECEIVE: usize = 128;
+
+/// The kernel's receive buffer of each cluster socket: room for a burst of connection copies
+/// while the shell takes them in a slice at a time, so the token's datagrams are not dropped
+/// behind them.
+const RECEIVE_BUFFER: usize = 8 << 20;
+
 /// A datagram read from one of our sockets.
 struct Datagram {
     local: SocketAddr,
@@ -115,6 +125,9 @@ impl Link {
             let socket = Arc::new(UdpSocket::bind(addr).await.with_context(|| {
                 format!("binding the cluster socket {addr} (is it this node's primary address?)")
             })?);
+            if let Err(e) = force_receive_buffer(&socket, RECEIVE_BUFFER) {
+                warn!(%addr, "enlarging the cluster socket's receive buffer: {e}");
+            }
             sockets.insert(addr, socket.clone());
             readers.spawn(read(addr, socket, tx.clone()));
         }
@@ -126,8 +139,8 @@ impl Link {
         })
     }
 
-    /// Waits for datagrams and hands them (all that are queued) to the transport. Cancel-safe,
-    /// so it can race timers in a `select!`.
+    /// Waits for datagrams and hands them (those queued, up to [`PER_RECEIVE`]) to the
+    /// transport. Cancel-safe, so it can race timers in a `select!`.
     pub async fn receive(&mut self) {
         let Some(first) = self.datagrams.recv().await else {
             // Every reader ended: nothing will ever arrive.
@@ -135,10 +148,14 @@ impl Link {
         };
         let now = Instant::now();
         let mut next = Some(first);
+        let mut taken = 0;
         while let Some(d) = next {
             self.transport
                 .handle_datagram(now, d.local, d.from, &d.bytes);
-            next = self.datagrams.try_recv().ok();
+            taken += 1;
+            next = (taken < PER_RECEIVE)
+                .then(|| self.datagrams.try_recv().ok())
+                .flatten();
         }
     }
 
@@ -196,6 +213,28 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         self.readers.abort_all();
+    }
+}
+
+/// Sets `socket`'s receive buffer to `bytes` past `net.core.rmem_max` (`SO_RCVBUFFORCE`; the
+/// daemon runs as root).
+fn force_receive_buffer(socket: &UdpSocket, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = bytes as libc::c_int;
+    // SAFETY: setsockopt reads an int from a pointer to a live local of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -15,7 +15,7 @@
 //! as [`Completion`]s), file I/O runs on the blocking pool, and each iteration's length is
 //! measured (docs/architecture.md, "The ring's shell").
 use std::{
-    collections::{BTreeMap, BTreeSet, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet, VecDeque},
     net::Ipv4Addr,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -90,6 +90,9 @@ fn peer_neighbours(cluster: &Cluster, nics: &[Nic]) -> Vec<(u32, Ipv4Addr)> {
         })
         .collect()
 }
+
+/// Copy stream messages (up to about 52 KB each) the transport carries at once.
+const COPIES_IN_FLIGHT: usize = 4;
 
 /// An iteration of the shell's loop longer than this is logged: a peer gives up on a silent
 /// node after about 51 ms with the default timers.
@@ -183,20 +186,20 @@ pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
             persistence: v.persistence,
         })
         .collect();
-    let mut ring = RingConfig::new(nodes, vips);
-    ring.hold = t.token_hold.unwrap_or(ring.hold);
-    ring.loss_timeout = t.token_loss.unwrap_or(ring.loss_timeout);
-    ring.probe_interval = t.probe_911.unwrap_or(ring.probe_interval);
-    ring.unreachable_after = link::transport_config(cluster).give_up_after();
-    ring.balance_min_pps = cluster.balance.min_packets_per_s;
-    ring.balance_hold = cluster.balance.hold;
+    let mut settings = RingConfig::new(nodes, vips);
+    settings.hold = t.token_hold.unwrap_or(settings.hold);
+    settings.loss_timeout = t.token_loss.unwrap_or(settings.loss_timeout);
+    settings.probe_interval = t.probe_911.unwrap_or(settings.probe_interval);
+    settings.unreachable_after = link::transport_config(cluster).give_up_after();
+    settings.balance_min_pps = cluster.balance.min_packets_per_s;
+    settings.balance_hold = cluster.balance.hold;
     // The token sequence starts at a random point (DESIGN.md): a restarted node never
     // reuses the numbers of its previous life.
     let mut seed = [0u8; 8];
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).is_ok() {
-        ring.initial_seq = u64::from_be_bytes(seed) >> 8;
+        settings.initial_seq = u64::from_be_bytes(seed) >> 8;
     }
-    ring
+    settings
 }
 
 /// The ring's operator command for a CLI request, node names resolved.
@@ -261,6 +264,10 @@ pub struct Shell {
     next_copy: Instant,
     /// Whether the worker is computing the copy stream's next messages.
     copying: bool,
+    /// Copy stream messages for the successor not handed to the transport yet.
+    copy_queue: VecDeque<(NodeId, Copies)>,
+    /// Copy stream messages the transport has not delivered yet.
+    copies_in_flight: HashSet<(NodeId, MessageId)>,
     /// The NAT blocks away from their nodes, as the ring last listed them.
     blocks: Vec<BlockHolder>,
     /// Take-overs of dead nodes' connections the worker has not finished: the NAT homes wait
@@ -323,9 +330,9 @@ impl Shell {
         let link = Link::open(&cluster).await?;
         let host = Host::new(&config, &nics, maps, owned).context("gratuitous ARP socket")?;
         let now = Instant::now();
-        let mut ring = ring_config(&config, &cluster);
-        ring.config = sync.active();
-        let (node, actions) = Node::new(ring, me, now);
+        let mut settings = ring_config(&config, &cluster);
+        settings.config = sync.active();
+        let (node, actions) = Node::new(settings, me, now);
         info!(node = %config.name, id = me.0, addresses = ?mine, port = cluster.port,
               "cluster shell started");
         let copy_store = CopyStore::new(config.limits.max_connections as usize);
@@ -352,6 +359,8 @@ impl Shell {
             copy_store,
             next_copy: now,
             copying: false,
+            copy_queue: VecDeque::new(),
+            copies_in_flight: HashSet::new(),
             blocks: Vec::new(),
             taking_over: 0,
             nics,
@@ -633,14 +642,9 @@ impl Shell {
         match done {
             Completion::Copies(successor, messages) => {
                 self.copying = false;
-                for msg in messages {
-                    if let Err(e) = self
-                        .link
-                        .send(now, successor, Message::Copies(msg).encode())
-                    {
-                        warn!(to = successor.0, "connection copies not sent: {e}");
-                    }
-                }
+                self.copy_queue
+                    .extend(messages.into_iter().map(|m| (successor, m)));
+                self.send_copies_queued(now);
             }
             Completion::TakenOver => {
                 self.taking_over -= 1;
@@ -788,6 +792,10 @@ impl Shell {
                     TransportEvent::Delivered { to, id }
                     | TransportEvent::Unreachable { to, id } => {
                         let delivered = matches!(event, TransportEvent::Delivered { .. });
+                        if self.copies_in_flight.remove(&(to, id)) {
+                            self.send_copies_queued(now);
+                            continue;
+                        }
                         let Some(what) = self.sent.remove(&(to, id)) else {
                             continue;
                         };
@@ -849,8 +857,9 @@ impl Shell {
             self.datapath.submit(|worker| worker.stop_copies());
             return;
         };
-        // One diff at a time: a slow one is not queued again behind itself.
-        if self.copying {
+        // One diff at a time, sent before the next: a slow one is not queued again behind
+        // itself.
+        if self.copying || !self.copy_queue.is_empty() {
             return;
         }
         self.copying = true;
@@ -859,6 +868,22 @@ impl Shell {
             let messages = worker.copies_for(me, successor);
             let _ = done.send(Completion::Copies(successor, messages));
         });
+    }
+
+    /// Hands queued copy stream messages to the transport, a few at a time: a new successor's
+    /// whole table is thousands of datagrams, which must not crowd out the token.
+    fn send_copies_queued(&mut self, now: Instant) {
+        while self.copies_in_flight.len() < COPIES_IN_FLIGHT {
+            let Some((to, msg)) = self.copy_queue.pop_front() else {
+                return;
+            };
+            match self.link.send(now, to, Message::Copies(msg).encode()) {
+                Ok(id) => {
+                    self.copies_in_flight.insert((to, id));
+                }
+                Err(e) => warn!(to = to.0, "connection copies not sent: {e}"),
+            }
+        }
     }
 
     /// Follows the ring's list of NAT blocks away from their nodes: the worker re-points the

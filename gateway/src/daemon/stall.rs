@@ -16,11 +16,11 @@ const BEAT: Duration = Duration::from_millis(5);
 
 /// The watch; dropping it stops its thread.
 pub struct StallWatch {
-    shared: Arc<Shared>,
+    beats: Arc<Beats>,
     thread: Option<JoinHandle<()>>,
 }
 
-struct Shared {
+struct Beats {
     /// Longest gap between wake-ups since the last [`StallWatch::take`], in microseconds.
     longest_us: AtomicU64,
     stop: AtomicBool,
@@ -29,11 +29,11 @@ struct Shared {
 impl StallWatch {
     /// Starts the watch thread.
     pub fn start() -> std::io::Result<Self> {
-        let shared = Arc::new(Shared {
+        let beats = Arc::new(Beats {
             longest_us: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
-        let beat = shared.clone();
+        let beat = beats.clone();
         let thread = std::thread::Builder::new()
             .name("stall-watch".into())
             .spawn(move || {
@@ -47,7 +47,7 @@ impl StallWatch {
                 }
             })?;
         Ok(Self {
-            shared,
+            beats,
             thread: Some(thread),
         })
     }
@@ -55,13 +55,13 @@ impl StallWatch {
     /// The longest time the process did not run since the last call (a few milliseconds
     /// when nothing stalled it).
     pub fn take(&self) -> Duration {
-        Duration::from_micros(self.shared.longest_us.swap(0, Ordering::Relaxed))
+        Duration::from_micros(self.beats.longest_us.swap(0, Ordering::Relaxed))
     }
 }
 
 impl Drop for StallWatch {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        self.beats.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
