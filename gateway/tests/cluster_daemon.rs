@@ -11,25 +11,16 @@ use std::{
 
 use gateway::config::node_key::{NodeKey, PublicKey};
 use serde_json::Value;
+use testbed_kit::{cmd, Netns};
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
 const VIPS: [&str; 3] = ["10.0.0.100", "10.0.0.101", "10.0.0.102"];
 const KEY: &str = "5a5b5c5d5e5f606162636465666768696a6b6c6d6e6f70717273747576777879";
 
-fn run(program: &str, args: &[&str]) -> Output {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// One gateway node: its namespace, files and daemon.
 struct Member {
     name: &'static str,
-    ns: String,
+    ns: Netns,
     address: &'static str,
     daemon: Option<Child>,
 }
@@ -39,6 +30,8 @@ struct Cluster {
     tag: String,
     dir: PathBuf,
     members: Vec<Member>,
+    switch: Netns,
+    router: Netns,
 }
 
 impl Drop for Cluster {
@@ -49,86 +42,62 @@ impl Drop for Cluster {
                 let _ = child.wait();
             }
         }
-        for ns in self.namespaces() {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        }
         for m in &self.members {
             let _ = std::fs::remove_dir_all(self.pin_dir(m));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The namespaces go with the fields, once the daemons have.
     }
 }
 
 impl Cluster {
     fn new() -> Self {
-        let tag = format!("gwcl{}", std::process::id() % 100_000);
+        let tag = testbed_kit::netns::unique_name("gwcl");
+        let ns = |name: &str| Netns::create(&format!("{tag}-{name}")).unwrap();
         let member = |name, address| Member {
             name,
-            ns: format!("{tag}-{name}"),
+            ns: ns(name),
             address,
             daemon: None,
         };
         let cluster = Cluster {
             dir: std::env::temp_dir().join(&tag),
             members: vec![member("gw1", "10.0.0.2"), member("gw2", "10.0.0.3")],
+            switch: ns("sw"),
+            router: ns("rt"),
             tag,
         };
         std::fs::create_dir_all(&cluster.dir).unwrap();
-        for ns in cluster.namespaces() {
-            run("ip", &["netns", "add", &ns]);
-            run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
-        }
-        let sw = cluster.switch();
-        run("ip", &["-n", &sw, "link", "add", "br0", "type", "bridge"]);
-        run("ip", &["-n", &sw, "link", "set", "br0", "up"]);
-        let hosts: Vec<(String, &str)> = cluster
+        let sw = &cluster.switch;
+        sw.ip("link add br0 type bridge").unwrap();
+        sw.ip("link set br0 up").unwrap();
+        let hosts = cluster
             .members
             .iter()
-            .map(|m| (m.ns.clone(), m.address))
-            .chain([(cluster.router(), "10.0.0.1")])
-            .collect();
-        for (i, (ns, address)) in hosts.iter().enumerate() {
+            .map(|m| (&m.ns, m.address))
+            .chain([(&cluster.router, "10.0.0.1")]);
+        for (i, (ns, address)) in hosts.enumerate() {
             let port = format!("p{i}");
-            run(
-                "ip",
-                &[
-                    "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "ext0",
-                    "netns", ns,
-                ],
-            );
-            run(
-                "ip",
-                &["-n", &sw, "link", "set", &port, "master", "br0", "up"],
-            );
-            run(
-                "ip",
-                &[
-                    "-n",
-                    ns,
-                    "addr",
-                    "add",
-                    &format!("{address}/24"),
-                    "dev",
-                    "ext0",
-                ],
-            );
-            run("ip", &["-n", ns, "link", "set", "ext0", "up"]);
+            sw.ip(&[
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "ext0",
+                "netns",
+                ns.name(),
+            ])
+            .unwrap();
+            sw.ip(&["link", "set", &port, "master", "br0", "up"])
+                .unwrap();
+            ns.ip(&["addr", "add", &format!("{address}/24"), "dev", "ext0"])
+                .unwrap();
+            ns.ip("link set ext0 up").unwrap();
         }
         cluster
-    }
-
-    fn switch(&self) -> String {
-        format!("{}-sw", self.tag)
-    }
-
-    fn router(&self) -> String {
-        format!("{}-rt", self.tag)
-    }
-
-    fn namespaces(&self) -> Vec<String> {
-        let mut all = vec![self.switch(), self.router()];
-        all.extend(self.members.iter().map(|m| m.ns.clone()));
-        all
     }
 
     fn pin_dir(&self, m: &Member) -> PathBuf {
@@ -184,9 +153,8 @@ impl Cluster {
         let m = &self.members[i];
         let path = self.dir.join(format!("{}.toml", m.name));
         std::fs::write(&path, self.config(m)).unwrap();
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", m.ns))
-            .args([GATEWAY, "daemon", "--config"])
+        let child = cmd::command_in(m.ns.name(), GATEWAY)
+            .args(["daemon", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info")
             .spawn()
@@ -238,18 +206,9 @@ impl Cluster {
 
     /// The MACs that answer an ARP request for `vip` from the router namespace.
     fn arp_answers(&self, vip: &str) -> Vec<String> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.router(),
-                "arping",
-                "-c",
-                "3",
-                "-w",
-                "2",
-            ])
-            .args(["-I", "ext0", vip])
+        // Its exit status says whether every request was answered in time: not asked here.
+        let out = cmd::command_in(self.router.name(), "arping")
+            .args(["-c", "3", "-w", "2", "-I", "ext0", vip])
             .output()
             .unwrap();
         let mut macs: Vec<String> = String::from_utf8_lossy(&out.stdout)

@@ -9,26 +9,22 @@ use std::{
 };
 
 use serde_json::Value;
+use testbed_kit::{cmd, Netns};
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway");
 const EXAMPLE: &str = include_str!("../examples/gateway.toml");
 
-fn run(program: &str, args: &[&str]) -> Output {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+/// The example config's NICs; the bed's namespace is private, so their names are free.
+const EXT: &str = "ext0";
+const INT: &str = "int0";
 
 /// Namespace, temp dir, pin dir and daemon of one test; all removed on drop.
 struct Bed {
-    ns: String,
     dir: PathBuf,
     pin_dir: PathBuf,
     daemon: Option<Child>,
+    // Last: the namespace goes once the daemon has.
+    ns: Netns,
 }
 
 impl Drop for Bed {
@@ -37,7 +33,6 @@ impl Drop for Bed {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
         let _ = std::fs::remove_dir_all(&self.pin_dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -45,49 +40,30 @@ impl Drop for Bed {
 
 impl Bed {
     fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let ns = format!("gwlc{}{}", std::process::id() % 10000, nanos % 1000);
-        let dir = std::env::temp_dir().join(&ns);
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/gwtest-{ns}"));
+        let ns = Netns::unique("gwlc").unwrap();
         let bed = Bed {
-            ns,
-            dir,
-            pin_dir,
+            dir: std::env::temp_dir().join(ns.name()),
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/gwtest-{}", ns.name())),
             daemon: None,
+            ns,
         };
         std::fs::create_dir_all(&bed.dir).unwrap();
-        run("ip", &["netns", "add", &bed.ns]);
-        let n = &bed.ns;
-        let (ext, int) = (bed.ext(), bed.int());
-        for (a, b) in [(&ext, format!("p{ext}")), (&int, format!("p{int}"))] {
-            run(
-                "ip",
-                &[
-                    "-n", n, "link", "add", a, "type", "veth", "peer", "name", &b,
-                ],
-            );
-            run("ip", &["-n", n, "link", "set", a, "up"]);
-            run("ip", &["-n", n, "link", "set", &b, "up"]);
+        for nic in [EXT, INT] {
+            let peer = format!("p{nic}");
+            bed.ns
+                .ip(&["link", "add", nic, "type", "veth", "peer", "name", &peer])
+                .unwrap();
+            bed.ns.ip(&["link", "set", nic, "up"]).unwrap();
+            bed.ns.ip(&["link", "set", &peer, "up"]).unwrap();
         }
-        run("ip", &["-n", n, "link", "set", "lo", "up"]);
-        run("ip", &["-n", n, "addr", "add", "10.0.0.1/24", "dev", &ext]);
-        run(
-            "ip",
-            &["-n", n, "addr", "add", "10.1.0.254/24", "dev", &int],
-        );
+        bed.ns
+            .ip(&["addr", "add", "10.0.0.1/24", "dev", EXT])
+            .unwrap();
+        bed.ns
+            .ip(&["addr", "add", "10.1.0.254/24", "dev", INT])
+            .unwrap();
         bed.write_config("");
         bed
-    }
-
-    fn ext(&self) -> String {
-        format!("e{}", self.ns)
-    }
-
-    fn int(&self) -> String {
-        format!("i{}", self.ns)
     }
 
     fn socket(&self) -> PathBuf {
@@ -110,17 +86,14 @@ impl Bed {
     /// The example config renamed for this bed, without health checks.
     fn config_text(&self) -> String {
         EXAMPLE
-            .replace("\"ext0\"", &format!("\"{}\"", self.ext()))
-            .replace("\"int0\"", &format!("\"{}\"", self.int()))
             .replace("/sys/fs/bpf/gateway/gw1", self.pin_dir.to_str().unwrap())
             .replace("/run/gateway/gateway.sock", self.socket().to_str().unwrap())
             .replace("kind = \"http\"", "kind = \"none\"")
     }
 
     fn start(&mut self) {
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.ns))
-            .args([GATEWAY, "daemon", "--config"])
+        let child = cmd::command_in(self.ns.name(), GATEWAY)
+            .args(["daemon", "--config"])
             .arg(self.config())
             .spawn()
             .unwrap();
@@ -169,11 +142,11 @@ impl Bed {
 
     /// How many of the bed's two links have an XDP program attached.
     fn xdp_links(&self) -> usize {
-        [self.ext(), self.int()]
+        [EXT, INT]
             .iter()
             .filter(|l| {
-                let out = run("ip", &["-n", &self.ns, "-d", "link", "show", "dev", l]);
-                String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+                let out = self.ns.ip(&["-d", "link", "show", "dev", l]).unwrap();
+                out.contains("prog/xdp")
             })
             .count()
     }
@@ -279,16 +252,8 @@ fn http_health_checks_drive_the_maglev_table() {
         .replace("address = \"10.1.0.12\"", "address = \"10.1.0.254\"");
     bed.write(&text);
     let mut server = ChildGuard(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", bed.ns))
-            .args([
-                "python3",
-                "-m",
-                "http.server",
-                "--bind",
-                "10.1.0.254",
-                "8080",
-            ])
+        cmd::command_in(bed.ns.name(), "python3")
+            .args(["-m", "http.server", "--bind", "10.1.0.254", "8080"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

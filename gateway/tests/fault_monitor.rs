@@ -2,11 +2,8 @@
 //! another one behind a veth. It reports nothing while the link is up, XDP attached and the
 //! witness answering; a silent witness, a dead link and a detached program each show up within a
 //! few poll intervals and clear again. Needs root.
-mod support;
-
 use std::{
     net::Ipv4Addr,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -17,28 +14,10 @@ use gateway::{
     datapath::netlink,
 };
 use gateway_common::programs;
-use support::netns::Netns;
+use testbed_kit::Netns;
 use tokio::sync::watch;
 
 const WITNESS: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The witness's namespace, deleted on drop.
-struct Witness(String);
-
-impl Drop for Witness {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 /// Waits until the monitor reports exactly `want`; returns how long that took.
 async fn until(rx: &mut watch::Receiver<Vec<Fault>>, want: &[Fault]) -> Duration {
@@ -56,14 +35,14 @@ async fn until(rx: &mut watch::Receiver<Vec<Fault>>, want: &[Fault]) -> Duration
 #[test]
 fn links_xdp_and_witness() {
     let ns = Netns::enter("gwfm").unwrap();
-    let witness = Witness(format!("{}-w", ns.name));
-    ip(&["netns", "add", &witness.0]);
+    let witness = Netns::unique("gwfw").unwrap();
     ns.ip("link add m0 type veth peer name w0").unwrap();
-    ip(&["-n", &ns.name, "link", "set", "w0", "netns", &witness.0]);
+    ns.ip(&["link", "set", "w0", "netns", witness.name()])
+        .unwrap();
     ns.ip("addr add 10.9.0.2/24 dev m0").unwrap();
     ns.ip("link set m0 up").unwrap();
-    ip(&["-n", &witness.0, "addr", "add", "10.9.0.1/24", "dev", "w0"]);
-    ip(&["-n", &witness.0, "link", "set", "w0", "up"]);
+    witness.ip("addr add 10.9.0.1/24 dev w0").unwrap();
+    witness.ip("link set w0 up").unwrap();
 
     let mut ebpf = aya::Ebpf::load(gateway::datapath::ebpf_object::BYTES).unwrap();
     let pass: &mut Xdp = ebpf
@@ -92,17 +71,17 @@ fn links_xdp_and_witness() {
         let task = tokio::spawn(faults::run(monitor, nics, tx));
         until(&mut rx, &[]).await;
 
-        ip(&["-n", &witness.0, "addr", "del", "10.9.0.1/24", "dev", "w0"]);
+        witness.ip("addr del 10.9.0.1/24 dev w0").unwrap();
         let took = until(&mut rx, &[Fault::WitnessUnreachable(WITNESS)]).await;
         assert!(
             took < Duration::from_millis(500),
             "witness loss seen after {took:?}"
         );
-        ip(&["-n", &witness.0, "addr", "add", "10.9.0.1/24", "dev", "w0"]);
+        witness.ip("addr add 10.9.0.1/24 dev w0").unwrap();
         until(&mut rx, &[]).await;
 
         // The far end goes away: no carrier here, and the witness falls silent with it.
-        ip(&["-n", &witness.0, "link", "set", "w0", "down"]);
+        witness.ip("link set w0 down").unwrap();
         let took = until(
             &mut rx,
             &[
@@ -115,7 +94,7 @@ fn links_xdp_and_witness() {
             took < Duration::from_millis(500),
             "link loss seen after {took:?}"
         );
-        ip(&["-n", &witness.0, "link", "set", "w0", "up"]);
+        witness.ip("link set w0 up").unwrap();
         until(&mut rx, &[]).await;
 
         let pass: &mut Xdp = ebpf

@@ -75,10 +75,9 @@ impl<'a> NftBaseline<'a> {
             backend_port: BACKEND_HTTP_PORT,
         };
         load(gw.name(), &ruleset(TABLE, &[VIP], &[dnat]))?;
-        gw.sysctl(
-            "net.netfilter.nf_conntrack_tcp_timeout_time_wait",
-            &time_wait.to_string(),
-        )?;
+        gw.sysctl(&format!(
+            "net.netfilter.nf_conntrack_tcp_timeout_time_wait={time_wait}"
+        ))?;
         Ok(baseline)
     }
 }

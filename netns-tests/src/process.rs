@@ -1,9 +1,10 @@
 //! A process started inside a namespace, its output in a log file, stopped on drop.
+use crate::cmd;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long a process gets to exit after SIGTERM before it is killed.
@@ -25,10 +26,7 @@ impl Process {
     pub fn spawn(netns: &str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
         let out = File::create(log).with_context(|| format!("create {}", log.display()))?;
         let err = out.try_clone()?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{netns}"))
-            .arg("--")
-            .arg(program)
+        let child = cmd::command_in(netns, program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)

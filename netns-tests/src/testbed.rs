@@ -2,12 +2,11 @@
 //! "switch" namespace, so nothing touches the root namespace), veth links with addresses,
 //! routes and sysctls. Dropping the testbed removes all of it, even when a test panics.
 use crate::cmd;
-use crate::netns::Netns;
+use crate::netns::{self, Netns};
 use crate::process::Process;
 use crate::xdp_pass::{self, PassPrograms};
 use anyhow::{anyhow, Context, Result};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A host of the testbed: one network namespace.
 #[derive(Clone, Debug, Default)]
@@ -118,13 +117,8 @@ impl Spec {
     }
 }
 
-/// Distinguishes the testbeds of one process (tests run in parallel threads).
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// The pid in a testbed name `nt<pid>x<n>...` if it is one.
-fn owner_pid(name: &str) -> Option<u32> {
-    name.strip_prefix("nt")?.split_once('x')?.0.parse().ok()
-}
+/// The start of testbed names, `nt<pid>x<n>` ([`netns::unique_name`]).
+const PREFIX: &str = "nt";
 
 /// Whether process `pid` runs (exists and is not a zombie).
 fn running(pid: u32) -> bool {
@@ -137,7 +131,7 @@ fn running(pid: u32) -> bool {
 /// Removes namespaces (and their processes), scratch directories and bpffs pins of testbeds
 /// whose process no longer runs: a test killed by a signal cannot clean up after itself.
 fn sweep_stale() {
-    let stale = |name: &str| owner_pid(name).is_some_and(|pid| !running(pid));
+    let stale = |name: &str| netns::owner_pid(PREFIX, name).is_some_and(|pid| !running(pid));
     let namespaces = cmd::run("ip", &["netns", "list"]).unwrap_or_default();
     for name in namespaces
         .lines()
@@ -189,11 +183,7 @@ impl Testbed {
     pub fn build(spec: &Spec) -> Result<Self> {
         static SWEEP: std::sync::Once = std::sync::Once::new();
         SWEEP.call_once(sweep_stale);
-        let prefix = format!(
-            "nt{}x{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let prefix = netns::unique_name(PREFIX);
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let mut bed = Self {
@@ -222,14 +212,14 @@ impl Testbed {
         for host in &spec.hosts {
             let netns = bed.ns(&host.name)?;
             for (key, value) in &host.sysctls {
-                netns.sysctl(key, value)?;
+                netns.sysctl(&format!("{key}={value}"))?;
             }
             for (dest, via) in &host.routes {
                 netns.ip(&["route", "add", dest, "via", via])?;
             }
         }
         if !pass_ports.is_empty() {
-            bed.pass = Some(xdp_pass::attach(bed.switch().name(), &pass_ports)?);
+            bed.pass = Some(xdp_pass::attach(bed.switch(), &pass_ports)?);
         }
         Ok(bed)
     }
@@ -332,14 +322,6 @@ impl Drop for Testbed {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn owner_pid_reads_testbed_names_only() {
-        assert_eq!(owner_pid("nt1234x0-gw"), Some(1234));
-        assert_eq!(owner_pid("nt1234x12"), Some(1234));
-        assert_eq!(owner_pid("ntp-foo"), None);
-        assert_eq!(owner_pid("netns1"), None);
-    }
 
     #[test]
     fn this_process_runs() {

@@ -1,6 +1,6 @@
 //! The trivial `xdp_pass` program on the far ends of the gateway's veths: native-mode
 //! `XDP_TX`/`XDP_REDIRECT` frames on a veth are dropped unless the peer runs an XDP program.
-use crate::netns;
+use crate::netns::Netns;
 use anyhow::{anyhow, Context, Result};
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
@@ -17,14 +17,12 @@ impl std::fmt::Debug for PassPrograms {
     }
 }
 
-/// Attaches `xdp_pass` in native mode to `interfaces` of the namespace `netns`. aya resolves
-/// interface names and attaches in the namespace of the calling thread, so this runs on a
-/// thread that entered `netns`.
-pub fn attach(netns_name: &str, interfaces: &[String]) -> Result<PassPrograms> {
-    let name = netns_name.to_owned();
+/// Attaches `xdp_pass` in native mode to `interfaces` of `netns`. aya resolves interface names
+/// and attaches in the namespace of the calling thread, so this runs on a thread inside `netns`.
+pub fn attach(netns: &Netns, interfaces: &[String]) -> Result<PassPrograms> {
+    let name = netns.name().to_owned();
     let interfaces = interfaces.to_vec();
-    std::thread::spawn(move || -> Result<PassPrograms> {
-        netns::enter(&name)?;
+    netns.run(move || {
         let mut ebpf =
             Ebpf::load(gateway::datapath::ebpf_object::BYTES).context("load the XDP object")?;
         let program: &mut Xdp = ebpf
@@ -39,6 +37,4 @@ pub fn attach(netns_name: &str, interfaces: &[String]) -> Result<PassPrograms> {
         }
         Ok(PassPrograms { _ebpf: ebpf })
     })
-    .join()
-    .map_err(|_| anyhow!("xdp_pass attach thread panicked"))?
 }

@@ -16,7 +16,7 @@ use gateway_common::{
     ServiceKey, Settings, Vip, MAGLEV_MAX,
 };
 
-use super::netns::Netns;
+use testbed_kit::Netns;
 
 pub const EXT_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 1];
 pub const INT_MAC: [u8; 6] = [0x02, 0, 0, 0, 2, 1];
