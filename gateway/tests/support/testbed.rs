@@ -56,6 +56,16 @@ pub const HOME_UNRESOLVED_PORT: u16 = 31005;
 /// Maglev table size of the test services (prime).
 const TABLE: u32 = 7;
 
+/// The settings a testbed starts with; fixtures that change them start from these.
+pub fn settings() -> Settings {
+    Settings {
+        nat_port_min: NAT_MIN,
+        nat_port_max: NAT_MAX,
+        cluster_port: CLUSTER_PORT,
+        ..Settings::default()
+    }
+}
+
 /// Which NIC a packet arrives on.
 #[derive(Clone, Copy, Debug)]
 pub enum Nic {
@@ -72,7 +82,8 @@ pub struct Testbed {
     pub netns: Netns,
 }
 
-fn be(addr: [u8; 4]) -> u32 {
+/// An address as the maps hold it (network order in a native `u32`).
+pub fn be(addr: [u8; 4]) -> u32 {
     u32::from_ne_bytes(addr)
 }
 
@@ -240,12 +251,7 @@ impl Testbed {
                 0,
             )?;
         }
-        self.set_settings(Settings {
-            nat_port_min: NAT_MIN,
-            nat_port_max: NAT_MAX,
-            cluster_port: CLUSTER_PORT,
-            ..Settings::default()
-        })?;
+        self.set_settings(settings())?;
         let mut peers: HashMap<_, u32, u32> = HashMap::try_from(self.map(maps::PEERS))?;
         peers.insert(be(PEER), 1, 0)?;
         let homes = [(2, 30000, HOME), (3, 31000, HOME_UNRESOLVED)];
