@@ -1,6 +1,7 @@
-//! The gateway's XDP data path. `gateway` reads top to bottom as DESIGN.md's data path:
-//! ARP for VIPs, client packets to VIP services (connection table, Maglev, NAT), back-end
-//! replies (reverse NAT), and everything else passed to the kernel untouched.
+//! The gateway's XDP data path (docs/architecture.md, "The path of a packet through XDP").
+//! `gateway` reads top to bottom: ARP for VIPs, client packets to VIP services (connection
+//! table, Maglev, NAT), back-end replies (reverse NAT), and everything else passed to the
+//! kernel untouched.
 #![no_std]
 #![no_main]
 

@@ -1,8 +1,8 @@
-//! Balancing by load (DESIGN.md, "Load balancing"): two VIPs that start on gw1 both carry
-//! steady traffic (short UDP flows) while the third external VIP and the back-ends' gateway VIP
-//! are on gw2 and gw3; counts are even (2, 1, 1), so only the traffic can make the ring move
-//! one of them. It must, to another node, and then stay put: no more moves for a few hold
-//! periods while the traffic goes on.
+//! Balancing by load (docs/architecture.md, "Load balancing"): two VIPs that start on gw1 both
+//! carry steady traffic (short UDP flows) while the third external VIP and the back-ends' gateway
+//! VIP are on gw2 and gw3; counts are even (2, 1, 1), so only the traffic can make the ring move
+//! one of them. It must, to another node, and then stay put: no more moves for a few hold periods
+//! while the traffic goes on.
 use netns_tests::client::UdpBlast;
 use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};

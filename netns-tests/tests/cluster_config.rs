@@ -1,9 +1,10 @@
-//! Signed, staged configuration (DESIGN.md, "Security"): an operator edits the cluster-wide part
-//! of one node's file and runs `gateway reload` there; the command returns once every member
-//! runs the new version, each node's file holds it (with its own `[node]` section), and the
-//! data path follows it. A node that was down meanwhile fetches the version the ring runs when
-//! it comes back. A bad file changes nothing and names file, line and field; a change one member
-//! refuses (it would not be a valid configuration there) changes nothing and names the member.
+//! Signed, staged configuration (docs/architecture.md, "Configuration change"): an operator edits
+//! the cluster-wide part of one node's file and runs `gateway reload` there; the command returns
+//! once every member runs the new version, each node's file holds it (with its own `[node]`
+//! section), and the data path follows it. A node that was down meanwhile fetches the version the
+//! ring runs when it comes back. A bad file changes nothing and names file, line and field; a
+//! change one member refuses (it would not be a valid configuration there) changes nothing and
+//! names the member.
 use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use netns_tests::topology::{backend_addr, backend_name, client_addrs};

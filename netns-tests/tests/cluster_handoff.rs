@@ -1,4 +1,4 @@
-//! Connection hand-off (DESIGN.md, "VIP move without breaking connections"): under continuous
+//! Connection hand-off (docs/architecture.md, "Connection hand-off"): under continuous
 //! traffic through one VIP (kept-alive HTTP connections, a stream of new ones, and UDP flows
 //! that each keep one source port), the operator moves the VIP to another node, then that
 //! node's daemon alone dies (its host and XDP stay up) and the VIP fails over again. Every

@@ -12,7 +12,7 @@ use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use std::time::{Duration, Instant};
 
-/// Split-brain resolution time of DESIGN.md.
+/// Split-brain resolution time (docs/architecture.md, "Split brain").
 const RESOLUTION: Duration = Duration::from_secs(1);
 /// The cluster protocol's port.
 const PORT: u16 = 7400;

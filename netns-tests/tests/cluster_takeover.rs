@@ -1,11 +1,12 @@
-//! Node death without breaking connections (DESIGN.md): under continuous traffic through one
-//! VIP (kept-alive HTTP connections, a stream of new ones, and UDP flows that each keep one
+//! Node death without breaking connections
+//! (docs/architecture.md, "Node death and NAT block take-over"): under continuous traffic through
+//! one VIP (kept-alive HTTP connections, a stream of new ones, and UDP flows that each keep one
 //! source port), the VIP's owner dies as a host dies (links down, every process killed). Its
-//! successor in the ring held copies of its connections and takes them over with its NAT
-//! block; the VIP's new owner sends it the packets of those connections. Every kept-alive
-//! connection must go on answering from its own back-end, every UDP flow with its own
-//! translation. Then the dead node comes back: it translates with its block again, and the
-//! connections that were taken over go on.
+//! successor in the ring held copies of its connections and takes them over with its NAT block;
+//! the VIP's new owner sends it the packets of those connections. Every kept-alive connection must
+//! go on answering from its own back-end, every UDP flow with its own translation. Then the dead
+//! node comes back: it translates with its block again, and the connections that were taken over
+//! go on.
 use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use netns_tests::host_death;

@@ -1,8 +1,8 @@
-//! Changing the cluster's configuration together (DESIGN.md, "Security"), the ring's part of it:
-//! which configuration every member runs, how a new one is offered, fetched, staged and
-//! switched to at once. Sans-IO like the ring: the daemon fetches, verifies and applies
-//! documents when told to (`Action::FetchConfig`, `Action::ActivateConfig`) and reports back
-//! (`Event::ConfigStaged`, `Event::ConfigRejected`).
+//! Changing the cluster's configuration together (docs/architecture.md, "Configuration change"),
+//! the ring's part of it: which configuration every member runs, how a new one is offered,
+//! fetched, staged and switched to at once. Sans-IO like the ring: the daemon fetches, verifies
+//! and applies documents when told to (`Action::FetchConfig`, `Action::ActivateConfig`) and
+//! reports back (`Event::ConfigStaged`, `Event::ConfigRejected`).
 //!
 //! The rules:
 //! - The token names the configuration the ring runs (version and digest) and at most one

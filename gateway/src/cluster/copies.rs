@@ -1,6 +1,7 @@
-//! Connection copies (DESIGN.md, "Node death without breaking connections"): every node streams
-//! its connections to its successor in the ring, and keeps the copies its predecessor streams
-//! to it, so that when a node dies the node that held the copies takes its connections over.
+//! Connection copies (docs/architecture.md, "Node death and NAT block take-over"): every node
+//! streams its connections to its successor in the ring, and keeps the copies its predecessor
+//! streams to it, so that when a node dies the node that held the copies takes its
+//! connections over.
 //!
 //! The stream is a diff of the connection table against what the successor already has, sent
 //! every [`COPY_INTERVAL`]: connections opened since (or whose TCP state moved), and those

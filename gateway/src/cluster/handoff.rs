@@ -1,7 +1,7 @@
 //! Who holds each VIP's connections, as this node tells its data path: the VIP's owner and the
-//! node that held it before (connection hand-off, DESIGN.md "VIP move without breaking
-//! connections"). The previous holder keeps serving the connections it opened; the owner's XDP
-//! sends it the packets it has no connection entry for.
+//! node that held it before (docs/architecture.md, "Connection hand-off"). The previous holder
+//! keeps serving the connections it opened; the owner's XDP sends it the packets it has no
+//! connection entry for.
 //!
 //! Each node works this out from the VIP tables it sees on the token: when a VIP's owner
 //! changes from one node to another, the first becomes its previous holder, until the VIP moves

@@ -278,7 +278,7 @@ pub struct VipLoad {
 }
 
 /// A NAT port block (and the connections translated with it) served by another node than the
-/// one it is configured for: DESIGN.md, "Node death without breaking connections".
+/// one it is configured for (docs/architecture.md, "Node death and NAT block take-over").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockHolder {
     /// The node whose block it is.

@@ -1,6 +1,6 @@
 //! The token ring as a pure state machine: `Node::handle(now, Event) -> Vec<Action>`.
 //!
-//! How DESIGN.md's rules map to the code:
+//! How the protocol's rules (docs/architecture.md, "Protocol rules") map to the code:
 //! - Token passing with ack: `pass` sends the token and waits for the transport's outcome;
 //!   `Event::Outcome { delivered: false }` removes the destination and passes again to the next
 //!   member (`token_undeliverable`), as the next generation of the ring's epoch (`epoch`).
@@ -1057,13 +1057,13 @@ impl Node {
         }
     }
 
-    /// Balancing by traffic (DESIGN.md, "Load balancing"), while any open member's data path
-    /// carries `balance_min_pps` or more; returns whether it applies (then counts are left
-    /// alone, or the two rules would undo each other). One node decides, the open member of
-    /// lowest id: when the busiest member is over the mean by a quarter, it moves the
-    /// busiest's free, settled VIP with the most traffic that is at most three quarters of the
-    /// gap to the least busy member (so the gap between the two at least halves: moves cannot
-    /// swing back and forth), and then waits `balance_hold`.
+    /// Balancing by traffic (docs/architecture.md, "Load balancing"), while any open member's data
+    /// path carries `balance_min_pps` or more; returns whether it applies (then counts are left
+    /// alone, or the two rules would undo each other). One node decides, the open member of lowest
+    /// id: when the busiest member is over the mean by a quarter, it moves the busiest's free,
+    /// settled VIP with the most traffic that is at most three quarters of the gap to the least
+    /// busy member (so the gap between the two at least halves: moves cannot swing back and
+    /// forth), and then waits `balance_hold`.
     fn balance_by_traffic(&mut self, now: Instant, candidates: &[NodeId]) -> bool {
         let min = self.config.balance_min_pps;
         let pps = |n: NodeId| {

@@ -9,7 +9,7 @@ pub struct NodeId(pub u8);
 /// the data path's maps are sized for the same number.
 pub const MAX_NODES: usize = gateway_common::MAX_NODES as usize;
 
-/// How strongly a VIP sticks to a node (DESIGN.md, "VIP placement").
+/// How strongly a VIP sticks to a node (docs/architecture.md, "VIP placement and persistence").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Persistence {
     /// Free: load balancing may move it.

@@ -1,8 +1,8 @@
-//! The local fault monitor: what makes this node give its VIPs away and leave the ring (DESIGN.md,
-//! "Split brain"). It watches the link state of every cluster NIC and that the XDP program is
-//! still attached to it (rtnetlink, polled), and pings the witnesses (the upstream router) over a
-//! raw ICMP socket. It publishes the current set of faults on a watch channel; the cluster shell
-//! turns a change into `LocalFault` / `LocalHealthy` for the ring.
+//! The local fault monitor: what makes this node give its VIPs away and leave the ring
+//! (docs/architecture.md, "Split brain"). It watches the link state of every cluster NIC and that
+//! the XDP program is still attached to it (rtnetlink, polled), and pings the witnesses (the
+//! upstream router) over a raw ICMP socket. It publishes the current set of faults on a watch
+//! channel; the cluster shell turns a change into `LocalFault` / `LocalHealthy` for the ring.
 use std::{
     collections::BTreeMap,
     fmt,

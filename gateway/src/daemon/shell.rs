@@ -91,8 +91,9 @@ fn peer_neighbours(cluster: &Cluster, nics: &[Nic]) -> Vec<(u32, Ipv4Addr)> {
         .collect()
 }
 
-/// Copy stream messages (up to about 52 KB each) the transport carries at once.
-const COPIES_IN_FLIGHT: usize = 4;
+/// Copy stream messages (up to about 52 KB, 38 datagrams each) the transport carries at once:
+/// more crowd the sockets and the peer's loop, and the token's datagrams wait behind them.
+const COPIES_IN_FLIGHT: usize = 1;
 
 /// An iteration of the shell's loop longer than this is logged: a peer gives up on a silent
 /// node after about 51 ms with the default timers.
@@ -193,8 +194,8 @@ pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
     settings.unreachable_after = link::transport_config(cluster).give_up_after();
     settings.balance_min_pps = cluster.balance.min_packets_per_s;
     settings.balance_hold = cluster.balance.hold;
-    // The token sequence starts at a random point (DESIGN.md): a restarted node never
-    // reuses the numbers of its previous life.
+    // The token sequence starts at a random point (docs/architecture.md, "Stale tokens"): a
+    // restarted node never reuses the numbers of its previous life.
     let mut seed = [0u8; 8];
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).is_ok() {
         settings.initial_seq = u64::from_be_bytes(seed) >> 8;
@@ -406,6 +407,7 @@ impl Shell {
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             let now = Instant::now();
+            let cpu_at_wake = thread_cpu_time();
             // A deadline already past when the wait began is no lateness of this process.
             let late = now.saturating_duration_since(deadline.max(waiting_since));
             let stopped = self.stall_watch.take();
@@ -419,17 +421,18 @@ impl Shell {
             }
             self.on_time(now);
             self.flush(now);
-            self.measure(now.elapsed());
+            self.measure(now.elapsed(), thread_cpu_time().saturating_sub(cpu_at_wake));
         }
     }
 
     /// Records how long one iteration of the loop took (from its wake-up to the end of its
-    /// flush), and warns of a long one.
-    fn measure(&self, took: Duration) {
+    /// flush), and warns of a long one, saying how much of it the thread ran (the rest it
+    /// waited for a CPU).
+    fn measure(&self, took: Duration, on_cpu: Duration) {
         let us = took.as_micros() as u64;
         self.longest_iteration_us.fetch_max(us, Ordering::Relaxed);
         if took > SLOW_ITERATION {
-            warn!(?took, "the cluster shell's loop iteration took long");
+            warn!(?took, ?on_cpu, "the cluster shell's loop iteration took long");
         }
     }
 
@@ -870,7 +873,7 @@ impl Shell {
         });
     }
 
-    /// Hands queued copy stream messages to the transport, a few at a time: a new successor's
+    /// Hands queued copy stream messages to the transport, one at a time: a new successor's
     /// whole table is thousands of datagrams, which must not crowd out the token.
     fn send_copies_queued(&mut self, now: Instant) {
         while self.copies_in_flight.len() < COPIES_IN_FLIGHT {
@@ -1020,6 +1023,14 @@ impl Shell {
             undecodable: self.undecodable,
         }
     }
+}
+
+/// The CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_time() -> Duration {
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// The running shell, seen from the daemon: where operator commands go, and its thread.

@@ -61,6 +61,10 @@ pub struct ControlMaps {
     pub peers: BpfHashMap<MapData, u32, u32>,
     /// Which node's NAT block holds each port ([`node_slot`]; 0 = none or this node).
     nat_homes: Array<MapData, u32>,
+    /// What `nat_homes` holds, as last written (`None` before the first write: a pinned map
+    /// adopted from the previous daemon may hold anything), so a change writes only the ports
+    /// whose home changed.
+    homes_written: Option<Vec<u32>>,
     /// The other nodes' primary addresses, per NIC of this node.
     home_hops: BpfHashMap<MapData, HomeKey, HomeHop>,
 }
@@ -134,6 +138,7 @@ impl Maps {
                 arp_claims: take!(dp, maps::ARP_CLAIMS),
                 peers: take!(dp, maps::PEERS),
                 nat_homes: take!(dp, maps::NAT_HOMES),
+                homes_written: None,
                 home_hops: take!(dp, maps::HOME_HOPS),
             },
             tables: Tables {
@@ -356,8 +361,16 @@ impl ControlMaps {
                 hops.insert(key, hop);
             }
         }
-        let ports: Vec<u32> = (0..PORTS).collect();
-        batch::update(&self.nat_homes, &ports, &homes).context("writing NAT_HOMES")?;
+        let (ports, changed): (Vec<u32>, Vec<u32>) = match &self.homes_written {
+            Some(before) => (0..PORTS)
+                .zip(homes.iter().zip(before))
+                .filter(|(_, (now, was))| now != was)
+                .map(|(port, (now, _))| (port, *now))
+                .unzip(),
+            None => ((0..PORTS).collect(), homes.clone()),
+        };
+        batch::update(&self.nat_homes, &ports, &changed).context("writing NAT_HOMES")?;
+        self.homes_written = Some(homes);
         let stale: Vec<HomeKey> = self.home_hops.keys().filter_map(Result::ok).collect();
         for k in stale.iter().filter(|k| !hops.contains_key(k)) {
             self.home_hops.remove(k)?;
