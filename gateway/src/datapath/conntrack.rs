@@ -102,7 +102,7 @@ pub type Orphans = Vec<(FlowKey, Reply)>;
 /// Every connection with its reply direction; also returns replies without a connection.
 /// Both tables are read in batches (a few syscalls for the whole table).
 pub fn walk(maps: &Tables) -> io::Result<(Vec<Entry>, Orphans)> {
-    let mut replies: HashMap<ReplyId, (FlowKey, Reply)> = batch::entries(&maps.replies)?
+    let mut replies: foldhash::HashMap<ReplyId, (FlowKey, Reply)> = batch::entries(&maps.replies)?
         .into_iter()
         .map(|(k, r)| ((k.src_addr, k.src_port, k.dst_port, k.proto), (k, r)))
         .collect();
@@ -259,7 +259,7 @@ pub struct Sweep {
     replies: Cursor,
     conns: Cursor,
     /// Reply entries read so far, by the identity their connection names.
-    reply_of: HashMap<ReplyId, (FlowKey, Reply)>,
+    reply_of: foldhash::HashMap<ReplyId, (FlowKey, Reply)>,
     doomed_conns: Vec<FlowKey>,
     doomed_replies: Vec<FlowKey>,
     census: Census,
@@ -272,7 +272,7 @@ impl Sweep {
             now_ns,
             replies: Cursor::default(),
             conns: Cursor::default(),
-            reply_of: HashMap::new(),
+            reply_of: foldhash::HashMap::default(),
             doomed_conns: Vec::new(),
             doomed_replies: Vec::new(),
             census: Census::default(),

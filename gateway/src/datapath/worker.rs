@@ -7,8 +7,10 @@
 //! async runtime waits for a table walk and nothing the ring's timers wait on holds a lock
 //! (docs/architecture.md, "One owner per kind of state").
 //!
-//! The thread runs at a lower scheduling priority than the rest of the daemon: on a busy host
-//! the ring's shell gets the CPU first, and the sweep waits.
+//! The thread runs under `SCHED_IDLE`: it takes only the CPU time the rest of the host leaves,
+//! and any other thread that wakes (the ring's shell above all) preempts it at once, so a walk
+//! of a big table never delays the ring's timers. (A nice value is not enough: the scheduler
+//! lets a running low-priority thread finish its slice, several milliseconds, first.)
 use std::{
     collections::HashMap,
     io,
@@ -39,9 +41,6 @@ use crate::{
 
 /// How often idle connections are swept.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The nice value of the worker thread (the daemon's other threads run at 0).
-const NICENESS: libc::c_int = 10;
 
 /// What the worker publishes after each sweep and each change of the services.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -163,14 +162,11 @@ pub fn spawn(tables: Tables, config: Arc<Config>) -> io::Result<(DatapathHandle,
     ))
 }
 
-/// Gives the calling thread a higher nice value, so the ring's threads win the CPU.
+/// Puts the calling thread under `SCHED_IDLE`.
 fn lower_priority() {
-    // SAFETY: gettid and setpriority have no memory preconditions; a tid is a valid `who` for
-    // PRIO_PROCESS on Linux, and the call changes this thread only.
-    let rc = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICENESS)
-    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads the sched_param we own; pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
     if rc != 0 {
         warn!(
             "lowering the datapath worker's priority: {}",
