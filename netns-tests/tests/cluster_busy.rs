@@ -89,6 +89,8 @@ struct Seen {
     short: Vec<Vec<String>>,
     /// Status answers that failed.
     failed: usize,
+    /// The longest time a status answer took.
+    slowest: Duration,
 }
 
 /// Asks the daemon at `socket` for its status every [`POLL`] for [`RUN`].
@@ -96,7 +98,10 @@ fn poll(socket: PathBuf) -> Seen {
     let mut seen = Seen::default();
     let end = Instant::now() + RUN;
     while Instant::now() < end {
-        match client::call(&socket, &Request::Status) {
+        let asked = Instant::now();
+        let answer = client::call(&socket, &Request::Status);
+        seen.slowest = seen.slowest.max(asked.elapsed());
+        match answer {
             Ok(status) => {
                 seen.polls += 1;
                 let members: Vec<String> = status["cluster"]["members"]
@@ -151,11 +156,12 @@ fn a_busy_table_and_busy_operators_never_stall_the_ring() {
     for (i, seen) in seen.iter().enumerate() {
         let latency = &status(&cluster, i)["latency"];
         println!(
-            "{}: {} polls ({} failed), longest shell iteration {} ms, longest wait for the \
-             datapath worker {} ms",
+            "{}: {} polls ({} failed, slowest answer {:?}), longest shell iteration {} ms, \
+             longest wait for the datapath worker {} ms",
             NODES[i],
             seen.polls,
             seen.failed,
+            seen.slowest,
             latency["longest_shell_iteration_ms"],
             latency["longest_datapath_wait_ms"]
         );
