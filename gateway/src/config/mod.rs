@@ -2,6 +2,7 @@
 //! rejected with its file, line and field before anything is changed.
 mod cluster;
 pub mod live;
+pub mod maglev;
 pub mod node_key;
 pub mod shared;
 
@@ -772,7 +773,7 @@ fn check_services(
                 weight,
             });
         }
-        if crate::datapath::maglev::table_size(backends.len()) > MAGLEV_MAX {
+        if maglev::table_size(backends.len()) > MAGLEV_MAX {
             return Err(loc.err(
                 &s.name,
                 f("backend"),

@@ -21,8 +21,8 @@ use gateway_common::{
 
 use crate::{
     cluster::{handoff::Holders, message::BlockHolder, types::NodeId},
-    config::{Cluster, Config, Role, Service},
-    datapath::{batch, maglev, netlink::Nic},
+    config::{maglev, Cluster, Config, Role, Service},
+    datapath::{batch, netlink::Nic},
 };
 
 /// Backend identity within the config: service name, address, port.

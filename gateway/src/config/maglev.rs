@@ -1,5 +1,7 @@
-//! Maglev consistent hashing (Eisenbud et al., NSDI 2016) with weights: every node computes the
-//! same table from the same config, and removing one backend moves few other connections.
+//! Maglev consistent hashing (Eisenbud et al., NSDI 2016) with weights: a service's table is a
+//! pure function of its configuration (and the back-ends' health), so every node computes the
+//! same one, and removing one backend moves few other connections. The config checks its size;
+//! `datapath::maps` writes it.
 use std::net::Ipv4Addr;
 
 /// A backend as Maglev sees it: its identity (which fixes its permutation), weight and the value
