@@ -306,8 +306,11 @@ async fn serve(
     if let Mode::Ring(shell) = mode {
         shell.stop().await;
     }
-    // The last handle gone, the worker ends and closes the tables.
+    // The last handle gone, the worker ends and closes the tables. A control client that
+    // never sent its request may still hold a handle: the wait is bounded, and the process's
+    // exit closes the tables then.
     drop(datapath);
-    let _ = tokio::task::spawn_blocking(move || datapath_thread.join()).await;
+    let joined = tokio::task::spawn_blocking(move || datapath_thread.join());
+    let _ = tokio::time::timeout(Duration::from_secs(1), joined).await;
     Ok(keep)
 }

@@ -119,11 +119,6 @@ impl DatapathHandle {
         self.view.borrow().clone()
     }
 
-    /// A receiver of what the worker publishes.
-    pub fn watch(&self) -> watch::Receiver<TableView> {
-        self.view.clone()
-    }
-
     /// The longest time a job waited in the queue since the worker started.
     pub fn longest_wait(&self) -> Duration {
         Duration::from_micros(self.longest_wait_us.load(Ordering::Relaxed))
@@ -327,10 +322,5 @@ impl Worker {
     /// Every connection with its reply direction, and replies without one.
     pub fn connections(&self) -> io::Result<(Vec<Entry>, Orphans)> {
         conntrack::walk(&self.tables)
-    }
-
-    /// The configuration the worker runs.
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 }
