@@ -2,6 +2,8 @@
 //! one table, [`PARTS`], read by `gateway reload` on a node alone (which refuses a file that
 //! changes a restart-only part) and by a cluster's configuration switch (which applies the
 //! live parts and logs the others).
+use tracing::warn;
+
 use super::Config;
 
 /// How a running daemon takes a change of one part of the file.
@@ -28,7 +30,7 @@ fn cluster_differs<T: PartialEq>(a: &Config, b: &Config, part: fn(&super::Cluste
 }
 
 /// Every part of the file, in the file's order. `limits.max_connections` sizes the connection
-/// tables and takes effect at the restart; the daemon warns of it.
+/// tables and takes effect at the restart; [`apply_live`] warns of it.
 const PARTS: &[Part] = &[
     Part {
         name: "node",
@@ -138,6 +140,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 /// `running` with every part of `new` that applies at once; the rest stays as it runs until
 /// the restart.
 pub fn apply_live(running: &Config, new: &Config) -> Config {
+    if new.limits.max_connections != running.limits.max_connections {
+        warn!("limits.max_connections takes effect at the next restart");
+    }
     let mut next = running.clone();
     for part in PARTS {
         if let Apply::Live(copy) = part.apply {

@@ -95,10 +95,7 @@ async fn reload_alone(
             later.join(", ")
         ));
     }
-    if new.limits.max_connections != old.limits.max_connections {
-        warn!("limits.max_connections takes effect at the next restart");
-    }
-    let new = Arc::new(new);
+    let new = Arc::new(live::apply_live(&old, &new));
     maps.write_settings(&new)
         .map_err(|e| format!("writing the maps: {e:#}"))?;
     let apply = new.clone();

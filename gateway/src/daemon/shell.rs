@@ -608,9 +608,6 @@ impl Shell {
             Ok(installed) => {
                 self.sync.installed(&installed);
                 let running = Arc::new(live::apply_live(&self.config, &installed.config));
-                if running.limits.max_connections != self.config.limits.max_connections {
-                    warn!("limits.max_connections takes effect at the next restart");
-                }
                 self.host.apply_config(&running);
                 let apply = running.clone();
                 self.datapath.submit(move |worker| {
