@@ -132,12 +132,16 @@ impl CopyStore {
         true
     }
 
-    /// Takes every copy of `node`'s connections (it died; this node takes them over).
-    pub fn take(&mut self, node: NodeId) -> Vec<ConnCopy> {
-        self.from
-            .remove(&node)
-            .map(|(_, copies)| copies.into_values().collect())
-            .unwrap_or_default()
+    /// Takes every copy of `node`'s connections (it died; this node takes them over). Moves
+    /// the node's map out whole, so the ring's loop does no work per copy: whoever writes
+    /// them into the tables unpacks them (`HeldCopies::into_vec`).
+    pub fn take(&mut self, node: NodeId) -> HeldCopies {
+        HeldCopies(
+            self.from
+                .remove(&node)
+                .map(|(_, copies)| copies)
+                .unwrap_or_default(),
+        )
     }
 
     /// Copies held, over all nodes.
@@ -153,6 +157,17 @@ impl CopyStore {
     /// Copies held per node, for status.
     pub fn per_node(&self) -> Vec<(NodeId, usize)> {
         self.from.iter().map(|(n, (_, c))| (*n, c.len())).collect()
+    }
+}
+
+/// One node's copies, taken out of the store.
+#[derive(Debug, Default)]
+pub struct HeldCopies(BTreeMap<ConnId, ConnCopy>);
+
+impl HeldCopies {
+    /// The copies, in connection order.
+    pub fn into_vec(self) -> Vec<ConnCopy> {
+        self.0.into_values().collect()
     }
 }
 
@@ -198,7 +213,7 @@ mod tests {
         assert_eq!(diff[0].copies, vec![copy(2, 1), copy(3, 0)]);
         assert_eq!(diff[0].gone, vec![copy(1, 0).id]);
         diff.into_iter().for_each(|m| assert!(store.receive(m)));
-        let mut held = store.take(me);
+        let mut held = store.take(me).into_vec();
         held.sort_by_key(|c| c.id);
         assert_eq!(held, vec![copy(2, 1), copy(3, 0)]);
         assert!(store.is_empty());

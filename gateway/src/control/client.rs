@@ -124,7 +124,7 @@ pub fn render(request: &Request, v: &Value) -> String {
         Request::Status => {
             let mut out = format!(
                 "node {}  up {}s  xdp {}{}  services {}  connections {}\n\
-                 longest shell iteration {} ms  longest datapath wait {} ms\n\n",
+                 longest shell iteration {} ms ({} ms on CPU)  longest datapath wait {} ms\n\n",
                 text(&v["node"]),
                 v["uptime_s"],
                 text(&v["xdp_mode"]),
@@ -136,6 +136,7 @@ pub fn render(request: &Request, v: &Value) -> String {
                 v["services"],
                 v["connections"],
                 v["latency"]["longest_shell_iteration_ms"],
+                v["latency"]["longest_shell_iteration_cpu_ms"],
                 v["latency"]["longest_datapath_wait_ms"]
             );
             out += &table(
@@ -380,7 +381,8 @@ mod tests {
     fn renders_the_cluster() {
         let v = json!({"node": "gw1", "uptime_s": 3, "xdp_mode": "native", "adopted": false,
             "interfaces": [], "vips": [], "services": 0, "connections": 0,
-            "latency": {"longest_shell_iteration_ms": 0.8, "longest_datapath_wait_ms": 2.5},
+            "latency": {"longest_shell_iteration_ms": 0.8, "longest_shell_iteration_cpu_ms": 0.3,
+                        "longest_datapath_wait_ms": 2.5},
             "cluster": {"node": "gw1", "node_id": 0, "state": "member",
                 "members": [{"id": 0, "name": "gw1", "load": null},
                             {"id": 1, "name": "gw2", "load": {"bytes_per_s": 10,
@@ -394,7 +396,9 @@ mod tests {
                 "undecodable": 0}});
         let out = render(&Request::Status, &v);
         assert!(
-            out.contains("longest shell iteration 0.8 ms  longest datapath wait 2.5 ms"),
+            out.contains(
+                "longest shell iteration 0.8 ms (0.3 ms on CPU)  longest datapath wait 2.5 ms"
+            ),
             "{out}"
         );
         assert!(out.contains("token seq 77  round 2.2ms"), "{out}");

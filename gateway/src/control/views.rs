@@ -47,8 +47,37 @@ pub struct Sources {
     pub datapath: DatapathHandle,
     /// The per-CPU counters.
     pub counters: Arc<Counters>,
-    /// The ring shell's longest loop iteration so far, in microseconds (0 alone).
-    pub longest_iteration_us: Arc<AtomicU64>,
+    /// The ring shell's longest loop iterations so far (0 alone).
+    pub shell_latency: Arc<ShellLatency>,
+}
+
+/// The ring shell's longest loop iteration, written by the shell and read by `status`: as
+/// elapsed (what a peer waiting for this node sees) and as the shell thread's own CPU time
+/// (the work the shell did; the rest of an elapsed iteration is the kernel's interrupt work on
+/// that CPU or the machine's, not the shell's).
+#[derive(Debug, Default)]
+pub struct ShellLatency {
+    elapsed_us: AtomicU64,
+    on_cpu_us: AtomicU64,
+}
+
+impl ShellLatency {
+    /// Keeps the longest of each.
+    pub fn record(&self, elapsed: Duration, on_cpu: Duration) {
+        self.elapsed_us
+            .fetch_max(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.on_cpu_us
+            .fetch_max(on_cpu.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The longest elapsed iteration, and the most CPU time one iteration used (not
+    /// necessarily the same one).
+    pub fn longest(&self) -> (Duration, Duration) {
+        (
+            Duration::from_micros(self.elapsed_us.load(Ordering::Relaxed)),
+            Duration::from_micros(self.on_cpu_us.load(Ordering::Relaxed)),
+        )
+    }
 }
 
 /// The cluster as this node sees it: `status --json` key `cluster`. Built by the cluster shell
@@ -214,7 +243,7 @@ pub fn status(sources: &Sources) -> Value {
                    "owned": owned.contains(&v.address)})
         })
         .collect();
-    let iteration = Duration::from_micros(sources.longest_iteration_us.load(Ordering::Relaxed));
+    let (iteration, iteration_on_cpu) = sources.shell_latency.longest();
     // Cloned in a statement of its own: the borrow (a read lock the ring's shell writes
     // through) ends here, not after the whole view is built.
     let cluster = sources.cluster.borrow().clone();
@@ -229,6 +258,7 @@ pub fn status(sources: &Sources) -> Value {
         "connections": sources.datapath.view().census.connections,
         "latency": {
             "longest_shell_iteration_ms": millis(iteration),
+            "longest_shell_iteration_cpu_ms": millis(iteration_on_cpu),
             "longest_datapath_wait_ms": millis(sources.datapath.longest_wait()),
         },
         "cluster": cluster,

@@ -32,7 +32,7 @@ const MAX_DATAGRAM: usize = 65_536;
 /// Datagrams queued between the socket readers and the transport.
 const QUEUE: usize = 1024;
 
-/// Most datagrams handed to the transport per [`Link::receive`]: each is authenticated (an
+/// Most datagrams handed to the transport per [`Link::take_in`]: each is authenticated (an
 /// HMAC over up to a packet), so a burst (a new successor's connection copies: thousands of
 /// datagrams) is taken in over several iterations of the shell's loop, never in one long one.
 const PER_RECEIVE: usize = 128;
@@ -43,7 +43,7 @@ const PER_RECEIVE: usize = 128;
 const RECEIVE_BUFFER: usize = 8 << 20;
 
 /// A datagram read from one of our sockets.
-struct Datagram {
+pub struct Datagram {
     local: SocketAddr,
     from: SocketAddr,
     bytes: Vec<u8>,
@@ -139,14 +139,19 @@ impl Link {
         })
     }
 
-    /// Waits for datagrams and hands them (those queued, up to [`PER_RECEIVE`]) to the
-    /// transport. Cancel-safe, so it can race timers in a `select!`.
-    pub async fn receive(&mut self) {
-        let Some(first) = self.datagrams.recv().await else {
+    /// Waits for the next datagram. Cancel-safe, so it can race timers in a `select!`; the
+    /// caller hands it to [`Link::take_in`] once it has started its clock.
+    pub async fn arrival(&mut self) -> Datagram {
+        match self.datagrams.recv().await {
+            Some(first) => first,
             // Every reader ended: nothing will ever arrive.
-            return std::future::pending().await;
-        };
-        let now = Instant::now();
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Hands `first` and those queued behind it (up to [`PER_RECEIVE`] in all) to the
+    /// transport.
+    pub fn take_in(&mut self, now: Instant, first: Datagram) {
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(d) = next {
@@ -296,8 +301,8 @@ mod tests {
             }
             assert!(Instant::now() < deadline, "no event in time");
             tokio::select! {
-                _ = a.receive() => {}
-                _ = b.receive() => {}
+                d = a.arrival() => a.take_in(Instant::now(), d),
+                d = b.arrival() => b.take_in(Instant::now(), d),
                 _ = tokio::time::sleep(Duration::from_millis(5)) => {}
             }
         }

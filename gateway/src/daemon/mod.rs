@@ -16,7 +16,7 @@ pub mod stall;
 use std::{
     collections::{BTreeSet, HashMap},
     path::Path,
-    sync::{atomic::AtomicU64, Arc},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -33,7 +33,7 @@ use crate::{
     config::{self, live, Config},
     control::{
         server::{self, Answer, Command},
-        views::Sources,
+        views::{ShellLatency, Sources},
         Admin,
     },
     datapath::{
@@ -210,7 +210,7 @@ async fn serve(
     let (running, config_rx) = watch::channel(config.clone());
     let (cluster_tx, cluster_rx) = watch::channel(None);
     let (owned_tx, owned_rx) = watch::channel(BTreeSet::new());
-    let longest_iteration_us = Arc::new(AtomicU64::new(0));
+    let shell_latency = Arc::new(ShellLatency::default());
     let mut background = JoinSet::new();
     // In a cluster the ring decides which VIPs this node owns and announces them; alone, it
     // owns and announces all of them now.
@@ -225,7 +225,7 @@ async fn serve(
                 counters: counters.clone(),
                 view: cluster_tx,
                 owned: owned_tx,
-                longest_iteration_us: longest_iteration_us.clone(),
+                latency: shell_latency.clone(),
             };
             Mode::Ring(shell::spawn(&mut background, parts).await?)
         }
@@ -261,7 +261,7 @@ async fn serve(
         cluster: cluster_rx,
         datapath: datapath.clone(),
         counters,
-        longest_iteration_us,
+        shell_latency,
     });
     background.spawn(server::serve(socket, sources, tx));
     info!(node = %config.name, socket = %config.socket.display(), adopted = dp.adopted, "ready");

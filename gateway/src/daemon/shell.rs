@@ -17,10 +17,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet, VecDeque},
     net::Ipv4Addr,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -33,7 +30,7 @@ use super::{
     deadlines::{Pending, Timers},
     faults::Fault,
     host::Host,
-    link::{self, Link},
+    link::{self, Datagram, Link},
     load::LoadMeter,
     stall::StallWatch,
 };
@@ -52,7 +49,10 @@ use crate::{
     config::{live, Cluster, Config, Persistence},
     control::{
         server::Answer,
-        views::{BlockView, ClusterView, CopiesView, LoadView, MemberView, TokenView, VipView},
+        views::{
+            BlockView, ClusterView, CopiesView, LoadView, MemberView, ShellLatency, TokenView,
+            VipView,
+        },
         Admin,
     },
     datapath::{
@@ -139,8 +139,8 @@ pub struct ShellParts {
     pub view: watch::Sender<Option<ClusterView>>,
     /// Where the host publishes the VIPs XDP answers for.
     pub owned: watch::Sender<BTreeSet<Ipv4Addr>>,
-    /// Where the shell records its longest loop iteration, in microseconds.
-    pub longest_iteration_us: Arc<AtomicU64>,
+    /// Where the shell records its longest loop iterations.
+    pub latency: Arc<ShellLatency>,
 }
 
 /// The operator's answer for an offer of a new configuration.
@@ -297,8 +297,8 @@ pub struct Shell {
     ),
     /// Where the cluster view goes.
     view: watch::Sender<Option<ClusterView>>,
-    /// The longest loop iteration so far, in microseconds.
-    longest_iteration_us: Arc<AtomicU64>,
+    /// The longest loop iterations so far.
+    latency: Arc<ShellLatency>,
 }
 
 impl Shell {
@@ -315,7 +315,7 @@ impl Shell {
             counters,
             view,
             owned,
-            longest_iteration_us,
+            latency,
         } = parts;
         let cluster = config.cluster.clone().context("no [cluster] section")?;
         let give_up = link::transport_config(&cluster).give_up_after();
@@ -374,7 +374,7 @@ impl Shell {
             counters,
             completions: mpsc::unbounded_channel(),
             view,
-            longest_iteration_us,
+            latency,
         };
         shell.perform(now, actions);
         shell.on_time(now);
@@ -393,21 +393,29 @@ impl Shell {
         loop {
             let waiting_since = Instant::now();
             let deadline = self.deadline();
-            tokio::select! {
-                () = self.link.receive() => {}
+            let woke = tokio::select! {
+                datagram = self.link.arrival() => Woke::Datagram(datagram),
                 command = commands.recv() => match command {
-                    Some(command) => self.command(Instant::now(), command),
+                    Some(command) => Woke::Command(command),
                     None => return,
                 },
-                Ok(()) = faults.changed() => {
-                    let current = faults.borrow_and_update().clone();
-                    self.set_faults(Instant::now(), current);
-                }
-                Some(done) = self.completions.1.recv() => self.completed(Instant::now(), done),
-                _ = tokio::time::sleep_until(deadline.into()) => {}
-            }
+                Ok(()) = faults.changed() => Woke::Faults,
+                Some(done) = self.completions.1.recv() => Woke::Completion(done),
+                _ = tokio::time::sleep_until(deadline.into()) => Woke::Deadline,
+            };
             let now = Instant::now();
             let cpu_at_wake = thread_cpu_time();
+            let cause = woke.name();
+            match woke {
+                Woke::Datagram(first) => self.link.take_in(now, first),
+                Woke::Command(command) => self.command(now, command),
+                Woke::Faults => {
+                    let current = faults.borrow_and_update().clone();
+                    self.set_faults(now, current);
+                }
+                Woke::Completion(done) => self.completed(now, done),
+                Woke::Deadline => {}
+            }
             // A deadline already past when the wait began is no lateness of this process.
             let late = now.saturating_duration_since(deadline.max(waiting_since));
             let stopped = self.stall_watch.take();
@@ -421,18 +429,22 @@ impl Shell {
             }
             self.on_time(now);
             self.flush(now);
-            self.measure(now.elapsed(), thread_cpu_time().saturating_sub(cpu_at_wake));
+            self.measure(
+                cause,
+                now.elapsed(),
+                thread_cpu_time().saturating_sub(cpu_at_wake),
+            );
         }
     }
 
     /// Records how long one iteration of the loop took (from its wake-up to the end of its
-    /// flush), and warns of a long one, saying how much of it the thread ran (the rest it
-    /// waited for a CPU).
-    fn measure(&self, took: Duration, on_cpu: Duration) {
-        let us = took.as_micros() as u64;
-        self.longest_iteration_us.fetch_max(us, Ordering::Relaxed);
+    /// flush), and warns of a long one, saying what woke it and how much of it the thread
+    /// ran (the rest the CPU did other work).
+    fn measure(&self, cause: &'static str, took: Duration, on_cpu: Duration) {
+        self.latency.record(took, on_cpu);
         if took > SLOW_ITERATION {
             warn!(
+                woke_by = cause,
                 ?took,
                 ?on_cpu,
                 "the cluster shell's loop iteration took long"
@@ -907,7 +919,7 @@ impl Shell {
                 self.taking_over += 1;
             }
             self.datapath.submit(move |worker| {
-                worker.take_over(gone, holder, me, &copies);
+                worker.take_over(gone, holder, me, copies);
                 if let Some(done) = done {
                     let _ = done.send(Completion::TakenOver);
                 }
@@ -1053,6 +1065,28 @@ fn thread_cpu_time() -> Duration {
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// What ended the shell loop's wait.
+enum Woke {
+    Datagram(Datagram),
+    Command(ShellCommand),
+    Faults,
+    Completion(Completion),
+    Deadline,
+}
+
+impl Woke {
+    /// For the log of a slow iteration.
+    fn name(&self) -> &'static str {
+        match self {
+            Woke::Datagram(_) => "datagram",
+            Woke::Command(_) => "command",
+            Woke::Faults => "faults",
+            Woke::Completion(_) => "completion",
+            Woke::Deadline => "deadline",
+        }
+    }
 }
 
 /// The running shell, seen from the daemon: where operator commands go, and its thread.

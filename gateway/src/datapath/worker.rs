@@ -27,8 +27,8 @@ use tracing::{info, warn};
 
 use crate::{
     cluster::{
-        copies::CopyStream,
-        message::{ConnCopy, Copies},
+        copies::{CopyStream, HeldCopies},
+        message::Copies,
         types::NodeId,
     },
     config::{Config, HealthKind},
@@ -295,7 +295,7 @@ impl Worker {
     /// Follows a node, `gone`, that left the ring and whose NAT block `holder` now serves:
     /// this node's forwarding entries to it point at the holder, and when the holder is this
     /// node, `me`, the dead node's connections are installed from `copies`.
-    pub fn take_over(&mut self, gone: NodeId, holder: NodeId, me: NodeId, copies: &[ConnCopy]) {
+    pub fn take_over(&mut self, gone: NodeId, holder: NodeId, me: NodeId, copies: HeldCopies) {
         match conntrack::rehome(&self.tables, gone, holder, me) {
             Ok(0) => {}
             Ok(n) => info!(
@@ -309,7 +309,7 @@ impl Worker {
         if holder != me {
             return;
         }
-        match conntrack::take_over(&self.tables, me, copies) {
+        match conntrack::take_over(&self.tables, me, &copies.into_vec()) {
             Ok(n) => info!(
                 node = gone.0,
                 connections = n,
