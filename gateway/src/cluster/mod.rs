@@ -4,6 +4,7 @@
 //! `now: Instant`, timers go out as deadlines, packets go out as values the daemon sends.
 pub mod config_change;
 pub mod copies;
+pub mod driver;
 pub mod envelope;
 pub mod events;
 pub mod handoff;

@@ -24,11 +24,12 @@ use std::{
 };
 
 use super::{
-    events::{Action, Event, Sent, TimerKind},
+    driver::{Outcomes, Timers},
+    events::{Action, Event, TimerKind},
     keys::Keyring,
     message::{ConfigId, Message},
     ring::{Membership, Node, RingConfig},
-    transport::{MessageId, Peer, Transport, TransportConfig, TransportEvent},
+    transport::{Peer, Transport, TransportConfig, TransportEvent},
     types::{NodeId, Persistence, VipEntry},
 };
 
@@ -133,8 +134,8 @@ const INVALID: u8 = 0xee;
 struct Host {
     node: Node,
     transport: Transport,
-    timers: BTreeMap<TimerKind, Instant>,
-    sent: BTreeMap<(NodeId, MessageId), Sent>,
+    timers: Timers<TimerKind>,
+    sent: Outcomes,
     up: bool,
     paused: bool,
     lease_until: Instant,
@@ -282,8 +283,8 @@ impl Sim {
         let mut host = Host {
             node,
             transport,
-            timers: BTreeMap::new(),
-            sent: BTreeMap::new(),
+            timers: Timers::default(),
+            sent: Outcomes::default(),
             up: true,
             paused: false,
             lease_until: self.now + LEASE,
@@ -353,15 +354,16 @@ impl Sim {
                         } else {
                             self.log(|| format!("node {i} -> {}: {msg:?}", to.0));
                         }
-                        let what = Sent::of(&msg);
-                        if let (Ok(id), Some(what)) =
-                            (host.transport.send(self.now, to, msg.encode()), what)
+                        let (now, transport) = (self.now, &mut host.transport);
+                        if let Err((_, outcome)) = host
+                            .sent
+                            .send(to, &msg, |bytes| transport.send(now, to, bytes))
                         {
-                            host.sent.insert((to, id), what);
+                            queue.extend(host.node.handle(self.now, outcome));
                         }
                     }
                     Action::SetTimer { kind, at } => {
-                        host.timers.insert(kind, at);
+                        host.timers.set(kind, at);
                     }
                     Action::ApplyVips(vips) => {
                         self.log(|| format!("node {i} answers for {vips:?}"));
@@ -407,16 +409,10 @@ impl Sim {
                             panic!("seed {}: undecodable ring message: {e}", self.scenario.seed)
                         }
                     },
-                    TransportEvent::Delivered { to, id }
-                    | TransportEvent::Unreachable { to, id } => {
-                        let delivered = matches!(event, TransportEvent::Delivered { .. });
-                        let Some(what) = host.sent.remove(&(to, id)) else {
-                            continue;
-                        };
-                        Event::Outcome {
-                            to,
-                            what,
-                            delivered,
+                    TransportEvent::Delivered { .. } | TransportEvent::Unreachable { .. } => {
+                        match host.sent.settle(&event) {
+                            Some(outcome) => outcome,
+                            None => continue,
                         }
                     }
                 };
@@ -517,7 +513,9 @@ impl Sim {
             consider(*at);
         }
         for h in self.hosts.iter().flatten().filter(|h| h.up && !h.paused) {
-            h.timers.values().for_each(|&t| consider(t));
+            if let Some(t) = h.timers.next() {
+                consider(t);
+            }
             if let Some(t) = h.transport.poll_timeout() {
                 consider(t);
             }
@@ -561,14 +559,7 @@ impl Sim {
                     host.transport.handle_timeout(self.now);
                     self.perform(&mut host, i, Vec::new());
                 }
-                let due: Vec<TimerKind> = host
-                    .timers
-                    .iter()
-                    .filter(|(_, &at)| at <= self.now)
-                    .map(|(&k, _)| k)
-                    .collect();
-                for kind in due {
-                    host.timers.remove(&kind);
+                for kind in host.timers.due(self.now) {
                     let actions = host.node.handle(self.now, Event::Timer(kind));
                     self.perform(&mut host, i, actions);
                 }

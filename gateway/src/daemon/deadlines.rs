@@ -1,52 +1,12 @@
-//! Deadline bookkeeping of the cluster shell, kept apart from its I/O so it can be tested with a
-//! made-up clock: the ring's timers (one deadline per kind) and the CLI commands waiting for the
-//! ring to carry them out (answered by id, or with a timeout).
+//! The CLI commands waiting for the ring to carry them out (answered by id, or with a timeout),
+//! kept apart from the shell's I/O so they can be tested with a made-up clock. The ring's own
+//! timers are `cluster::driver::Timers`.
 use std::{
     collections::HashMap,
-    hash::Hash,
     time::{Duration, Instant},
 };
 
 use crate::control::server::Answer;
-
-/// The ring's timers: setting a kind again replaces its deadline, as the ring expects.
-#[derive(Debug)]
-pub struct Timers<K> {
-    at: HashMap<K, Instant>,
-}
-
-impl<K: Copy + Eq + Hash> Default for Timers<K> {
-    fn default() -> Self {
-        Self { at: HashMap::new() }
-    }
-}
-
-impl<K: Copy + Eq + Hash> Timers<K> {
-    /// Arms (or re-arms) `kind` for `at`.
-    pub fn set(&mut self, kind: K, at: Instant) {
-        self.at.insert(kind, at);
-    }
-
-    /// Removes and returns the kinds due at `now`, earliest first.
-    pub fn due(&mut self, now: Instant) -> Vec<K> {
-        let mut due: Vec<(Instant, K)> = self
-            .at
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(k, at)| (*at, *k))
-            .collect();
-        due.sort_by_key(|(at, _)| *at);
-        for (_, k) in &due {
-            self.at.remove(k);
-        }
-        due.into_iter().map(|(_, k)| k).collect()
-    }
-
-    /// The earliest armed deadline.
-    pub fn next(&self) -> Option<Instant> {
-        self.at.values().min().copied()
-    }
-}
 
 /// CLI commands handed to the ring and not answered yet.
 #[derive(Debug)]
@@ -114,22 +74,6 @@ impl Pending {
 mod tests {
     use super::*;
     use tokio::sync::oneshot;
-
-    #[test]
-    fn timers_replace_and_fire_in_order() {
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        let mut timers = Timers::default();
-        timers.set('a', ms(30));
-        timers.set('b', ms(10));
-        timers.set('a', ms(20)); // re-armed earlier
-        timers.set('c', ms(50));
-        assert_eq!(timers.next(), Some(ms(10)));
-        assert_eq!(timers.due(ms(5)), []);
-        assert_eq!(timers.due(ms(25)), ['b', 'a']);
-        assert_eq!(timers.due(ms(25)), [], "fired timers are gone");
-        assert_eq!(timers.next(), Some(ms(50)));
-    }
 
     #[test]
     fn commands_are_answered_once_by_id_or_by_timeout() {

@@ -15,7 +15,7 @@
 //! as [`Completion`]s), file I/O runs on the blocking pool, and each iteration's length is
 //! measured (docs/architecture.md, "The ring's shell").
 use std::{
-    collections::{BTreeMap, BTreeSet, HashSet, VecDeque},
+    collections::{BTreeSet, HashSet, VecDeque},
     net::Ipv4Addr,
     sync::Arc,
     time::{Duration, Instant},
@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use super::{
     config_sync::{self, ConfigSync, Installed, Prepared},
-    deadlines::{Pending, Timers},
+    deadlines::Pending,
     faults::Fault,
     host::Host,
     link::{self, Datagram, Link},
@@ -37,6 +37,7 @@ use super::{
 use crate::{
     cluster::{
         copies::{CopyStore, COPY_INTERVAL},
+        driver::{Outcomes, Timers},
         events::{Action, ConfigResult, Event, Sent, TimerKind},
         handoff::HolderTable,
         message::{
@@ -242,7 +243,7 @@ pub struct Shell {
     next_tick: Instant,
     /// What each message in the transport's hands was, for the ring's outcome events (message
     /// ids are numbered per peer).
-    sent: BTreeMap<(NodeId, MessageId), Sent>,
+    sent: Outcomes,
     /// The best ring heard of in a non-member's join (size, lowest id) and when: the rival in
     /// an ARP conflict, since XDP reports only the rival's MAC. Trusted for [`RIVAL_FRESH`].
     rival: Option<((usize, NodeId), Instant)>,
@@ -349,7 +350,7 @@ impl Shell {
             faults: Vec::new(),
             undecodable: 0,
             next_tick: now,
-            sent: BTreeMap::new(),
+            sent: Outcomes::default(),
             rival: None,
             logged_ring: Default::default(),
             stall_watch: StallWatch::start().context("starting the stall watch")?,
@@ -729,26 +730,12 @@ impl Shell {
     /// Sends one of the ring's messages; a refusal is reported to the ring as an undelivered
     /// message.
     fn send(&mut self, now: Instant, to: NodeId, msg: &Message) {
-        let Some(what) = Sent::of(msg) else {
-            return;
-        };
-        match self.link.send(now, to, msg.encode()) {
-            Ok(id) => {
-                self.sent.insert((to, id), what);
-            }
-            Err(e) => {
-                // The ring learns of it as it would of a dead peer.
-                warn!(to = to.0, "cluster send refused: {e}");
-                let actions = self.node.handle(
-                    now,
-                    Event::Outcome {
-                        to,
-                        what,
-                        delivered: false,
-                    },
-                );
-                self.perform(now, actions);
-            }
+        let link = &mut self.link;
+        if let Err((e, outcome)) = self.sent.send(to, msg, |bytes| link.send(now, to, bytes)) {
+            // The ring learns of it as it would of a dead peer.
+            warn!(to = to.0, "cluster send refused: {e}");
+            let actions = self.node.handle(now, outcome);
+            self.perform(now, actions);
         }
     }
 
@@ -807,23 +794,25 @@ impl Shell {
                     },
                     TransportEvent::Delivered { to, id }
                     | TransportEvent::Unreachable { to, id } => {
-                        let delivered = matches!(event, TransportEvent::Delivered { .. });
                         if self.copies_in_flight.remove(&(to, id)) {
                             self.send_copies_queued(now);
                             continue;
                         }
-                        let Some(what) = self.sent.remove(&(to, id)) else {
+                        let Some(outcome) = self.sent.settle(&event) else {
                             continue;
                         };
                         // Joins go to every configured node, the dead ones too: not worth a line.
-                        if !delivered && what != Sent::Join {
-                            warn!(to = to.0, ?what, "ring message undelivered: no ack in time");
-                        }
-                        Event::Outcome {
-                            to,
+                        if let Event::Outcome {
                             what,
-                            delivered,
+                            delivered: false,
+                            ..
+                        } = outcome
+                        {
+                            if what != Sent::Join {
+                                warn!(to = to.0, ?what, "ring message undelivered: no ack in time");
+                            }
                         }
+                        outcome
                     }
                 };
                 let actions = self.node.handle(now, event);
