@@ -1,8 +1,13 @@
-//! What a driver of a ring [`Node`](super::ring::Node) keeps beside it: the ring's timers and
-//! the ring messages waiting for the transport's verdict. The daemon's shell and the simulator
+//! What a driver of a ring [`Node`](super::ring::Node) keeps beside it: the ring's timers, the
+//! ring messages waiting for the transport's verdict, and the rival rings heard of, which name
+//! the other side of an ARP conflict. The daemon's shell and the simulator
 //! both drive a node with these, so a seed exercises the bookkeeping the daemon runs
 //! (`docs/architecture.md`, "The ring's shell").
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
 use super::{
     events::{Event, Sent},
@@ -107,6 +112,61 @@ impl Outcomes {
     }
 }
 
+/// How long a rival ring heard of in a join counts: a ring that claims our VIPs and can reach
+/// us asks to join every `join_interval`; older news may describe a ring long gone.
+pub const RIVAL_FRESH: Duration = Duration::from_millis(500);
+
+/// The best ring heard of in a non-member's join (size, lowest id) and when: the rival in an
+/// ARP conflict, since XDP reports only the rival's MAC. Trusted for [`RIVAL_FRESH`].
+#[derive(Debug, Default)]
+pub struct Rivals {
+    best: Option<((usize, NodeId), Instant)>,
+}
+
+impl Rivals {
+    /// Takes note of the ring a join received at `now` speaks for.
+    pub fn hear(&mut self, now: Instant, msg: &Message) {
+        let Message::Join(j) = msg else {
+            return;
+        };
+        let (Some(low), true) = (j.ring_low, j.ring_size > 0) else {
+            return;
+        };
+        let heard = (j.ring_size as usize, low);
+        let better = |(r, at): ((usize, NodeId), Instant)| {
+            now >= at + RIVAL_FRESH
+                || (r.0, std::cmp::Reverse(r.1)) < (heard.0, std::cmp::Reverse(heard.1))
+        };
+        if self.best.is_none_or(better) {
+            self.best = Some((heard, now));
+        }
+    }
+
+    /// The ring's event for another station answering for `vip` at `now`, this node's ring
+    /// being `members` of a cluster of `nodes`. Without fresh news of a rival (the two sides
+    /// cannot talk, as in a partition of the cluster network alone) the rival is every
+    /// configured node outside this ring: so the side with more nodes keeps the VIP, and of two
+    /// equal sides the one with the lowest node id, without either hearing from the other.
+    pub fn conflict(&self, now: Instant, vip: Ipv4Addr, members: &[NodeId], nodes: usize) -> Event {
+        let (rival_ring, rival_low) = match self.best {
+            Some((rival, heard)) if now < heard + RIVAL_FRESH => rival,
+            _ => {
+                let others: Vec<NodeId> = (0..nodes)
+                    .map(|i| NodeId(i as u8))
+                    .filter(|id| !members.contains(id))
+                    .collect();
+                let low = others.iter().copied().min().unwrap_or(NodeId(u8::MAX));
+                (others.len(), low)
+            }
+        };
+        Event::VipConflict {
+            vip,
+            rival_ring,
+            rival_low,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +230,37 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_conflict_names_the_best_fresh_rival_or_every_node_outside_the_ring() {
+        let t0 = Instant::now();
+        let vip = Ipv4Addr::new(10, 0, 0, 100);
+        let join = |size, low| {
+            Message::Join(Join {
+                from: NodeId(low),
+                ring_size: size,
+                ring_low: Some(NodeId(low)),
+                config_version: 1,
+            })
+        };
+        let rival = |e: Event| match e {
+            Event::VipConflict {
+                rival_ring,
+                rival_low,
+                ..
+            } => (rival_ring, rival_low.0),
+            _ => unreachable!(),
+        };
+        let mut rivals = Rivals::default();
+        let members = [NodeId(0), NodeId(1)];
+        assert_eq!(rival(rivals.conflict(t0, vip, &members, 5)), (3, 2));
+        rivals.hear(t0, &join(2, 3));
+        rivals.hear(t0, &join(1, 4)); // a smaller ring: not the rival
+        assert_eq!(rival(rivals.conflict(t0, vip, &members, 5)), (2, 3));
+        let stale = t0 + RIVAL_FRESH;
+        assert_eq!(rival(rivals.conflict(stale, vip, &members, 5)), (3, 2));
+        rivals.hear(stale, &join(1, 4)); // stale news gives way to any news
+        assert_eq!(rival(rivals.conflict(stale, vip, &members, 5)), (1, 4));
     }
 }

@@ -24,7 +24,7 @@ use std::{
 };
 
 use super::{
-    driver::{Outcomes, Timers},
+    driver::{Outcomes, Rivals, Timers},
     events::{Action, Event, TimerKind},
     keys::Keyring,
     message::{ConfigId, Message},
@@ -136,6 +136,7 @@ struct Host {
     transport: Transport,
     timers: Timers<TimerKind>,
     sent: Outcomes,
+    rivals: Rivals,
     up: bool,
     paused: bool,
     lease_until: Instant,
@@ -285,6 +286,7 @@ impl Sim {
             transport,
             timers: Timers::default(),
             sent: Outcomes::default(),
+            rivals: Rivals::default(),
             up: true,
             paused: false,
             lease_until: self.now + LEASE,
@@ -404,7 +406,10 @@ impl Sim {
             while let Some(event) = host.transport.poll_event() {
                 let event = match event {
                     TransportEvent::Received { from, payload } => match Message::decode(&payload) {
-                        Ok(msg) => Event::Received { from, msg },
+                        Ok(msg) => {
+                            host.rivals.hear(self.now, &msg);
+                            Event::Received { from, msg }
+                        }
                         Err(e) => {
                             panic!("seed {}: undecodable ring message: {e}", self.scenario.seed)
                         }
@@ -715,18 +720,14 @@ impl Sim {
                     .iter()
                     .copied()
                     .find(|&j| j != i && !self.l2_cut(i, j));
-                if let (Some(j), false) = (rival, self.host(i).paused) {
-                    let st = self.host(j).node.status();
-                    let event = Event::VipConflict {
-                        vip: v.address,
-                        rival_ring: if st.membership == Membership::Member {
-                            st.members.len()
-                        } else {
-                            0
-                        },
-                        rival_low: st.members.iter().copied().min().unwrap_or(NodeId(u8::MAX)),
-                    };
+                if let (Some(_), false) = (rival, self.host(i).paused) {
+                    // XDP reports only the rival's MAC: who it is, the node's driver knows
+                    // from the joins it heard, as the daemon's does.
                     let mut host = self.take(i);
+                    let members = host.node.status().members;
+                    let event =
+                        host.rivals
+                            .conflict(self.now, v.address, &members, self.hosts.len());
                     let actions = host.node.handle(self.now, event);
                     self.perform(&mut host, i, actions);
                     self.put(i, host);

@@ -37,7 +37,7 @@ use super::{
 use crate::{
     cluster::{
         copies::{CopyStore, COPY_INTERVAL},
-        driver::{Outcomes, Timers},
+        driver::{Outcomes, Rivals, Timers},
         events::{Action, ConfigResult, Event, Sent, TimerKind},
         handoff::HolderTable,
         message::{
@@ -68,10 +68,6 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often this node measures its load for the token.
 const LOAD_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How long a rival ring heard of in a join counts: a ring that claims our VIPs and can reach
-/// us asks to join every `join_interval`; older news may describe a ring long gone.
-const RIVAL_FRESH: Duration = Duration::from_millis(500);
 
 /// How often the other nodes' neighbour entries are refreshed (well inside the kernel's
 /// reachable time, so the entries never go stale between refreshes).
@@ -244,9 +240,8 @@ pub struct Shell {
     /// What each message in the transport's hands was, for the ring's outcome events (message
     /// ids are numbered per peer).
     sent: Outcomes,
-    /// The best ring heard of in a non-member's join (size, lowest id) and when: the rival in
-    /// an ARP conflict, since XDP reports only the rival's MAC. Trusted for [`RIVAL_FRESH`].
-    rival: Option<((usize, NodeId), Instant)>,
+    /// The rival rings heard of, for ARP conflicts.
+    rivals: Rivals,
     /// This node's standing and the members, as last logged.
     logged_ring: (String, Vec<String>),
     /// Notices when the process did not run (stopped, starved).
@@ -351,7 +346,7 @@ impl Shell {
             undecodable: 0,
             next_tick: now,
             sent: Outcomes::default(),
-            rival: None,
+            rivals: Rivals::default(),
             logged_ring: Default::default(),
             stall_watch: StallWatch::start().context("starting the stall watch")?,
             load: LoadMeter::default(),
@@ -482,15 +477,10 @@ impl Shell {
             for (vip, claim) in self.host.take_claims() {
                 warn!(%vip, mac = %crate::datapath::netlink::mac_string(&claim.mac),
                       count = claim.count, "another station claims a VIP this node owns");
-                let (rival_ring, rival_low) = match self.rival {
-                    Some((rival, heard)) if now < heard + RIVAL_FRESH => rival,
-                    _ => self.assumed_rival(),
-                };
-                let event = Event::VipConflict {
-                    vip,
-                    rival_ring,
-                    rival_low,
-                };
+                let members = self.node.status().members;
+                let event = self
+                    .rivals
+                    .conflict(now, vip, &members, self.cluster.nodes.len());
                 let actions = self.node.handle(now, event);
                 self.perform(now, actions);
             }
@@ -511,20 +501,6 @@ impl Shell {
             }
         }
         self.pending.expire(now);
-    }
-
-    /// The rival of an ARP conflict when no join told of it (the two sides cannot talk, as in a
-    /// partition of the cluster network alone): every configured node outside this node's
-    /// ring. So the side with more nodes keeps the VIP, and of two equal sides the one with the
-    /// lowest node id, without either hearing from the other.
-    fn assumed_rival(&self) -> (usize, NodeId) {
-        let status = self.node.status();
-        let others: Vec<NodeId> = (0..self.cluster.nodes.len())
-            .map(|i| NodeId(i as u8))
-            .filter(|id| !status.members.contains(id))
-            .collect();
-        let low = others.iter().copied().min().unwrap_or(NodeId(u8::MAX));
-        (others.len(), low)
     }
 
     fn set_faults(&mut self, now: Instant, faults: Vec<Fault>) {
@@ -771,19 +747,7 @@ impl Shell {
                             None => continue,
                         },
                         Ok(msg) => {
-                            if let Message::Join(j) = &msg {
-                                if let (Some(low), true) = (j.ring_low, j.ring_size > 0) {
-                                    let heard = (j.ring_size as usize, low);
-                                    let better = |(r, at): ((usize, NodeId), Instant)| {
-                                        now >= at + RIVAL_FRESH
-                                            || (r.0, std::cmp::Reverse(r.1))
-                                                < (heard.0, std::cmp::Reverse(heard.1))
-                                    };
-                                    if self.rival.is_none_or(better) {
-                                        self.rival = Some((heard, now));
-                                    }
-                                }
-                            }
+                            self.rivals.hear(now, &msg);
                             Event::Received { from, msg }
                         }
                         Err(e) => {
