@@ -1,4 +1,4 @@
-//! What a driver of a ring [`Node`](super::ring::Node) keeps beside it: the ring's timers, the
+//! What a driver of a ring [`Node`](super::token_ring::Node) keeps beside it: the ring's timers, the
 //! ring messages waiting for the transport's verdict, and the rival rings heard of, which name
 //! the other side of an ARP conflict. The daemon's shell and the simulator
 //! both drive a node with these, so a seed exercises the bookkeeping the daemon runs

@@ -1,5 +1,5 @@
 //! The ring's vocabulary with its drivers (the daemon's shell and the simulator): the events
-//! fed to `ring::Node::handle` and the actions it returns, the timers it asks for, and what
+//! fed to `token_ring::Node::handle` and the actions it returns, the timers it asks for, and what
 //! the transport's outcomes refer to.
 use std::{collections::BTreeSet, net::Ipv4Addr, time::Instant};
 

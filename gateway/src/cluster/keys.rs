@@ -146,10 +146,10 @@ mod tests {
 
     #[test]
     fn hex_keys_build_a_keyring() {
-        let ring = Keyring::from_hex(2, [(1, HEX_A), (2, &HEX_A.replace('0', "1"))]).unwrap();
-        assert_eq!(ring.active().0, 2);
-        assert!(ring.get(1).is_some());
-        assert!(ring.get(3).is_none());
+        let keyring = Keyring::from_hex(2, [(1, HEX_A), (2, &HEX_A.replace('0', "1"))]).unwrap();
+        assert_eq!(keyring.active().0, 2);
+        assert!(keyring.get(1).is_some());
+        assert!(keyring.get(3).is_none());
     }
 
     #[test]
@@ -192,8 +192,8 @@ mod tests {
 
     #[test]
     fn debug_and_errors_never_show_key_material() {
-        let ring = Keyring::from_hex(1, [(1, HEX_A)]).unwrap();
-        let shown = format!("{ring:?}");
+        let keyring = Keyring::from_hex(1, [(1, HEX_A)]).unwrap();
+        let shown = format!("{keyring:?}");
         assert!(!shown.contains("8899"), "{shown}");
         let err = Keyring::from_hex(1, [(1, &HEX_A[..10])]).unwrap_err();
         assert!(!err.to_string().contains("0011"));

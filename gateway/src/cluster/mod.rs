@@ -11,7 +11,7 @@ pub mod handoff;
 pub mod keys;
 pub mod message;
 pub mod replay;
-pub mod ring;
 pub mod sim;
+pub mod token_ring;
 pub mod transport;
 pub mod types;

@@ -28,7 +28,7 @@ use super::{
     events::{Action, Event, TimerKind},
     keys::Keyring,
     message::{ConfigId, Message},
-    ring::{Membership, Node, RingConfig},
+    token_ring::{Membership, Node, RingConfig},
     transport::{Peer, Transport, TransportConfig, TransportEvent},
     types::{NodeId, Persistence, VipEntry},
 };
@@ -808,7 +808,7 @@ impl Sim {
             .iter()
             .all(|v| self.answering(v.address).len() == 1);
         let same_table = statuses.windows(2).all(|w| {
-            let owners = |s: &super::ring::RingStatus| {
+            let owners = |s: &super::token_ring::RingStatus| {
                 s.vips
                     .iter()
                     .map(|v| (v.address, v.owner))

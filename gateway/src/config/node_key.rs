@@ -43,7 +43,7 @@ impl NodeKey {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
             .map_err(|_| anyhow::anyhow!("the system's random generator failed"))?;
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
-            .map_err(|e| anyhow::anyhow!("ring rejected its own new key: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("the key just generated does not load: {e}"))?;
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -43,7 +43,7 @@ use crate::{
         message::{
             AdminOp, AdminResult, BlockHolder, ConfigDoc, ConfigFetch, ConfigId, Copies, Message,
         },
-        ring::{Membership, Node, RingConfig, RingStatus},
+        token_ring::{Membership, Node, RingConfig, RingStatus},
         transport::{MessageId, TransportEvent},
         types::{NodeId, VipEntry},
     },
@@ -898,14 +898,14 @@ impl Shell {
             self.host.set_holders(&changed);
         }
         let view = self.view(&status);
-        let ring: (String, Vec<String>) = (
+        let standing: (String, Vec<String>) = (
             view.state.clone(),
             view.members.iter().map(|m| m.name.clone()).collect(),
         );
-        if ring != self.logged_ring {
-            info!(state = %ring.0, members = ?ring.1, epoch = status.epoch,
+        if standing != self.logged_ring {
+            info!(state = %standing.0, members = ?standing.1, epoch = status.epoch,
                   seq = view.token.seq, "ring changed");
-            self.logged_ring = ring;
+            self.logged_ring = standing;
         }
         self.view.send_replace(Some(view));
     }
