@@ -1,6 +1,6 @@
 //! What a driver of a ring [`Node`](super::token_ring::Node) keeps beside it: the ring's timers, the
-//! ring messages waiting for the transport's verdict, and the rival rings heard of, which name
-//! the other side of an ARP conflict. The daemon's shell and the simulator
+//! ring messages waiting for the transport's verdict, the rival rings heard of, which name
+//! the other side of an ARP conflict, and the NAT blocks it follows away from their nodes. The daemon's shell and the simulator
 //! both drive a node with these, so a seed exercises the bookkeeping the daemon runs
 //! (`docs/architecture.md`, "The ring's shell").
 use std::{
@@ -10,8 +10,9 @@ use std::{
 };
 
 use super::{
+    copies::{CopyStore, HeldCopies},
     events::{Event, Sent},
-    message::Message,
+    message::{BlockHolder, Message},
     transport::{MessageId, SendError, TransportEvent},
     types::NodeId,
 };
@@ -167,6 +168,73 @@ impl Rivals {
     }
 }
 
+/// The ring's list of NAT blocks away from their nodes, followed: which blocks newly left
+/// their node (their connections are taken over from the copies kept), and when the data
+/// path's NAT homes may point at the holders (once this node's take-overs are all in, so no
+/// reply reaches a holder before the connection it belongs to).
+#[derive(Debug, Default)]
+pub struct Takeovers {
+    blocks: Vec<BlockHolder>,
+    in_progress: usize,
+}
+
+/// A block newly away from its node.
+#[derive(Debug)]
+pub struct Takeover {
+    /// The node that left.
+    pub gone: NodeId,
+    /// The node that serves its connections now.
+    pub holder: NodeId,
+    /// The copies of `gone`'s connections this node kept; they are no use unless it is the
+    /// holder, and leave the store either way.
+    pub copies: HeldCopies,
+}
+
+impl Takeovers {
+    /// Follows the ring's `blocks`, as this node `me` saw them on the token: the blocks newly
+    /// away from their nodes, each with its copies taken out of `store`; `None` when the list
+    /// is the one followed last. Each of those that `me` holds is in progress until
+    /// [`Takeovers::finished`].
+    pub fn follow(
+        &mut self,
+        me: NodeId,
+        blocks: &[BlockHolder],
+        store: &mut CopyStore,
+    ) -> Option<Vec<Takeover>> {
+        if blocks == self.blocks.as_slice() {
+            return None;
+        }
+        let new: Vec<Takeover> = blocks
+            .iter()
+            .filter(|b| !b.returned && !self.blocks.contains(b))
+            .map(|b| Takeover {
+                gone: b.block,
+                holder: b.holder,
+                copies: store.take(b.block),
+            })
+            .collect();
+        self.in_progress += new.iter().filter(|t| t.holder == me).count();
+        self.blocks = blocks.to_vec();
+        Some(new)
+    }
+
+    /// One of this node's take-overs is in; returns whether none is left.
+    pub fn finished(&mut self) -> bool {
+        self.in_progress = self.in_progress.saturating_sub(1);
+        self.settled()
+    }
+
+    /// Whether no take-over of this node is in progress: the NAT homes may follow the blocks.
+    pub fn settled(&self) -> bool {
+        self.in_progress == 0
+    }
+
+    /// The blocks as last followed.
+    pub fn blocks(&self) -> &[BlockHolder] {
+        &self.blocks
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +330,32 @@ mod tests {
         assert_eq!(rival(rivals.conflict(stale, vip, &members, 5)), (3, 2));
         rivals.hear(stale, &join(1, 4)); // stale news gives way to any news
         assert_eq!(rival(rivals.conflict(stale, vip, &members, 5)), (1, 4));
+    }
+
+    #[test]
+    fn blocks_newly_away_are_taken_over_once_and_homes_wait_for_this_nodes() {
+        let (me, other) = (NodeId(1), NodeId(2));
+        let away = |block, holder, returned| BlockHolder {
+            block: NodeId(block),
+            holder,
+            returned,
+        };
+        let mut store = CopyStore::new(10);
+        let mut takeovers = Takeovers::default();
+        assert!(takeovers.follow(me, &[], &mut store).is_none());
+        let first = takeovers
+            .follow(me, &[away(0, me, false), away(3, other, false)], &mut store)
+            .unwrap();
+        assert_eq!(
+            first.iter().map(|t| (t.gone.0, t.holder)).collect::<Vec<_>>(),
+            [(0, me), (3, other)]
+        );
+        assert!(!takeovers.settled(), "this node's take-over of 0 is in progress");
+        // Node 0 is back: nothing new to take over, and the list is followed.
+        let back = [away(0, me, true), away(3, other, false)];
+        assert!(takeovers.follow(me, &back, &mut store).unwrap().is_empty());
+        assert_eq!(takeovers.blocks(), back);
+        assert!(takeovers.finished());
+        assert!(takeovers.follow(me, &back, &mut store).is_none());
     }
 }

@@ -37,7 +37,7 @@ use super::{
 use crate::{
     cluster::{
         copies::{CopyStore, COPY_INTERVAL},
-        driver::{Outcomes, Rivals, Timers},
+        driver::{Outcomes, Rivals, Takeover, Takeovers, Timers},
         events::{Action, ConfigResult, Event, Sent, TimerKind},
         handoff::HolderTable,
         message::{
@@ -265,11 +265,9 @@ pub struct Shell {
     copy_queue: VecDeque<(NodeId, Copies)>,
     /// Copy stream messages the transport has not delivered yet.
     copies_in_flight: HashSet<(NodeId, MessageId)>,
-    /// The NAT blocks away from their nodes, as the ring last listed them.
-    blocks: Vec<BlockHolder>,
-    /// Take-overs of dead nodes' connections the worker has not finished: the NAT homes wait
-    /// for them, so no reply of a taken block reaches this node before its connections.
-    taking_over: usize,
+    /// The NAT blocks away from their nodes, as the ring last listed them, and this node's
+    /// take-overs of their connections in progress.
+    takeovers: Takeovers,
     /// The cluster NICs, in `[[interface]]` order.
     nics: Vec<Nic>,
     /// The configuration documents and this node's signing key.
@@ -358,8 +356,7 @@ impl Shell {
             copying: false,
             copy_queue: VecDeque::new(),
             copies_in_flight: HashSet::new(),
-            blocks: Vec::new(),
-            taking_over: 0,
+            takeovers: Takeovers::default(),
             nics,
             sync,
             installing: 0,
@@ -640,10 +637,9 @@ impl Shell {
                 self.send_copies_queued(now);
             }
             Completion::TakenOver => {
-                self.taking_over -= 1;
-                if self.taking_over == 0 {
+                if self.takeovers.finished() {
                     self.host
-                        .write_homes(&self.cluster, &self.nics, &self.blocks);
+                        .write_homes(&self.cluster, &self.nics, self.takeovers.blocks());
                 }
             }
             Completion::Installed(config, result) => self.installed(config, *result),
@@ -855,22 +851,22 @@ impl Shell {
         }
     }
 
-    /// Follows the ring's list of NAT blocks away from their nodes: the worker re-points the
-    /// forwarding entries to each newly dead node and, where this node holds its block, takes
-    /// its connections over (from the copies it kept); the data path's NAT homes point at the
-    /// blocks' holders once those connections are in.
+    /// Follows the ring's list of NAT blocks away from their nodes (`Takeovers`): the worker
+    /// re-points the forwarding entries to each newly dead node and, where this node holds its
+    /// block, takes its connections over (from the copies it kept); the data path's NAT homes
+    /// point at the blocks' holders once those connections are in.
     fn take_over_blocks(&mut self, blocks: &[BlockHolder]) {
         let me = self.node.id();
-        for b in blocks
-            .iter()
-            .filter(|b| !b.returned && !self.blocks.contains(b))
+        let Some(new) = self.takeovers.follow(me, blocks, &mut self.copy_store) else {
+            return;
+        };
+        for Takeover {
+            gone,
+            holder,
+            copies,
+        } in new
         {
-            let copies = self.copy_store.take(b.block);
-            let (gone, holder) = (b.block, b.holder);
             let done = (holder == me).then(|| self.completions.0.clone());
-            if done.is_some() {
-                self.taking_over += 1;
-            }
             self.datapath.submit(move |worker| {
                 worker.take_over(gone, holder, me, copies);
                 if let Some(done) = done {
@@ -878,8 +874,7 @@ impl Shell {
                 }
             });
         }
-        self.blocks = blocks.to_vec();
-        if self.taking_over == 0 {
+        if self.takeovers.settled() {
             self.host.write_homes(&self.cluster, &self.nics, blocks);
         }
     }
@@ -888,9 +883,7 @@ impl Shell {
     /// every change of this node's standing or of the member list.
     fn publish(&mut self) {
         let status = self.node.status();
-        if status.blocks != self.blocks {
-            self.take_over_blocks(&status.blocks);
-        }
+        self.take_over_blocks(&status.blocks);
         let changed = self
             .holders
             .update(&status.vips, &status.members, &status.blocks);
