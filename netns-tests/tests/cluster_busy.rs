@@ -2,8 +2,7 @@
 //! written into gw1's pinned tables (both directions); `gateway status` asked of every node
 //! every 10 ms over the control socket for 60 s while gw1's sweep walks its tables every second
 //! and its copy stream gives the whole table to its successor: no member is ever removed, and
-//! every node's longest shell iteration uses under 5 ms of CPU and ends well before a peer would
-//! give up on it.
+//! no node's shell iteration uses 10 ms of CPU or lasts half as long as a peer waits for it.
 use std::{net::Ipv4Addr, path::PathBuf, time::Duration, time::Instant};
 
 use aya::maps::{HashMap, Map, MapData};
@@ -176,12 +175,13 @@ fn a_busy_table_and_busy_operators_never_stall_the_ring() {
         );
         assert_eq!(seen.failed, 0, "{}: status failed", NODES[i]);
         assert!(seen.polls > 1000, "{}: only {} polls", NODES[i], seen.polls);
-        // The shell's own work per iteration stays small however big the table; the time
-        // elapsed also holds what the kernel did on that CPU meanwhile (the whole testbed's
-        // packets run in softirq on these two cores), and stays far from a peer's patience.
+        // However big the table, no iteration is one the daemon warns of (`SLOW_ITERATION`,
+        // 10 ms), by the shell thread's CPU time, which on this kernel (tick accounting, no
+        // IRQ time accounting) also holds the softirq work of the whole testbed's packets that
+        // ran on its CPU meanwhile; and none lasts half a peer's patience.
         let on_cpu = latency["longest_shell_iteration_cpu_ms"].as_f64().unwrap();
         assert!(
-            on_cpu < 5.0,
+            on_cpu < 10.0,
             "{}: a shell iteration used {on_cpu} ms of CPU",
             NODES[i]
         );

@@ -76,7 +76,7 @@ impl Outcomes {
         to: NodeId,
         msg: &Message,
         send: impl FnOnce(Vec<u8>) -> Result<MessageId, SendError>,
-    ) -> Result<(), (SendError, Event)> {
+    ) -> Result<(), Box<(SendError, Event)>> {
         let Some(what) = Sent::of(msg) else {
             return Ok(());
         };
@@ -85,14 +85,14 @@ impl Outcomes {
                 self.waiting.insert((to, id), what);
                 Ok(())
             }
-            Err(e) => Err((
+            Err(e) => Err(Box::new((
                 e,
                 Event::Outcome {
                     to,
                     what,
                     delivered: false,
                 },
-            )),
+            ))),
         }
     }
 
@@ -287,7 +287,7 @@ mod tests {
             ring_low: None,
             config_version: 1,
         });
-        let (_, event) = outcomes
+        let (_, event) = *outcomes
             .send(to, &join, |_| Err(SendError::UnknownPeer(to)))
             .unwrap_err();
         assert!(matches!(
@@ -347,10 +347,16 @@ mod tests {
             .follow(me, &[away(0, me, false), away(3, other, false)], &mut store)
             .unwrap();
         assert_eq!(
-            first.iter().map(|t| (t.gone.0, t.holder)).collect::<Vec<_>>(),
+            first
+                .iter()
+                .map(|t| (t.gone.0, t.holder))
+                .collect::<Vec<_>>(),
             [(0, me), (3, other)]
         );
-        assert!(!takeovers.settled(), "this node's take-over of 0 is in progress");
+        assert!(
+            !takeovers.settled(),
+            "this node's take-over of 0 is in progress"
+        );
         // Node 0 is back: nothing new to take over, and the list is followed.
         let back = [away(0, me, true), away(3, other, false)];
         assert!(takeovers.follow(me, &back, &mut store).unwrap().is_empty());

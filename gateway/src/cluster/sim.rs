@@ -357,11 +357,11 @@ impl Sim {
                             self.log(|| format!("node {i} -> {}: {msg:?}", to.0));
                         }
                         let (now, transport) = (self.now, &mut host.transport);
-                        if let Err((_, outcome)) = host
+                        if let Err(refused) = host
                             .sent
                             .send(to, &msg, |bytes| transport.send(now, to, bytes))
                         {
-                            queue.extend(host.node.handle(self.now, outcome));
+                            queue.extend(host.node.handle(self.now, refused.1));
                         }
                     }
                     Action::SetTimer { kind, at } => {

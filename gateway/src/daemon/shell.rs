@@ -703,7 +703,8 @@ impl Shell {
     /// message.
     fn send(&mut self, now: Instant, to: NodeId, msg: &Message) {
         let link = &mut self.link;
-        if let Err((e, outcome)) = self.sent.send(to, msg, |bytes| link.send(now, to, bytes)) {
+        if let Err(refused) = self.sent.send(to, msg, |bytes| link.send(now, to, bytes)) {
+            let (e, outcome) = *refused;
             // The ring learns of it as it would of a dead peer.
             warn!(to = to.0, "cluster send refused: {e}");
             let actions = self.node.handle(now, outcome);
