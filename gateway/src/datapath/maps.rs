@@ -61,10 +61,10 @@ pub struct ControlMaps {
     pub peers: BpfHashMap<MapData, u32, u32>,
     /// Which node's NAT block holds each port ([`node_slot`]; 0 = none or this node).
     nat_homes: Array<MapData, u32>,
-    /// What `nat_homes` holds, read once when the maps are taken (a pinned map adopted from
-    /// the previous daemon may hold anything) and kept as written since, so a change writes
-    /// only the ports whose home changed: never the whole map in the ring's loop.
-    homes_written: Vec<u32>,
+    /// What `nat_homes` holds, as last written (`None` before the first write, at start: a
+    /// pinned map adopted from the previous daemon may hold anything), so a change writes
+    /// only the ports whose home changed.
+    homes_written: Option<Vec<u32>>,
     /// The other nodes' primary addresses, per NIC of this node.
     home_hops: BpfHashMap<MapData, HomeKey, HomeHop>,
 }
@@ -126,21 +126,9 @@ pub fn service_key(s: &Service) -> ServiceKey {
     }
 }
 
-/// What `NAT_HOMES` holds now, a port per index.
-fn read_homes(nat_homes: &Array<MapData, u32>) -> Result<Vec<u32>> {
-    let mut homes = vec![0u32; PORTS as usize];
-    for (port, home) in batch::entries(nat_homes).context("reading NAT_HOMES")? {
-        if let Some(slot) = homes.get_mut(port as usize) {
-            *slot = home;
-        }
-    }
-    Ok(homes)
-}
-
 impl Maps {
     /// Takes every map out of the loaded object.
     pub fn take(dp: &mut Ebpf) -> Result<Self> {
-        let nat_homes: Array<MapData, u32> = take!(dp, maps::NAT_HOMES);
         Ok(Self {
             control: ControlMaps {
                 ifaces: take!(dp, maps::IFACES),
@@ -149,8 +137,8 @@ impl Maps {
                 lease: take!(dp, maps::LEASE),
                 arp_claims: take!(dp, maps::ARP_CLAIMS),
                 peers: take!(dp, maps::PEERS),
-                homes_written: read_homes(&nat_homes)?,
-                nat_homes,
+                nat_homes: take!(dp, maps::NAT_HOMES),
+                homes_written: None,
                 home_hops: take!(dp, maps::HOME_HOPS),
             },
             tables: Tables {
@@ -373,13 +361,16 @@ impl ControlMaps {
                 hops.insert(key, hop);
             }
         }
-        let (ports, changed): (Vec<u32>, Vec<u32>) = (0..PORTS)
-            .zip(homes.iter().zip(&self.homes_written))
-            .filter(|(_, (now, was))| now != was)
-            .map(|(port, (now, _))| (port, *now))
-            .unzip();
+        let (ports, changed): (Vec<u32>, Vec<u32>) = match &self.homes_written {
+            Some(before) => (0..PORTS)
+                .zip(homes.iter().zip(before))
+                .filter(|(_, (now, was))| now != was)
+                .map(|(port, (now, _))| (port, *now))
+                .unzip(),
+            None => ((0..PORTS).collect(), homes.clone()),
+        };
         batch::update(&self.nat_homes, &ports, &changed).context("writing NAT_HOMES")?;
-        self.homes_written = homes;
+        self.homes_written = Some(homes);
         let stale: Vec<HomeKey> = self.home_hops.keys().filter_map(Result::ok).collect();
         for k in stale.iter().filter(|k| !hops.contains_key(k)) {
             self.home_hops.remove(k)?;
