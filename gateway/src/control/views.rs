@@ -52,9 +52,9 @@ pub struct Sources {
 }
 
 /// The ring shell's longest loop iteration, written by the shell and read by `status`: as
-/// elapsed (what a peer waiting for this node sees) and as the shell thread's own CPU time
-/// (the work the shell did; the rest of an elapsed iteration is the kernel's interrupt work on
-/// that CPU or the machine's, not the shell's).
+/// elapsed (what a peer waiting for this node sees) and as the shell thread's CPU time (its
+/// work, plus, under the kernel's tick accounting, the softirq work that ran on its CPU
+/// meanwhile; the rest of an elapsed iteration the CPU spent elsewhere).
 #[derive(Debug, Default)]
 pub struct ShellLatency {
     elapsed_us: AtomicU64,
