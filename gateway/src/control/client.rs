@@ -124,7 +124,8 @@ pub fn render(request: &Request, v: &Value) -> String {
         Request::Status => {
             let mut out = format!(
                 "node {}  up {}s  xdp {}{}  services {}  connections {}\n\
-                 longest shell iteration {} ms ({} ms on CPU)  longest datapath wait {} ms\n\n",
+                 longest shell iteration {} ms ({} ms on CPU, {} ms outside socket sends)  \
+                 longest datapath wait {} ms  stalls {} (longest {} ms)\n\n",
                 text(&v["node"]),
                 v["uptime_s"],
                 text(&v["xdp_mode"]),
@@ -137,7 +138,10 @@ pub fn render(request: &Request, v: &Value) -> String {
                 v["connections"],
                 v["latency"]["longest_shell_iteration_ms"],
                 v["latency"]["longest_shell_iteration_cpu_ms"],
-                v["latency"]["longest_datapath_wait_ms"]
+                v["latency"]["longest_shell_work_ms"],
+                v["latency"]["longest_datapath_wait_ms"],
+                v["latency"]["stalls"],
+                v["latency"]["longest_stall_ms"]
             );
             out += &table(
                 &["INTERFACE", "IFINDEX", "ROLE", "MAC", "ADDRESS"],
@@ -382,7 +386,8 @@ mod tests {
         let v = json!({"node": "gw1", "uptime_s": 3, "xdp_mode": "native", "adopted": false,
             "interfaces": [], "vips": [], "services": 0, "connections": 0,
             "latency": {"longest_shell_iteration_ms": 0.8, "longest_shell_iteration_cpu_ms": 0.3,
-                        "longest_datapath_wait_ms": 2.5},
+                        "longest_shell_work_ms": 0.1,
+                        "longest_datapath_wait_ms": 2.5, "stalls": 1, "longest_stall_ms": 120.5},
             "cluster": {"node": "gw1", "node_id": 0, "state": "member",
                 "members": [{"id": 0, "name": "gw1", "load": null},
                             {"id": 1, "name": "gw2", "load": {"bytes_per_s": 10,
@@ -397,7 +402,8 @@ mod tests {
         let out = render(&Request::Status, &v);
         assert!(
             out.contains(
-                "longest shell iteration 0.8 ms (0.3 ms on CPU)  longest datapath wait 2.5 ms"
+                "longest shell iteration 0.8 ms (0.3 ms on CPU, 0.1 ms outside socket sends)  \
+                 longest datapath wait 2.5 ms  stalls 1 (longest 120.5 ms)"
             ),
             "{out}"
         );

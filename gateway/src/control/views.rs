@@ -52,30 +52,58 @@ pub struct Sources {
 }
 
 /// The ring shell's longest loop iteration, written by the shell and read by `status`: as
-/// elapsed (what a peer waiting for this node sees) and as the shell thread's CPU time (its
+/// elapsed (what a peer waiting for this node sees), as the shell thread's CPU time (its
 /// work, plus, under the kernel's tick accounting, the softirq work that ran on its CPU
-/// meanwhile; the rest of an elapsed iteration the CPU spent elsewhere).
+/// meanwhile; the rest of an elapsed iteration the CPU spent elsewhere), and as that CPU time
+/// outside the socket sends (the shell's own work: on a testbed a send also runs the receiving
+/// namespaces' packet path). Also the times the whole process did not run long enough for its
+/// peers to give up on it.
 #[derive(Debug, Default)]
 pub struct ShellLatency {
     elapsed_us: AtomicU64,
     on_cpu_us: AtomicU64,
+    work_us: AtomicU64,
+    stalls: AtomicU64,
+    longest_stall_us: AtomicU64,
 }
 
 impl ShellLatency {
     /// Keeps the longest of each.
-    pub fn record(&self, elapsed: Duration, on_cpu: Duration) {
+    pub fn record(&self, elapsed: Duration, on_cpu: Duration, sending: Duration) {
         self.elapsed_us
             .fetch_max(elapsed.as_micros() as u64, Ordering::Relaxed);
         self.on_cpu_us
             .fetch_max(on_cpu.as_micros() as u64, Ordering::Relaxed);
+        self.work_us.fetch_max(
+            on_cpu.saturating_sub(sending).as_micros() as u64,
+            Ordering::Relaxed,
+        );
     }
 
-    /// The longest elapsed iteration, and the most CPU time one iteration used (not
-    /// necessarily the same one).
-    pub fn longest(&self) -> (Duration, Duration) {
+    /// Counts a time the process did not run for as long as a peer waits for it (the ring
+    /// was told: it rejoins), keeping the longest.
+    pub fn stalled(&self, stopped: Duration) {
+        self.stalls.fetch_add(1, Ordering::Relaxed);
+        self.longest_stall_us
+            .fetch_max(stopped.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The longest elapsed iteration, the most CPU time one iteration used, and the most it
+    /// used outside the socket sends (not necessarily the same iterations).
+    pub fn longest(&self) -> (Duration, Duration, Duration) {
+        let read = |us: &AtomicU64| Duration::from_micros(us.load(Ordering::Relaxed));
         (
-            Duration::from_micros(self.elapsed_us.load(Ordering::Relaxed)),
-            Duration::from_micros(self.on_cpu_us.load(Ordering::Relaxed)),
+            read(&self.elapsed_us),
+            read(&self.on_cpu_us),
+            read(&self.work_us),
+        )
+    }
+
+    /// How many stalls, and the longest.
+    pub fn stalls(&self) -> (u64, Duration) {
+        (
+            self.stalls.load(Ordering::Relaxed),
+            Duration::from_micros(self.longest_stall_us.load(Ordering::Relaxed)),
         )
     }
 }
@@ -243,7 +271,8 @@ pub fn status(sources: &Sources) -> Value {
                    "owned": owned.contains(&v.address)})
         })
         .collect();
-    let (iteration, iteration_on_cpu) = sources.shell_latency.longest();
+    let (iteration, iteration_on_cpu, iteration_work) = sources.shell_latency.longest();
+    let (stalls, longest_stall) = sources.shell_latency.stalls();
     // Cloned in a statement of its own: the borrow (a read lock the ring's shell writes
     // through) ends here, not after the whole view is built.
     let cluster = sources.cluster.borrow().clone();
@@ -259,7 +288,10 @@ pub fn status(sources: &Sources) -> Value {
         "latency": {
             "longest_shell_iteration_ms": millis(iteration),
             "longest_shell_iteration_cpu_ms": millis(iteration_on_cpu),
+            "longest_shell_work_ms": millis(iteration_work),
             "longest_datapath_wait_ms": millis(sources.datapath.longest_wait()),
+            "stalls": stalls,
+            "longest_stall_ms": millis(longest_stall),
         },
         "cluster": cluster,
     })

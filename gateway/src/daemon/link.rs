@@ -7,7 +7,7 @@ use std::{
     collections::HashMap,
     net::{SocketAddr, SocketAddrV4},
     sync::Arc,
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{anyhow, Context, Result};
@@ -192,11 +192,12 @@ impl Link {
     }
 
     /// Writes every queued datagram out of the socket of the address the transport chose.
-    /// Returns whether there was anything to write.
-    pub fn transmit(&mut self) -> bool {
-        let mut any = false;
+    /// Returns how many there were and how long the sends took.
+    pub fn transmit(&mut self) -> Transmitted {
+        let mut written = Transmitted::default();
+        let started = Instant::now();
         while let Some(t) = self.transport.poll_transmit() {
-            any = true;
+            written.datagrams += 1;
             let Some(socket) = self.sockets.get(&t.from) else {
                 warn!(from = %t.from, "transport chose an address without a socket");
                 continue;
@@ -206,12 +207,30 @@ impl Link {
                 debug!(from = %t.from, to = %t.to, "cluster send: {e}");
             }
         }
-        any
+        written.sending = started.elapsed();
+        written
     }
 
     /// What the transport sent, acked and dropped (by reason).
     pub fn counters(&self) -> &TransportCounters {
         self.transport.counters()
+    }
+}
+
+/// What [`Link::transmit`] wrote: datagrams, and the time spent in the socket sends. On a
+/// testbed of namespaces on one host, a send also runs the receiving namespaces' packet
+/// processing (veth, bridge, XDP, UDP) on the sender's CPU, so that time is mostly not the
+/// shell's work.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Transmitted {
+    pub datagrams: usize,
+    pub sending: Duration,
+}
+
+impl std::ops::AddAssign for Transmitted {
+    fn add_assign(&mut self, other: Self) {
+        self.datagrams += other.datagrams;
+        self.sending += other.sending;
     }
 }
 
@@ -266,7 +285,7 @@ async fn read(local: SocketAddr, socket: Arc<UdpSocket>, tx: mpsc::Sender<Datagr
 
 #[cfg(test)]
 mod tests {
-    use std::{path::Path, time::Duration};
+    use std::path::Path;
 
     use super::*;
 

@@ -10,6 +10,7 @@ pub mod health;
 pub mod host;
 pub mod link;
 pub mod load;
+pub mod realtime;
 pub mod shell;
 pub mod stall;
 

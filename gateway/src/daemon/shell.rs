@@ -30,8 +30,9 @@ use super::{
     deadlines::Pending,
     faults::Fault,
     host::Host,
-    link::{self, Datagram, Link},
+    link::{self, Datagram, Link, Transmitted},
     load::LoadMeter,
+    realtime,
     stall::StallWatch,
 };
 use crate::{
@@ -409,6 +410,7 @@ impl Shell {
                 Woke::Completion(done) => self.completed(now, done),
                 Woke::Deadline => {}
             }
+            let handled = now.elapsed();
             // A deadline already past when the wait began is no lateness of this process.
             let late = now.saturating_duration_since(deadline.max(waiting_since));
             let stopped = self.stall_watch.take();
@@ -417,29 +419,40 @@ impl Shell {
             // it sees anything that waited.
             if stopped.max(late) >= self.give_up {
                 warn!(?stopped, ?late, "this process did not run for a while");
+                self.latency.stalled(stopped.max(late));
                 let actions = self.node.handle(now, Event::Stalled);
                 self.perform(now, actions);
             }
             self.on_time(now);
-            self.flush(now);
-            self.measure(
+            let timed = now.elapsed();
+            let written = self.flush(now);
+            let phases = Phases {
                 cause,
-                now.elapsed(),
-                thread_cpu_time().saturating_sub(cpu_at_wake),
-            );
+                handled,
+                timed,
+                took: now.elapsed(),
+                written,
+            };
+            self.measure(phases, thread_cpu_time().saturating_sub(cpu_at_wake));
         }
     }
 
     /// Records how long one iteration of the loop took (from its wake-up to the end of its
-    /// flush), and warns of a long one, saying what woke it and how much of it the thread
-    /// ran (the rest the CPU did other work).
-    fn measure(&self, cause: &'static str, took: Duration, on_cpu: Duration) {
-        self.latency.record(took, on_cpu);
-        if took > SLOW_ITERATION {
+    /// flush), and warns of a long one, saying what woke it, where the time went and how much
+    /// of it the thread ran (the rest the CPU did other work).
+    fn measure(&self, phases: Phases, on_cpu: Duration) {
+        self.latency
+            .record(phases.took, on_cpu, phases.written.sending);
+        if phases.took > SLOW_ITERATION {
             warn!(
-                woke_by = cause,
-                ?took,
+                woke_by = phases.cause,
+                took = ?phases.took,
                 ?on_cpu,
+                handling = ?phases.handled,
+                timers = ?phases.timed.saturating_sub(phases.handled),
+                flush = ?phases.took.saturating_sub(phases.timed),
+                datagrams = phases.written.datagrams,
+                sending = ?phases.written.sending,
                 "the cluster shell's loop iteration took long"
             );
         }
@@ -714,9 +727,13 @@ impl Shell {
 
     /// Drains the transport: events to the ring, datagrams to the sockets; then publishes the
     /// status. Ring actions may queue more for the transport, so it loops until both are idle.
-    fn flush(&mut self, now: Instant) {
+    /// Returns what it wrote.
+    fn flush(&mut self, now: Instant) -> Transmitted {
+        let mut written = Transmitted::default();
         loop {
-            let mut busy = self.link.transmit();
+            let sent = self.link.transmit();
+            written += sent;
+            let mut busy = sent.datagrams > 0;
             while let Some(event) = self.link.poll_event() {
                 busy = true;
                 let event = match event {
@@ -784,6 +801,7 @@ impl Shell {
             }
         }
         self.publish();
+        written
     }
 
     /// Checks a configuration document a node sent: one the ring fetches is verified and
@@ -985,33 +1003,22 @@ impl Shell {
     }
 }
 
-/// The real-time priority of the ring's thread (`SCHED_RR`), as corosync runs its token
-/// ring: a thread that wakes for the token preempts every ordinary thread of the host at
-/// once, instead of waiting milliseconds for a CPU on a busy machine. Its work per wake-up is
-/// bounded (see [`Shell::measure`]), and the kernel's real-time throttling caps it anyway.
-const RING_PRIORITY: libc::c_int = 10;
-
-/// Puts the calling thread (the ring's) under `SCHED_RR` at [`RING_PRIORITY`]; without the
-/// privilege it runs on as an ordinary thread, and says so.
-fn realtime_priority() {
-    let param = libc::sched_param {
-        sched_priority: RING_PRIORITY,
-    };
-    // SAFETY: sched_setscheduler reads the sched_param we own; pid 0 is the calling thread.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) } != 0 {
-        warn!(
-            "the ring's thread runs without real-time priority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 /// The CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`).
 fn thread_cpu_time() -> Duration {
     // SAFETY: clock_gettime writes into the timespec we own.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// One loop iteration's time line, from its wake-up: what woke it, and when handling that,
+/// firing the due timers (`on_time`) and the flush ended; and what the flush wrote.
+struct Phases {
+    cause: &'static str,
+    handled: Duration,
+    timed: Duration,
+    took: Duration,
+    written: Transmitted,
 }
 
 /// What ended the shell loop's wait.
@@ -1073,7 +1080,7 @@ pub async fn spawn(
     let thread = std::thread::Builder::new()
         .name("ring".into())
         .spawn(move || {
-            realtime_priority();
+            realtime::raise(realtime::RING_PRIORITY, "ring");
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -1,7 +1,8 @@
 //! Noticing that this process did not run: a thread that wakes every few milliseconds and
-//! records the longest gap between its wake-ups. A stopped (SIGSTOP) or starved process shows a
-//! gap as long as the stall; the async runtime merely being busy does not, so a late timer
-//! alone is not mistaken for a stall.
+//! records the longest gap between its wake-ups. It runs at a real-time priority above the
+//! ring's (`realtime::WATCH_PRIORITY`), so a stopped (SIGSTOP) process or one the machine did
+//! not run (a descheduled virtual CPU) shows a gap as long as the stall, while a host busy
+//! with ordinary work, or the ring's thread busy with its own, does not.
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -37,6 +38,7 @@ impl StallWatch {
         let thread = std::thread::Builder::new()
             .name("stall-watch".into())
             .spawn(move || {
+                super::realtime::raise(super::realtime::WATCH_PRIORITY, "stall-watch");
                 let mut last = Instant::now();
                 while !beat.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(BEAT);
