@@ -223,7 +223,9 @@ impl Link {
 /// shell's work.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Transmitted {
+    /// Datagrams handed to the sockets.
     pub datagrams: usize,
+    /// Time from the first send to the last one's return.
     pub sending: Duration,
 }
 
