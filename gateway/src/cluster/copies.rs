@@ -7,12 +7,21 @@
 //! every [`COPY_INTERVAL`]: connections opened since (or whose TCP state moved), and those
 //! gone. A new successor gets everything, as a new stream that replaces what it held.
 //! Connections opened within the last interval before a death are not copied.
-use std::{collections::BTreeMap, time::Duration};
+//!
+//! The decisions are here, sans-IO: [`CopyPacing`] paces the stream and [`take_over`] works
+//! out what a take-over does to a table; the daemon only reads and writes the kernel's tables
+//! (`datapath::conntrack`), so the simulator can drive the same code.
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    time::{Duration, Instant},
+};
 
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 
 use crate::cluster::{
-    message::{ConnCopy, ConnId, Copies},
+    message::{ConnCopy, ConnId, Copies, Message},
+    token_ring::{Membership, RingStatus},
+    transport::{MessageId, SendError, TransportEvent},
     types::NodeId,
 };
 
@@ -22,6 +31,161 @@ pub const COPY_INTERVAL: Duration = Duration::from_millis(200);
 /// Copies per message: about 13 KB (ten datagrams), which the successor's loop takes in well
 /// within a millisecond, between the token's passes.
 const PER_MESSAGE: usize = 500;
+
+/// Copy stream messages the transport carries at once: more crowd the sockets and the peer's
+/// loop, and the token's datagrams wait behind them.
+const IN_FLIGHT: usize = 1;
+
+/// The node this one streams its copies to: the member after it in the ring; `None` outside a
+/// ring or alone in one.
+fn successor(status: &RingStatus, me: NodeId) -> Option<NodeId> {
+    if status.membership != Membership::Member {
+        return None;
+    }
+    let at = status.members.iter().position(|&m| m == me)?;
+    Some(status.members[(at + 1) % status.members.len()]).filter(|&s| s != me)
+}
+
+/// What the owner of the connection table must do for the stream now ([`CopyPacing::due`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum CopyStep {
+    /// Nothing.
+    Wait,
+    /// Compare the table with what this successor holds ([`CopyStream::sync`]) and hand the
+    /// messages to [`CopyPacing::diffed`].
+    Diff(NodeId),
+    /// Forget the successor ([`CopyStream::stop`]): there is none, or a message to it was lost,
+    /// so the next one gets everything.
+    Stop,
+}
+
+/// When the table is compared with the successor's copies and how the messages go out: one
+/// diff at a time, sent before the next is asked for (a slow one is not queued again behind
+/// itself), and [`IN_FLIGHT`] messages with the transport at once (a new successor's whole
+/// table is thousands of datagrams, which must not crowd out the token). The stream restarts
+/// when a message is lost (the diffs after it assume the successor has it) and whenever the
+/// successor changes, even for a moment between two diffs (a successor that left and came
+/// back, restarted, holds nothing), and whenever the ring's membership changes (its epoch or
+/// its members): the successor may have held this node for gone in another ring, and taken
+/// its copies out.
+#[derive(Debug)]
+pub struct CopyPacing {
+    next: Instant,
+    successor: Option<NodeId>,
+    epoch: u64,
+    members: Vec<NodeId>,
+    diffing: bool,
+    restart: bool,
+    queue: VecDeque<(NodeId, Copies)>,
+    in_flight: BTreeSet<(NodeId, MessageId)>,
+}
+
+impl CopyPacing {
+    /// Pacing whose first comparison is due at `now`.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            next: now,
+            successor: None,
+            epoch: 0,
+            members: Vec::new(),
+            diffing: false,
+            restart: false,
+            queue: VecDeque::new(),
+            in_flight: BTreeSet::new(),
+        }
+    }
+
+    /// When [`CopyPacing::due`] has something to do next.
+    pub fn next(&self) -> Instant {
+        self.next
+    }
+
+    /// Follows this node's (`me`) standing in the ring on every token it sees.
+    pub fn follow(&mut self, status: &RingStatus, me: NodeId) {
+        let next = successor(status, me);
+        if (next, status.epoch) != (self.successor, self.epoch) || status.members != self.members {
+            (self.successor, self.epoch) = (next, status.epoch);
+            self.members.clone_from(&status.members);
+            self.restart();
+        }
+    }
+
+    /// What to do at `now`.
+    pub fn due(&mut self, now: Instant) -> CopyStep {
+        if self.restart {
+            self.restart = false;
+            return CopyStep::Stop;
+        }
+        if now < self.next {
+            return CopyStep::Wait;
+        }
+        self.next = now + COPY_INTERVAL;
+        match self.successor {
+            None => CopyStep::Stop,
+            Some(_) if self.diffing || !self.queue.is_empty() => CopyStep::Wait,
+            Some(successor) => {
+                self.diffing = true;
+                CopyStep::Diff(successor)
+            }
+        }
+    }
+
+    /// Takes the messages of the diff asked for; send them with [`CopyPacing::transmit`].
+    pub fn diffed(&mut self, successor: NodeId, messages: Vec<Copies>) {
+        self.diffing = false;
+        self.queue
+            .extend(messages.into_iter().map(|m| (successor, m)));
+    }
+
+    /// Hands queued messages to the transport through `send`, as many as may be in flight;
+    /// returns those it refused, for the log (the stream restarts).
+    pub fn transmit(
+        &mut self,
+        mut send: impl FnMut(NodeId, Vec<u8>) -> Result<MessageId, SendError>,
+    ) -> Vec<(NodeId, SendError)> {
+        let mut refused = Vec::new();
+        while self.in_flight.len() < IN_FLIGHT {
+            let Some((to, msg)) = self.queue.pop_front() else {
+                break;
+            };
+            match send(to, Message::Copies(msg).encode()) {
+                Ok(id) => {
+                    self.in_flight.insert((to, id));
+                }
+                Err(e) => {
+                    self.restart();
+                    refused.push((to, e));
+                }
+            }
+        }
+        refused
+    }
+
+    /// Takes note of the transport's verdict on a message; returns whether it was one of the
+    /// stream's (then [`CopyPacing::transmit`] may send the next; after a loss,
+    /// [`CopyPacing::due`] says to restart).
+    pub fn settle(&mut self, event: &TransportEvent) -> bool {
+        let (to, id, delivered) = match *event {
+            TransportEvent::Delivered { to, id } => (to, id, true),
+            TransportEvent::Unreachable { to, id } => (to, id, false),
+            TransportEvent::Received { .. } => return false,
+        };
+        if !self.in_flight.remove(&(to, id)) {
+            return false;
+        }
+        if !delivered {
+            self.restart();
+        }
+        true
+    }
+
+    /// What is queued assumes what went before it arrived: it goes, and the next step
+    /// restarts the stream.
+    fn restart(&mut self) {
+        self.restart = true;
+        self.queue.clear();
+    }
+}
 
 /// The sending side: what this node's successor holds of its connections.
 #[derive(Debug, Default)]
@@ -102,21 +266,21 @@ impl CopyStore {
         }
     }
 
-    /// Takes in one message. Messages of an older stream than the newest seen from the same
-    /// node are ignored (delivery order is not guaranteed); returns whether it was taken.
+    /// Takes in one message; returns whether it was taken. A stream's first message (`reset`)
+    /// starts it over, whatever its number (the sender may have restarted, numbering from 1);
+    /// the rest of a stream that is not the current one is ignored. The sender has one
+    /// message in flight at a time ([`CopyPacing`]), so an old stream's message does not
+    /// arrive after a newer one.
     pub fn receive(&mut self, msg: Copies) -> bool {
         let held: usize = self.len();
         let entry = self
             .from
             .entry(msg.from)
             .or_insert((msg.stream, BTreeMap::new()));
-        if msg.stream != entry.0 {
-            if !newer(msg.stream, entry.0) {
-                return false;
-            }
+        if msg.reset {
             *entry = (msg.stream, BTreeMap::new());
-        } else if msg.reset {
-            entry.1.clear();
+        } else if msg.stream != entry.0 {
+            return false;
         }
         for id in &msg.gone {
             entry.1.remove(id);
@@ -171,9 +335,54 @@ impl HeldCopies {
     }
 }
 
-/// Whether stream number `a` is newer than `b` (they wrap).
-fn newer(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) > 0
+/// What a node's connection table must become when `gone` left the ring and `holder` serves its
+/// NAT block: the forwarding entries to `gone` point at the holder, and the holder itself (when
+/// that is this node, `me`) drops them and installs `gone`'s connections from its copies. A copy
+/// of a connection this node translates itself is left out; one it only forwarded somewhere is
+/// replaced (the dead node's copy is the newer word on it).
+pub fn take_over(
+    me: NodeId,
+    gone: NodeId,
+    holder: NodeId,
+    table: &[ConnCopy],
+    copies: &[ConnCopy],
+) -> TableChanges {
+    let stale: Vec<ConnId> = table
+        .iter()
+        .filter(|c| c.home == Some(gone))
+        .map(|c| c.id)
+        .collect();
+    if holder != me {
+        return TableChanges {
+            rehomed: stale,
+            ..TableChanges::default()
+        };
+    }
+    let translated: HashSet<ConnId> = table
+        .iter()
+        .filter(|c| c.home.is_none())
+        .map(|c| c.id)
+        .collect();
+    TableChanges {
+        removed: stale,
+        installed: copies
+            .iter()
+            .filter(|c| c.home != Some(me) && !translated.contains(&c.id))
+            .copied()
+            .collect(),
+        ..TableChanges::default()
+    }
+}
+
+/// Changes to a connection table ([`take_over`]), in the order they apply.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TableChanges {
+    /// Entries to drop.
+    pub removed: Vec<ConnId>,
+    /// Forwarding entries that now point at the holder (all else about them stays).
+    pub rehomed: Vec<ConnId>,
+    /// Entries to write as the copies say, as if each had just seen a packet.
+    pub installed: Vec<ConnCopy>,
 }
 
 #[cfg(test)]
@@ -224,12 +433,20 @@ mod tests {
         let me = NodeId(2);
         let mut stream = CopyStream::default();
         let mut store = CopyStore::new(100);
-        let old = stream.sync(me, NodeId(0), &[copy(1, 0)]);
+        stream.sync(me, NodeId(0), &[copy(1, 0)]);
+        let old_diff = stream.sync(me, NodeId(0), &[copy(1, 0), copy(3, 0)]);
         let new = stream.sync(me, NodeId(1), &[copy(1, 0), copy(2, 0)]);
         assert!(new[0].reset && new[0].copies.len() == 2);
         new.into_iter().for_each(|m| assert!(store.receive(m)));
-        old.into_iter().for_each(|m| assert!(!store.receive(m)));
+        old_diff
+            .into_iter()
+            .for_each(|m| assert!(!store.receive(m)));
         assert_eq!(store.per_node(), vec![(me, 2)]);
+        // The sender restarted: its new stream numbers from 1 again, and starts over.
+        let mut restarted = CopyStream::default();
+        let first = restarted.sync(me, NodeId(1), &[copy(4, 0)]);
+        first.into_iter().for_each(|m| assert!(store.receive(m)));
+        assert_eq!(store.take(me).into_vec(), [copy(4, 0)]);
     }
 
     #[test]

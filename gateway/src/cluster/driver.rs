@@ -191,14 +191,16 @@ pub struct Takeover {
 }
 
 impl Takeovers {
-    /// Follows the ring's `blocks`, as this node `me` saw them on the token: the blocks newly
-    /// away from their nodes, each with its copies taken out of `store`; `None` when the list
-    /// is the one followed last. Each of those that `me` holds is in progress until
-    /// [`Takeovers::finished`].
+    /// Follows the ring's `blocks` and `members`, as this node `me` saw them on the token: the
+    /// blocks newly away from their nodes, each with its copies taken out of `store`; `None`
+    /// when the list is the one followed last. Each of those that `me` holds is in progress
+    /// until [`Takeovers::finished`]. A node that is a member again (two rings merged, one
+    /// of which had removed it) keeps its copies: they are its live stream, not its remains.
     pub fn follow(
         &mut self,
         me: NodeId,
         blocks: &[BlockHolder],
+        members: &[NodeId],
         store: &mut CopyStore,
     ) -> Option<Vec<Takeover>> {
         if blocks == self.blocks.as_slice() {
@@ -210,7 +212,11 @@ impl Takeovers {
             .map(|b| Takeover {
                 gone: b.block,
                 holder: b.holder,
-                copies: store.take(b.block),
+                copies: if members.contains(&b.block) {
+                    HeldCopies::default()
+                } else {
+                    store.take(b.block)
+                },
             })
             .collect();
         self.in_progress += new.iter().filter(|t| t.holder == me).count();
@@ -342,9 +348,15 @@ mod tests {
         };
         let mut store = CopyStore::new(10);
         let mut takeovers = Takeovers::default();
-        assert!(takeovers.follow(me, &[], &mut store).is_none());
+        let members = [me, other];
+        assert!(takeovers.follow(me, &[], &members, &mut store).is_none());
         let first = takeovers
-            .follow(me, &[away(0, me, false), away(3, other, false)], &mut store)
+            .follow(
+                me,
+                &[away(0, me, false), away(3, other, false)],
+                &members,
+                &mut store,
+            )
             .unwrap();
         assert_eq!(
             first
@@ -359,9 +371,13 @@ mod tests {
         );
         // Node 0 is back: nothing new to take over, and the list is followed.
         let back = [away(0, me, true), away(3, other, false)];
-        assert!(takeovers.follow(me, &back, &mut store).unwrap().is_empty());
+        let members = [me, other, NodeId(0)];
+        assert!(takeovers
+            .follow(me, &back, &members, &mut store)
+            .unwrap()
+            .is_empty());
         assert_eq!(takeovers.blocks(), back);
         assert!(takeovers.finished());
-        assert!(takeovers.follow(me, &back, &mut store).is_none());
+        assert!(takeovers.follow(me, &back, &members, &mut store).is_none());
     }
 }

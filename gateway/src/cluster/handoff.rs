@@ -3,11 +3,12 @@
 //! keeps serving the connections it opened; the owner's XDP sends it the packets it has no
 //! connection entry for.
 //!
-//! Each node works this out from the VIP tables it sees on the token: when a VIP's owner
-//! changes from one node to another, the first becomes its previous holder, until the VIP moves
-//! again. A previous holder that died is replaced by the node that took over its connections
-//! (the holder of its NAT block). Only the newest move is remembered: connections opened two
-//! owners ago are not reached any more.
+//! The token's VIP table names each VIP's owner and the owner before the latest move
+//! (`VipEntry::previous`, set as the ring moves it), so every member agrees on them, also one
+//! that joined after the move. A previous holder that died is replaced by the node that took
+//! over its connections (the holder of its NAT block). Only the newest move is remembered:
+//! connections opened two owners ago are reached only through the forwarding entries the
+//! owner in between made for them.
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use crate::cluster::{
@@ -18,9 +19,10 @@ use crate::cluster::{
 /// Where a VIP's connections are, for the data path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Holders {
-    /// The VIP's owner in the latest table; `None` while nobody holds it.
+    /// The VIP's owner in the latest table that named one.
     pub owner: Option<NodeId>,
-    /// The node that owned it before the latest move.
+    /// The node that owned it before the latest move, or the node that took over its
+    /// connections when it died.
     pub previous: Option<NodeId>,
     /// Whether the previous holder is a ring member: only then are datagrams of flows the
     /// owner does not know offered to it (it sends back the ones that are not its own; a dead
@@ -28,10 +30,12 @@ pub struct Holders {
     pub previous_live: bool,
 }
 
-/// The holders of every VIP, updated from each VIP table this node sees.
+/// The holders of every VIP, updated from each VIP table this node sees, with the previous
+/// owner each table named (a previous holder replaced by its block's holder stays replaced
+/// until the VIP moves again, also when the dead node comes back).
 #[derive(Debug, Default)]
 pub struct HolderTable {
-    vips: BTreeMap<Ipv4Addr, Holders>,
+    vips: BTreeMap<Ipv4Addr, (Option<NodeId>, Holders)>,
 }
 
 impl HolderTable {
@@ -45,22 +49,27 @@ impl HolderTable {
     ) -> Vec<(Ipv4Addr, Holders)> {
         let mut changed = Vec::new();
         for entry in table {
-            let before = self.vips.get(&entry.address).copied().unwrap_or_default();
-            let mut now = before;
-            if entry.owner.is_some() {
-                now.owner = entry.owner;
-                if before.owner.is_some() && before.owner != entry.owner {
-                    now.previous = before.owner;
-                }
+            if entry.owner.is_none() {
+                continue; // an unowned spell changes nothing
             }
+            let known = self.vips.get(&entry.address).copied();
+            let (named, before) = known.unwrap_or_default();
+            let mut now = Holders {
+                owner: entry.owner,
+                previous: match known {
+                    Some(_) if named == entry.previous => before.previous,
+                    _ => entry.previous,
+                },
+                previous_live: false,
+            };
             if let Some(gone) = now.previous.filter(|p| !members.contains(p)) {
                 if let Some(b) = blocks.iter().find(|b| b.block == gone && !b.returned) {
                     now.previous = Some(b.holder);
                 }
             }
             now.previous_live = now.previous.is_some_and(|p| members.contains(&p));
-            if now != before || !self.vips.contains_key(&entry.address) {
-                self.vips.insert(entry.address, now);
+            self.vips.insert(entry.address, (entry.previous, now));
+            if now != before || known.is_none() {
                 changed.push((entry.address, now));
             }
         }
@@ -73,13 +82,15 @@ mod tests {
     use super::*;
     use crate::cluster::types::Persistence;
 
-    fn table(owners: &[Option<u8>]) -> Vec<VipEntry> {
+    /// A table of VIPs 10.0.0.100 and on, each with its owner and previous owner.
+    fn table(owners: &[(Option<u8>, Option<u8>)]) -> Vec<VipEntry> {
         owners
             .iter()
             .enumerate()
-            .map(|(i, o)| VipEntry {
+            .map(|(i, (owner, previous))| VipEntry {
                 address: Ipv4Addr::new(10, 0, 0, 100 + i as u8),
-                owner: o.map(NodeId),
+                owner: owner.map(NodeId),
+                previous: previous.map(NodeId),
                 preferred: None,
                 persistence: Persistence::Free,
             })
@@ -95,58 +106,64 @@ mod tests {
     }
 
     #[test]
-    fn a_move_makes_the_old_owner_the_previous_holder_until_the_next_move() {
+    fn the_tables_previous_owner_is_the_previous_holder() {
         let all = [NodeId(0), NodeId(1), NodeId(2)];
         let mut t = HolderTable::default();
-        let first = t.update(&table(&[Some(0), Some(1)]), &all, &[]);
+        let first = t.update(&table(&[(Some(0), None), (Some(1), None)]), &all, &[]);
         assert_eq!(first.len(), 2, "every VIP is told once");
-        assert!(t.update(&table(&[Some(0), Some(1)]), &all, &[]).is_empty());
-        let moved = t.update(&table(&[Some(2), Some(1)]), &all, &[]);
+        let same = table(&[(Some(0), None), (Some(1), None)]);
+        assert!(t.update(&same, &all, &[]).is_empty());
+        let moved = t.update(&table(&[(Some(2), Some(0)), (Some(1), None)]), &all, &[]);
         assert_eq!(
             moved,
             vec![(Ipv4Addr::new(10, 0, 0, 100), holders(2, Some(0), true))]
         );
-        let back = t.update(&table(&[Some(0), Some(1)]), &all, &[]);
-        assert_eq!(back[0].1, holders(0, Some(2), true));
+        // A node that joins after a move knows the previous holder from its first table.
+        let mut joined = HolderTable::default();
+        let first = joined.update(&table(&[(Some(2), Some(0))]), &all, &[]);
+        assert_eq!(first[0].1, holders(2, Some(0), true));
     }
 
     #[test]
     fn a_previous_holder_that_leaves_the_ring_is_kept_but_not_live() {
         let mut t = HolderTable::default();
-        t.update(&table(&[Some(0)]), &[NodeId(0), NodeId(1)], &[]);
-        let died = t.update(&table(&[Some(1)]), &[NodeId(1)], &[]);
+        let died = t.update(&table(&[(Some(1), Some(0))]), &[NodeId(1)], &[]);
         assert_eq!(died[0].1, holders(1, Some(0), false));
-        let rejoined = t.update(&table(&[Some(1)]), &[NodeId(1), NodeId(0)], &[]);
+        let rejoined = t.update(&table(&[(Some(1), Some(0))]), &[NodeId(1), NodeId(0)], &[]);
         assert_eq!(rejoined[0].1, holders(1, Some(0), true));
     }
 
     #[test]
     fn a_dead_previous_holder_is_replaced_by_the_node_that_took_its_connections() {
         let mut t = HolderTable::default();
-        t.update(&table(&[Some(0)]), &[NodeId(0), NodeId(1), NodeId(2)], &[]);
+        let all = [NodeId(0), NodeId(1), NodeId(2)];
+        t.update(&table(&[(Some(0), None)]), &all, &[]);
         let blocks = [BlockHolder {
             block: NodeId(0),
             holder: NodeId(2),
             returned: false,
         }];
-        let died = t.update(&table(&[Some(1)]), &[NodeId(1), NodeId(2)], &blocks);
+        let moved = table(&[(Some(1), Some(0))]);
+        let died = t.update(&moved, &[NodeId(1), NodeId(2)], &blocks);
         assert_eq!(died[0].1, holders(1, Some(2), true));
         // Node 0 comes back: node 2 still serves what it took over.
         let back = [BlockHolder {
             returned: true,
             ..blocks[0]
         }];
-        let all = [NodeId(0), NodeId(1), NodeId(2)];
-        assert!(t.update(&table(&[Some(1)]), &all, &back).is_empty());
+        assert!(t.update(&moved, &all, &back).is_empty());
+        // The VIP moves again: its new previous holder is the one the table names.
+        let again = t.update(&table(&[(Some(0), Some(1))]), &all, &back);
+        assert_eq!(again[0].1, holders(0, Some(1), true));
     }
 
     #[test]
     fn an_unowned_spell_changes_nothing() {
         let all = [NodeId(0), NodeId(1)];
         let mut t = HolderTable::default();
-        t.update(&table(&[Some(0)]), &all, &[]);
-        assert!(t.update(&table(&[None]), &all, &[]).is_empty());
-        let taken = t.update(&table(&[Some(1)]), &all, &[]);
+        t.update(&table(&[(Some(0), None)]), &all, &[]);
+        assert!(t.update(&table(&[(None, Some(0))]), &all, &[]).is_empty());
+        let taken = t.update(&table(&[(Some(1), Some(0))]), &all, &[]);
         assert_eq!(taken[0].1, holders(1, Some(0), true));
     }
 }

@@ -591,7 +591,7 @@ impl Message {
                         maybe_node(v.owner),
                         maybe_node(v.preferred),
                         v.persistence.number(),
-                        0,
+                        maybe_node(v.previous),
                     ]);
                 }
                 carriage(&mut out, CARRIAGE_VIPS, &body);
@@ -738,14 +738,13 @@ impl Message {
                     match kind {
                         CARRIAGE_VIPS => {
                             t.vips = body.records(8, |r| {
-                                let entry = VipEntry {
+                                Ok(VipEntry {
                                     address: r.addr()?,
                                     owner: r.maybe_node()?,
                                     preferred: r.maybe_node()?,
                                     persistence: r.persistence()?,
-                                };
-                                r.u8()?;
-                                Ok(entry)
+                                    previous: r.maybe_node()?,
+                                })
                             })?
                         }
                         CARRIAGE_LOADS => {
@@ -973,12 +972,14 @@ mod tests {
                 VipEntry {
                     address: Ipv4Addr::new(10, 0, 0, 100),
                     owner: Some(NodeId(1)),
+                    previous: Some(NodeId(2)),
                     preferred: Some(NodeId(0)),
                     persistence: Persistence::Home,
                 },
                 VipEntry {
                     address: Ipv4Addr::new(10, 0, 0, 101),
                     owner: None,
+                    previous: None,
                     preferred: None,
                     persistence: Persistence::Free,
                 },
@@ -1107,9 +1108,10 @@ mod tests {
         assert_eq!(&bytes[..4], &[VERSION, KIND_TOKEN, 0, 9]);
         assert_eq!(&bytes[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(&bytes[24..30], &[1, 2, 3, 0, 1, 2]);
-        // The VIP table carriage: kind, reserved, length 16, then 10.0.0.100 owned by 1.
+        // The VIP table carriage: kind, reserved, length 16, then 10.0.0.100 owned by 1,
+        // preferred 0, persistence 3, previously owned by 2.
         assert_eq!(&bytes[30..34], &[CARRIAGE_VIPS, 0, 0, 16]);
-        assert_eq!(&bytes[34..42], &[10, 0, 0, 100, 1, 0, 3, 0]);
+        assert_eq!(&bytes[34..42], &[10, 0, 0, 100, 1, 0, 3, 2]);
     }
 
     #[test]

@@ -205,6 +205,7 @@ impl Sim {
             .map(|i| VipEntry {
                 address: Ipv4Addr::new(10, 0, 0, 100 + i as u8),
                 owner: None,
+                previous: None,
                 preferred: (rng.chance(50)).then(|| NodeId(rng.below(scenario.nodes as u64) as u8)),
                 persistence: [Persistence::Free, Persistence::Sticky, Persistence::Home]
                     [rng.below(3) as usize],

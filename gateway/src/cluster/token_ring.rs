@@ -234,7 +234,11 @@ impl Node {
             vips: config
                 .vips
                 .iter()
-                .map(|v| VipEntry { owner: None, ..*v })
+                .map(|v| VipEntry {
+                    owner: None,
+                    previous: None,
+                    ..*v
+                })
                 .collect(),
             ..Token::default()
         };
@@ -601,7 +605,7 @@ impl Node {
         t.members.retain(|&m| m != self.me);
         for v in t.vips.iter_mut() {
             if v.owner == Some(self.me) {
-                v.owner = None;
+                v.hand_to(None);
             }
         }
         if next == self.me || t.members.is_empty() {
@@ -863,7 +867,7 @@ impl Node {
             self.conceded.remove(&vip);
             for v in self.token.vips.iter_mut() {
                 if v.address == vip && v.owner == Some(self.me) {
-                    v.owner = None;
+                    v.hand_to(None);
                 }
             }
         }
@@ -955,7 +959,7 @@ impl Node {
                 }
                 // Only the owner gives a VIP away (or anyone, when its owner is gone).
                 if owner == Some(self.me) || owner.is_none_or(|o| !member(o)) {
-                    self.token.vips[i].owner = Some(node);
+                    self.token.vips[i].hand_to(Some(node));
                     self.settled.insert(vip, 0);
                     return Some(AdminResult::Done);
                 }
@@ -1012,7 +1016,7 @@ impl Node {
                 None
             };
             if let Some(t) = target {
-                self.token.vips[i].owner = Some(t);
+                self.token.vips[i].hand_to(Some(t));
                 self.settled.insert(v.address, 0);
             }
         }
@@ -1031,7 +1035,7 @@ impl Node {
                 .preferred
                 .filter(|&p| open(p))
                 .or_else(|| least_loaded(&self.token.vips, &candidates, count));
-            self.token.vips[i].owner = target;
+            self.token.vips[i].hand_to(target);
             self.settled.insert(v.address, 0);
         }
         // Load: by traffic while a member is busy, else by count.
@@ -1050,7 +1054,7 @@ impl Node {
                             >= self.config.settle_hops
                 });
                 if let Some(i) = movable {
-                    self.token.vips[i].owner = Some(least);
+                    self.token.vips[i].hand_to(Some(least));
                     self.settled.insert(self.token.vips[i].address, 0);
                 }
             }
@@ -1096,7 +1100,7 @@ impl Node {
         if let Some((i, to)) =
             traffic_move(&loads, &self.token.vips, &self.token.vip_loads, settled)
         {
-            self.token.vips[i].owner = Some(to);
+            self.token.vips[i].hand_to(Some(to));
             self.settled.insert(self.token.vips[i].address, 0);
             self.last_load_move = Some(now);
         }
@@ -1254,6 +1258,7 @@ mod tests {
         VipEntry {
             address: Ipv4Addr::new(10, 0, 0, last),
             owner: Some(NodeId(owner)),
+            previous: None,
             preferred: None,
             persistence,
         }

@@ -44,8 +44,23 @@ pub struct VipEntry {
     pub address: Ipv4Addr,
     /// The member that answers for it; `None` only while no member is alive to take it.
     pub owner: Option<NodeId>,
+    /// The member that answered for it before the latest move: it keeps serving the
+    /// connections it opened (docs/architecture.md, "Connection hand-off"). On the token, so a
+    /// node that joins, or missed the move, knows it too.
+    pub previous: Option<NodeId>,
     /// Where it returns with persistence 3, and where it starts.
     pub preferred: Option<NodeId>,
     /// How it may move.
     pub persistence: Persistence,
+}
+
+impl VipEntry {
+    /// Moves the VIP to `to` (`None`: nobody, for now); the owner it leaves becomes the
+    /// previous one, and stays so across a spell without one.
+    pub fn hand_to(&mut self, to: Option<NodeId>) {
+        if self.owner.is_some() && self.owner != to {
+            self.previous = self.owner;
+        }
+        self.owner = to;
+    }
 }

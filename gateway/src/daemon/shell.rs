@@ -15,7 +15,7 @@
 //! as [`Completion`]s), file I/O runs on the blocking pool, and each iteration's length is
 //! measured (docs/architecture.md, "The ring's shell").
 use std::{
-    collections::{BTreeSet, HashSet, VecDeque},
+    collections::{BTreeSet, HashSet},
     net::Ipv4Addr,
     sync::Arc,
     time::{Duration, Instant},
@@ -37,15 +37,15 @@ use super::{
 };
 use crate::{
     cluster::{
-        copies::{CopyStore, COPY_INTERVAL},
+        copies::{CopyPacing, CopyStep, CopyStore},
         driver::{Outcomes, Rivals, Takeover, Takeovers, Timers},
         events::{Action, ConfigResult, Event, Sent, TimerKind},
         handoff::HolderTable,
         message::{
             AdminOp, AdminResult, BlockHolder, ConfigDoc, ConfigFetch, ConfigId, Copies, Message,
         },
-        token_ring::{Membership, Node, RingConfig, RingStatus},
-        transport::{MessageId, TransportEvent},
+        token_ring::{Node, RingConfig, RingStatus},
+        transport::TransportEvent,
         types::{NodeId, VipEntry},
     },
     config::{live, Cluster, Config, Persistence},
@@ -88,10 +88,6 @@ fn peer_neighbours(cluster: &Cluster, nics: &[Nic]) -> Vec<(u32, Ipv4Addr)> {
         })
         .collect()
 }
-
-/// Copy stream messages (up to about 13 KB, ten datagrams each) the transport carries at once:
-/// more crowd the sockets and the peer's loop, and the token's datagrams wait behind them.
-const COPIES_IN_FLIGHT: usize = 1;
 
 /// An iteration of the shell's loop longer than this is logged: a peer gives up on a silent
 /// node after about 51 ms with the default timers.
@@ -177,6 +173,7 @@ pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
         .map(|v| VipEntry {
             address: v.address,
             owner: None,
+            previous: None,
             preferred: v
                 .preferred
                 .as_deref()
@@ -258,14 +255,9 @@ pub struct Shell {
     holders: HolderTable,
     /// Copies of other nodes' connections.
     copy_store: CopyStore,
-    /// When the connections are next compared with the successor's copies.
-    next_copy: Instant,
-    /// Whether the worker is computing the copy stream's next messages.
-    copying: bool,
-    /// Copy stream messages for the successor not handed to the transport yet.
-    copy_queue: VecDeque<(NodeId, Copies)>,
-    /// Copy stream messages the transport has not delivered yet.
-    copies_in_flight: HashSet<(NodeId, MessageId)>,
+    /// When the copy stream to the successor is compared and sent (the worker owns the
+    /// stream itself, beside the table it diffs).
+    copy_pacing: CopyPacing,
     /// The NAT blocks away from their nodes, as the ring last listed them, and this node's
     /// take-overs of their connections in progress.
     takeovers: Takeovers,
@@ -353,10 +345,7 @@ impl Shell {
             give_up,
             holders: HolderTable::default(),
             copy_store,
-            next_copy: now,
-            copying: false,
-            copy_queue: VecDeque::new(),
-            copies_in_flight: HashSet::new(),
+            copy_pacing: CopyPacing::new(now),
             takeovers: Takeovers::default(),
             nics,
             sync,
@@ -468,7 +457,9 @@ impl Shell {
         .into_iter()
         .flatten()
         .fold(
-            self.next_tick.min(self.next_load).min(self.next_copy),
+            self.next_tick
+                .min(self.next_load)
+                .min(self.copy_pacing.next()),
             Instant::min,
         )
     }
@@ -495,10 +486,7 @@ impl Shell {
                 self.perform(now, actions);
             }
         }
-        if self.next_copy <= now {
-            self.next_copy = now + COPY_INTERVAL;
-            self.send_copies();
-        }
+        self.send_copies(now);
         if self.next_load <= now {
             self.next_load = now + LOAD_INTERVAL;
             let services: Vec<Ipv4Addr> = self.config.services.iter().map(|s| s.vip).collect();
@@ -644,9 +632,7 @@ impl Shell {
     fn completed(&mut self, now: Instant, done: Completion) {
         match done {
             Completion::Copies(successor, messages) => {
-                self.copying = false;
-                self.copy_queue
-                    .extend(messages.into_iter().map(|m| (successor, m)));
+                self.copy_pacing.diffed(successor, messages);
                 self.send_copies_queued(now);
             }
             Completion::TakenOver => {
@@ -770,10 +756,10 @@ impl Shell {
                             continue;
                         }
                     },
-                    TransportEvent::Delivered { to, id }
-                    | TransportEvent::Unreachable { to, id } => {
-                        if self.copies_in_flight.remove(&(to, id)) {
-                            self.send_copies_queued(now);
+                    TransportEvent::Delivered { to, .. }
+                    | TransportEvent::Unreachable { to, .. } => {
+                        if self.copy_pacing.settle(&event) {
+                            self.send_copies(now);
                             continue;
                         }
                         let Some(outcome) = self.sent.settle(&event) else {
@@ -825,48 +811,34 @@ impl Shell {
         })
     }
 
-    /// Streams this node's new and ended connections to its successor in the ring (nothing
-    /// outside a ring or alone in one).
-    fn send_copies(&mut self) {
-        let status = self.node.status();
+    /// Moves the copy stream to the successor on (`CopyPacing`): asks the worker for the
+    /// connections new and ended since the last diff when one is due, or to forget the
+    /// successor (none, outside a ring or alone in one, or a message to it was lost); sends what
+    /// is queued.
+    fn send_copies(&mut self, now: Instant) {
         let me = self.node.id();
-        let successor = (status.membership == Membership::Member)
-            .then(|| {
-                let at = status.members.iter().position(|&m| m == me)?;
-                Some(status.members[(at + 1) % status.members.len()])
-            })
-            .flatten()
-            .filter(|&s| s != me);
-        let Some(successor) = successor else {
-            self.datapath.submit(|worker| worker.stop_copies());
-            return;
-        };
-        // One diff at a time, sent before the next: a slow one is not queued again behind
-        // itself.
-        if self.copying || !self.copy_queue.is_empty() {
-            return;
+        match self.copy_pacing.due(now) {
+            CopyStep::Wait => {}
+            CopyStep::Stop => self.datapath.submit(|worker| worker.stop_copies()),
+            CopyStep::Diff(successor) => {
+                let done = self.completions.0.clone();
+                self.datapath.submit(move |worker| {
+                    let messages = worker.copies_for(me, successor);
+                    let _ = done.send(Completion::Copies(successor, messages));
+                });
+            }
         }
-        self.copying = true;
-        let done = self.completions.0.clone();
-        self.datapath.submit(move |worker| {
-            let messages = worker.copies_for(me, successor);
-            let _ = done.send(Completion::Copies(successor, messages));
-        });
+        self.send_copies_queued(now);
     }
 
-    /// Hands queued copy stream messages to the transport, one at a time: a new successor's
-    /// whole table is thousands of datagrams, which must not crowd out the token.
+    /// Hands queued copy stream messages to the transport, as many as `CopyPacing` lets go.
     fn send_copies_queued(&mut self, now: Instant) {
-        while self.copies_in_flight.len() < COPIES_IN_FLIGHT {
-            let Some((to, msg)) = self.copy_queue.pop_front() else {
-                return;
-            };
-            match self.link.send(now, to, Message::Copies(msg).encode()) {
-                Ok(id) => {
-                    self.copies_in_flight.insert((to, id));
-                }
-                Err(e) => warn!(to = to.0, "connection copies not sent: {e}"),
-            }
+        let link = &mut self.link;
+        for (to, e) in self
+            .copy_pacing
+            .transmit(|to, bytes| link.send(now, to, bytes))
+        {
+            warn!(to = to.0, "connection copies not sent: {e}");
         }
     }
 
@@ -874,9 +846,12 @@ impl Shell {
     /// re-points the forwarding entries to each newly dead node and, where this node holds its
     /// block, takes its connections over (from the copies it kept); the data path's NAT homes
     /// point at the blocks' holders once those connections are in.
-    fn take_over_blocks(&mut self, blocks: &[BlockHolder]) {
+    fn take_over_blocks(&mut self, blocks: &[BlockHolder], members: &[NodeId]) {
         let me = self.node.id();
-        let Some(new) = self.takeovers.follow(me, blocks, &mut self.copy_store) else {
+        let followed = self
+            .takeovers
+            .follow(me, blocks, members, &mut self.copy_store);
+        let Some(new) = followed else {
             return;
         };
         for Takeover {
@@ -902,7 +877,8 @@ impl Shell {
     /// every change of this node's standing or of the member list.
     fn publish(&mut self) {
         let status = self.node.status();
-        self.take_over_blocks(&status.blocks);
+        self.copy_pacing.follow(&status, self.node.id());
+        self.take_over_blocks(&status.blocks, &status.members);
         let changed = self
             .holders
             .update(&status.vips, &status.members, &status.blocks);

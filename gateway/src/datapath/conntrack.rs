@@ -15,6 +15,7 @@ use tracing::debug;
 
 use crate::{
     cluster::{
+        copies,
         message::{ConnCopy, ConnId},
         types::NodeId,
     },
@@ -146,57 +147,43 @@ pub fn copies(conns: &[(FlowKey, Conn)]) -> Vec<ConnCopy> {
         .collect()
 }
 
-/// Points this node's forwarding entries to `gone` (a node that left the ring) at `holder`,
-/// the node that took over its connections, so their packets stop going to a dead node. When
-/// the holder is this node, `me`, they are removed instead: its copies of them (see
-/// [`take_over`]), or a fresh translation, take their place. Returns how many changed.
-pub fn rehome(maps: &Tables, gone: NodeId, holder: NodeId, me: NodeId) -> io::Result<usize> {
-    let index = |n: NodeId| node_slot(Some(n));
-    let stale: Vec<(FlowKey, Conn)> = batch::entries(&maps.conns)?
+/// Carries out, in the tables, what this node (`me`) does when `gone` left the ring and
+/// `holder` serves its NAT block ([`copies::take_over`]): its forwarding entries to `gone`
+/// point at the holder or, on the holder, go, and the holder installs `gone`'s connections
+/// from `copies`, both directions of those `gone` translated, a forwarding entry for those
+/// another node translates, as if each had just seen a packet.
+pub fn take_over(
+    maps: &Tables,
+    me: NodeId,
+    gone: NodeId,
+    holder: NodeId,
+    copies: &[ConnCopy],
+) -> io::Result<TakenOver> {
+    let entries = batch::entries(&maps.conns)?;
+    let changes = copies::take_over(me, gone, holder, &self::copies(&entries), copies);
+    let removed: Vec<FlowKey> = changes.removed.iter().map(flow_key).collect();
+    batch::delete(&maps.conns, &removed)?;
+    let rehomed: HashSet<FlowKey> = changes.rehomed.iter().map(flow_key).collect();
+    let (keys, conns): (Vec<FlowKey>, Vec<Conn>) = entries
         .into_iter()
-        .filter(|(_, c)| c.home == index(gone))
-        .collect();
-    let keys: Vec<FlowKey> = stale.iter().map(|(k, _)| *k).collect();
-    if holder == me {
-        return batch::delete(&maps.conns, &keys);
-    }
-    let conns: Vec<Conn> = stale
-        .into_iter()
-        .map(|(_, c)| Conn {
-            home: index(holder),
-            ..c
+        .filter(|(k, _)| rehomed.contains(k))
+        .map(|(k, c)| {
+            let conn = Conn {
+                home: node_slot(Some(holder)),
+                ..c
+            };
+            (k, conn)
         })
-        .collect();
+        .unzip();
     batch::update(&maps.conns, &keys, &conns)?;
-    Ok(keys.len())
-}
-
-/// Writes the table entries of every copy (connections of a dead node this one, `me`, takes
-/// over), as if each had just seen a packet: both directions of those the dead node
-/// translated, a forwarding entry for those another node translates. A copy of a connection
-/// this node translates itself is left out; one it only forwarded somewhere is replaced (the
-/// dead node's copy is the newer word on it). Returns how many were written.
-pub fn take_over(maps: &Tables, me: NodeId, copies: &[ConnCopy]) -> io::Result<usize> {
     let now = monotonic_ns();
-    let known: HashSet<FlowKey> = batch::entries(&maps.conns)?
-        .into_iter()
-        .filter(|(_, c)| c.home == 0)
-        .map(|(k, _)| k)
-        .collect();
     let be = |a: &SocketAddrV4| u32::from(*a.ip()).to_be();
-    let mut conn_keys = Vec::with_capacity(copies.len());
-    let mut conns = Vec::with_capacity(copies.len());
-    let mut reply_keys = Vec::with_capacity(copies.len());
-    let mut replies = Vec::with_capacity(copies.len());
-    for c in copies.iter().filter(|c| c.home != Some(me)) {
-        let key = FlowKey {
-            src_addr: be(&c.id.client),
-            dst_addr: be(&c.id.vip),
-            src_port: c.id.client.port().to_be(),
-            dst_port: c.id.vip.port().to_be(),
-            proto: c.id.proto,
-            _pad: [0; 3],
-        };
+    let mut conn_keys = Vec::with_capacity(changes.installed.len());
+    let mut conns = Vec::with_capacity(changes.installed.len());
+    let mut reply_keys = Vec::with_capacity(changes.installed.len());
+    let mut replies = Vec::with_capacity(changes.installed.len());
+    for c in &changes.installed {
+        let key = flow_key(&c.id);
         let conn = Conn {
             backend_addr: be(&c.backend),
             backend_port: c.backend.port().to_be(),
@@ -209,9 +196,6 @@ pub fn take_over(maps: &Tables, me: NodeId, copies: &[ConnCopy]) -> io::Result<u
             last_seen_ns: now,
             ..Conn::default()
         };
-        if known.contains(&key) {
-            continue;
-        }
         conn_keys.push(key);
         conns.push(conn);
         if c.home.is_some() {
@@ -236,7 +220,34 @@ pub fn take_over(maps: &Tables, me: NodeId, copies: &[ConnCopy]) -> io::Result<u
     }
     batch::update(&maps.replies, &reply_keys, &replies)?;
     batch::update(&maps.conns, &conn_keys, &conns)?;
-    Ok(conn_keys.len())
+    Ok(TakenOver {
+        removed: removed.len(),
+        rehomed: keys.len(),
+        installed: conn_keys.len(),
+    })
+}
+
+/// What [`take_over`] changed: entries dropped, re-pointed and written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TakenOver {
+    /// Forwarding entries to the node that left, dropped on its holder.
+    pub removed: usize,
+    /// Forwarding entries to it that now point at its holder.
+    pub rehomed: usize,
+    /// Connections installed from its copies.
+    pub installed: usize,
+}
+
+/// The `CONNS` key of a connection.
+fn flow_key(id: &ConnId) -> FlowKey {
+    FlowKey {
+        src_addr: u32::from(*id.client.ip()).to_be(),
+        dst_addr: u32::from(*id.vip.ip()).to_be(),
+        src_port: id.client.port().to_be(),
+        dst_port: id.vip.port().to_be(),
+        proto: id.proto,
+        _pad: [0; 3],
+    }
 }
 
 /// What a finished sweep found: the connections left, in all and per back-end.
@@ -477,9 +488,13 @@ mod tests {
         let sent = sorted(&home);
         assert_eq!(sent.len(), 2);
         let successor = load();
-        assert_eq!(take_over(&successor, NodeId(1), &sent).unwrap(), 2);
+        let (me, gone) = (NodeId(1), NodeId(0));
+        let installed = |maps: &Tables, copies: &[ConnCopy]| {
+            take_over(maps, me, gone, me, copies).unwrap().installed
+        };
+        assert_eq!(installed(&successor, &sent), 2);
         assert_eq!(
-            take_over(&successor, NodeId(1), &sent).unwrap(),
+            installed(&successor, &sent),
             0,
             "connections it has are left alone"
         );
@@ -494,18 +509,15 @@ mod tests {
         };
         home.conns.insert(key(41000), to(2), 0).unwrap();
         home.conns.insert(key(41001), to(0), 0).unwrap();
-        assert_eq!(rehome(&home, NodeId(2), NodeId(0), NodeId(1)).unwrap(), 1);
+        let rehomed = take_over(&home, me, NodeId(2), NodeId(0), &[]).unwrap();
+        assert_eq!(rehomed.rehomed, 1);
         assert_eq!(home.conns.get(&key(41000), 0).unwrap().home, 1);
-        assert_eq!(rehome(&home, NodeId(0), NodeId(1), NodeId(1)).unwrap(), 2);
+        assert_eq!(take_over(&home, me, gone, me, &[]).unwrap().removed, 2);
         assert!(home.conns.get(&key(41000), 0).is_err());
         let fkey = key(40000); // the first copy's connection
         let mut fresh = load();
         fresh.conns.insert(fkey, to(2), 0).unwrap();
-        assert_eq!(
-            take_over(&fresh, NodeId(1), &sent).unwrap(),
-            2,
-            "the copy replaces it"
-        );
+        assert_eq!(installed(&fresh, &sent), 2, "the copy replaces it");
         assert_eq!(fresh.conns.get(&fkey, 0).unwrap().home, 0);
         let (entries, orphans) = walk(&successor).unwrap();
         assert!(orphans.is_empty() && entries.iter().all(|e| e.reply.is_some()));

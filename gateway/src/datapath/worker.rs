@@ -34,7 +34,7 @@ use crate::{
     config::{Config, HealthKind},
     datapath::{
         batch,
-        conntrack::{self, monotonic_ns, Census, Entry, Orphans, Sweep},
+        conntrack::{self, monotonic_ns, Census, Entry, Orphans, Sweep, TakenOver},
         maps::{BackendKey, Tables},
     },
 };
@@ -296,24 +296,15 @@ impl Worker {
     /// this node's forwarding entries to it point at the holder, and when the holder is this
     /// node, `me`, the dead node's connections are installed from `copies`.
     pub fn take_over(&mut self, gone: NodeId, holder: NodeId, me: NodeId, copies: HeldCopies) {
-        match conntrack::rehome(&self.tables, gone, holder, me) {
-            Ok(0) => {}
-            Ok(n) => info!(
+        match conntrack::take_over(&self.tables, me, gone, holder, &copies.into_vec()) {
+            Ok(done) if done == TakenOver::default() => {}
+            Ok(done) => info!(
                 node = gone.0,
                 holder = holder.0,
-                entries = n,
-                "forwarding entries to a node that left the ring point at its holder"
-            ),
-            Err(e) => warn!(node = gone.0, "re-pointing forwarding entries: {e}"),
-        }
-        if holder != me {
-            return;
-        }
-        match conntrack::take_over(&self.tables, me, &copies.into_vec()) {
-            Ok(n) => info!(
-                node = gone.0,
-                connections = n,
-                "took over the connections of a node that left the ring"
+                forwarding_dropped = done.removed,
+                forwarding_repointed = done.rehomed,
+                connections = done.installed,
+                "followed a node that left the ring"
             ),
             Err(e) => warn!(node = gone.0, "taking over connections: {e}"),
         }
