@@ -54,8 +54,8 @@ pub enum CopyStep {
     /// Compare the table with what this successor holds ([`CopyStream::sync`]) and hand the
     /// messages to [`CopyPacing::diffed`].
     Diff(NodeId),
-    /// Forget the successor ([`CopyStream::stop`]): there is none, or a message to it was lost,
-    /// so the next one gets everything.
+    /// Forget the successor ([`CopyStream::stop`]): there is none, or the stream restarts
+    /// (see [`CopyPacing`]), so the next diff sends everything.
     Stop,
 }
 
@@ -447,6 +447,56 @@ mod tests {
         let first = restarted.sync(me, NodeId(1), &[copy(4, 0)]);
         first.into_iter().for_each(|m| assert!(store.receive(m)));
         assert_eq!(store.take(me).into_vec(), [copy(4, 0)]);
+    }
+
+    #[test]
+    fn pacing_sends_one_message_at_a_time_and_restarts_on_a_loss_or_a_new_ring() {
+        use crate::cluster::token_ring::{Node, RingConfig};
+        let t0 = Instant::now();
+        let (me, next) = (NodeId(0), NodeId(1));
+        let config = RingConfig::new(vec![me, next], Vec::new());
+        let mut status = Node::new(config, me, t0).0.status();
+        (status.membership, status.members) = (Membership::Member, vec![me, next]);
+        let mut pacing = CopyPacing::new(t0);
+        pacing.follow(&status, me);
+        assert_eq!(
+            pacing.due(t0),
+            CopyStep::Stop,
+            "a new ring restarts the stream"
+        );
+        assert_eq!(pacing.due(t0), CopyStep::Diff(next));
+        let table: Vec<ConnCopy> = (0..1200).map(|p| copy(p, 0)).collect();
+        let mut stream = CopyStream::default();
+        pacing.diffed(next, stream.sync(me, next, &table));
+        let mut ids = 0..;
+        let mut send = |_, _| Ok(MessageId(ids.next().unwrap()));
+        assert!(pacing.transmit(&mut send).is_empty());
+        assert_eq!(pacing.in_flight.len(), 1, "one message at a time");
+        let later = t0 + COPY_INTERVAL;
+        assert_eq!(
+            pacing.due(later),
+            CopyStep::Wait,
+            "the diff is still going out"
+        );
+        let delivered = TransportEvent::Delivered {
+            to: next,
+            id: MessageId(0),
+        };
+        assert!(pacing.settle(&delivered));
+        assert!(pacing.transmit(&mut send).is_empty());
+        let lost = TransportEvent::Unreachable {
+            to: next,
+            id: MessageId(1),
+        };
+        assert!(pacing.settle(&lost));
+        assert!(
+            pacing.queue.is_empty(),
+            "what was queued assumed the lost one"
+        );
+        assert_eq!(pacing.due(later), CopyStep::Stop);
+        status.epoch += 1;
+        pacing.follow(&status, me);
+        assert_eq!(pacing.due(later), CopyStep::Stop, "the ring changed");
     }
 
     #[test]
