@@ -173,9 +173,13 @@ impl ConfigChange {
                     .filter(|m| m.active == ring.tag())
                     .map(|m| m.node)
                     .collect();
-                sources.sort_by_key(|&n| n != token.from);
-                self.fetch(now, ring, &sources, out);
-                return;
+                if !sources.is_empty() {
+                    sources.sort_by_key(|&n| n != token.from);
+                    self.fetch(now, ring, &sources, out);
+                    return;
+                }
+                // No member runs it (those that did left before this node fetched it): a
+                // newer offer may still do.
             }
             // Refused the ring's: a newer offer may still do.
         }
@@ -558,6 +562,31 @@ mod tests {
         nodes[2].staged_ok(v3, &t, &mut out);
         assert_eq!(out, vec![Action::ActivateConfig(v3)]);
         assert_eq!(nodes[2].active(), v3);
+    }
+
+    #[test]
+    fn a_ring_configuration_no_member_runs_gives_way_to_a_newer_offer() {
+        let now = Instant::now();
+        let (v1, v2, v3) = (id(1, 1), id(2, 2), id(3, 3));
+        // The ring names version 2, which only nodes that left ran; node 1 runs version 3.
+        let mut nodes = nodes(v1);
+        nodes[1] = ConfigChange::new(NodeId(1), v3);
+        let mut t = token(v2);
+        let first = round(now, &mut nodes, &mut t);
+        let second = round(now, &mut nodes, &mut t);
+        let fetch_v3 = Action::FetchConfig {
+            from: NodeId(1),
+            config: v3,
+        };
+        assert!(first[2].contains(&fetch_v3) && second[0].contains(&fetch_v3));
+        let mut out = Vec::new();
+        for n in [0, 2] {
+            nodes[n].staged_ok(v3, &t, &mut out);
+        }
+        // Ready at node 2's pass, which switches the ring; the others follow on the next.
+        round(now, &mut nodes, &mut t);
+        round(now, &mut nodes, &mut t);
+        assert!(nodes.iter().all(|n| n.active() == v3));
     }
 
     #[test]

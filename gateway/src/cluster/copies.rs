@@ -36,9 +36,9 @@ const PER_MESSAGE: usize = 500;
 /// loop, and the token's datagrams wait behind them.
 const IN_FLIGHT: usize = 1;
 
-/// The node this one streams its copies to: the member after it in the ring; `None` outside a
+/// The node `me` streams its copies to: the member after it in the ring; `None` outside a
 /// ring or alone in one.
-fn successor(status: &RingStatus, me: NodeId) -> Option<NodeId> {
+pub fn successor(status: &RingStatus, me: NodeId) -> Option<NodeId> {
     if status.membership != Membership::Member {
         return None;
     }
@@ -266,12 +266,16 @@ impl CopyStore {
         }
     }
 
-    /// Takes in one message; returns whether it was taken. A stream's first message (`reset`)
+    /// Takes in one message the transport authenticated as `sender`'s; returns whether it was
+    /// taken. A message about another node's stream than its sender's is not. A stream's first message (`reset`)
     /// starts it over, whatever its number (the sender may have restarted, numbering from 1);
     /// the rest of a stream that is not the current one is ignored. The sender has one
     /// message in flight at a time ([`CopyPacing`]), so an old stream's message does not
     /// arrive after a newer one.
-    pub fn receive(&mut self, msg: Copies) -> bool {
+    pub fn receive(&mut self, sender: NodeId, msg: Copies) -> bool {
+        if msg.from != sender {
+            return false;
+        }
         let held: usize = self.len();
         let entry = self
             .from
@@ -316,6 +320,14 @@ impl CopyStore {
     /// Whether no copy is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The copies held of `node`'s connections, in connection order.
+    pub fn of(&self, node: NodeId) -> impl Iterator<Item = &ConnCopy> {
+        self.from
+            .get(&node)
+            .into_iter()
+            .flat_map(|(_, c)| c.values())
     }
 
     /// Copies held per node, for status.
@@ -414,14 +426,17 @@ mod tests {
         let first = stream.sync(me, next, &[copy(1, 0), copy(2, 0)]);
         assert_eq!(first.len(), 1);
         assert!(first[0].reset && first[0].copies.len() == 2);
-        first.into_iter().for_each(|m| assert!(store.receive(m)));
+        first
+            .into_iter()
+            .for_each(|m| assert!(store.receive(m.from, m)));
         assert!(stream.sync(me, next, &[copy(1, 0), copy(2, 0)]).is_empty());
         let diff = stream.sync(me, next, &[copy(2, 1), copy(3, 0)]);
         assert_eq!(diff.len(), 1);
         assert!(!diff[0].reset);
         assert_eq!(diff[0].copies, vec![copy(2, 1), copy(3, 0)]);
         assert_eq!(diff[0].gone, vec![copy(1, 0).id]);
-        diff.into_iter().for_each(|m| assert!(store.receive(m)));
+        diff.into_iter()
+            .for_each(|m| assert!(store.receive(m.from, m)));
         let mut held = store.take(me).into_vec();
         held.sort_by_key(|c| c.id);
         assert_eq!(held, vec![copy(2, 1), copy(3, 0)]);
@@ -437,15 +452,23 @@ mod tests {
         let old_diff = stream.sync(me, NodeId(0), &[copy(1, 0), copy(3, 0)]);
         let new = stream.sync(me, NodeId(1), &[copy(1, 0), copy(2, 0)]);
         assert!(new[0].reset && new[0].copies.len() == 2);
-        new.into_iter().for_each(|m| assert!(store.receive(m)));
+        new.into_iter()
+            .for_each(|m| assert!(store.receive(m.from, m)));
         old_diff
             .into_iter()
-            .for_each(|m| assert!(!store.receive(m)));
+            .for_each(|m| assert!(!store.receive(m.from, m)));
         assert_eq!(store.per_node(), vec![(me, 2)]);
+        let forged = stream.sync(me, NodeId(1), &[copy(5, 0)]);
+        assert!(
+            !store.receive(NodeId(1), forged[0].clone()),
+            "not its sender's stream"
+        );
         // The sender restarted: its new stream numbers from 1 again, and starts over.
         let mut restarted = CopyStream::default();
         let first = restarted.sync(me, NodeId(1), &[copy(4, 0)]);
-        first.into_iter().for_each(|m| assert!(store.receive(m)));
+        first
+            .into_iter()
+            .for_each(|m| assert!(store.receive(m.from, m)));
         assert_eq!(store.take(me).into_vec(), [copy(4, 0)]);
     }
 
@@ -507,7 +530,8 @@ mod tests {
         assert_eq!(msgs.len(), 4500usize.div_ceil(PER_MESSAGE));
         assert_eq!(msgs.iter().filter(|m| m.reset).count(), 1);
         let mut store = CopyStore::new(3000);
-        msgs.into_iter().for_each(|m| assert!(store.receive(m)));
+        msgs.into_iter()
+            .for_each(|m| assert!(store.receive(m.from, m)));
         assert_eq!(store.len(), 3000);
     }
 }

@@ -193,9 +193,13 @@ pub struct Takeover {
 impl Takeovers {
     /// Follows the ring's `blocks` and `members`, as this node `me` saw them on the token: the
     /// blocks newly away from their nodes, each with its copies taken out of `store`; `None`
-    /// when the list is the one followed last. Each of those that `me` holds is in progress
-    /// until [`Takeovers::finished`]. A node that is a member again (two rings merged, one
-    /// of which had removed it) keeps its copies: they are its live stream, not its remains.
+    /// when the list is the one followed last. A block whose node is back already when this
+    /// node first sees it held (the token reached this node only after the node rejoined) is
+    /// taken over too: this node's forwarding entries to it must still point at the holder,
+    /// which serves its old connections. Each of those that `me` holds is in progress until
+    /// [`Takeovers::finished`]. A node that is a member again (two rings merged, one of which
+    /// had removed it, or it rejoined) keeps its copies: they are its live stream, not its
+    /// remains.
     pub fn follow(
         &mut self,
         me: NodeId,
@@ -208,7 +212,10 @@ impl Takeovers {
         }
         let new: Vec<Takeover> = blocks
             .iter()
-            .filter(|b| !b.returned && !self.blocks.contains(b))
+            .filter(|b| {
+                let seen = |o: &&BlockHolder| (o.block, o.holder) == (b.block, b.holder);
+                (!b.returned && !self.blocks.contains(b)) || !self.blocks.iter().any(|o| seen(&o))
+            })
             .map(|b| Takeover {
                 gone: b.block,
                 holder: b.holder,
@@ -346,6 +353,7 @@ mod tests {
             holder,
             returned,
         };
+        let taken = |t: &[Takeover]| t.iter().map(|t| (t.gone.0, t.holder)).collect::<Vec<_>>();
         let mut store = CopyStore::new(10);
         let mut takeovers = Takeovers::default();
         let members = [me, other];
@@ -358,13 +366,7 @@ mod tests {
                 &mut store,
             )
             .unwrap();
-        assert_eq!(
-            first
-                .iter()
-                .map(|t| (t.gone.0, t.holder))
-                .collect::<Vec<_>>(),
-            [(0, me), (3, other)]
-        );
+        assert_eq!(taken(&first), [(0, me), (3, other)]);
         assert!(
             !takeovers.settled(),
             "this node's take-over of 0 is in progress"
@@ -379,5 +381,22 @@ mod tests {
         assert_eq!(takeovers.blocks(), back);
         assert!(takeovers.finished());
         assert!(takeovers.follow(me, &back, &members, &mut store).is_none());
+        // A node that sees a block held only once its node is back still re-points its
+        // forwarding entries: the block is taken over (and the node's copies stay).
+        let mut late = Takeovers::default();
+        let first = late.follow(NodeId(3), &back, &members, &mut store).unwrap();
+        assert_eq!(taken(&first), [(0, me), (3, other)]);
+        // The same holder's block away again is a new take-over; returned again is not.
+        let again = [away(0, me, false), away(3, other, false)];
+        assert_eq!(
+            late.follow(NodeId(3), &again, &members, &mut store)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(late
+            .follow(NodeId(3), &back, &members, &mut store)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -6,7 +6,9 @@
 //! The token's VIP table names each VIP's owner and the owner before the latest move
 //! (`VipEntry::previous`, set as the ring moves it), so every member agrees on them, also one
 //! that joined after the move. A previous holder that died is replaced by the node that took
-//! over its connections (the holder of its NAT block). Only the newest move is remembered:
+//! over its connections (the holder of its NAT block), also on a node that sees the block held
+//! only once the dead node is back (it restarted before the token came round). Only the newest
+//! move is remembered:
 //! connections opened two owners ago are reached only through the forwarding entries the
 //! owner in between made for them.
 use std::{collections::BTreeMap, net::Ipv4Addr};
@@ -36,6 +38,8 @@ pub struct Holders {
 #[derive(Debug, Default)]
 pub struct HolderTable {
     vips: BTreeMap<Ipv4Addr, (Option<NodeId>, Holders)>,
+    /// The NAT blocks away from their nodes in the latest update.
+    blocks: Vec<BlockHolder>,
 }
 
 impl HolderTable {
@@ -48,6 +52,7 @@ impl HolderTable {
         blocks: &[BlockHolder],
     ) -> Vec<(Ipv4Addr, Holders)> {
         let mut changed = Vec::new();
+        let news = !self.vips.is_empty();
         for entry in table {
             if entry.owner.is_none() {
                 continue; // an unowned spell changes nothing
@@ -62,10 +67,22 @@ impl HolderTable {
                 },
                 previous_live: false,
             };
-            if let Some(gone) = now.previous.filter(|p| !members.contains(p)) {
-                if let Some(b) = blocks.iter().find(|b| b.block == gone && !b.returned) {
-                    now.previous = Some(b.holder);
-                }
+            // The previous holder's block is held by another node: while it is away, or as
+            // news (it died, and came back before the token brought this node the news; the
+            // move of its VIPs came with the death). A table that has seen no owned VIP yet
+            // (its node just started) cannot tell a move before the death from one after the
+            // return: it takes the named previous holder.
+            let taken = |b: &&BlockHolder| {
+                Some(b.block) == now.previous
+                    && ((!b.returned && !members.contains(&b.block))
+                        || (news
+                            && !self
+                                .blocks
+                                .iter()
+                                .any(|o| (o.block, o.holder) == (b.block, b.holder))))
+            };
+            if let Some(b) = blocks.iter().find(taken) {
+                now.previous = Some(b.holder);
             }
             now.previous_live = now.previous.is_some_and(|p| members.contains(&p));
             self.vips.insert(entry.address, (entry.previous, now));
@@ -73,6 +90,7 @@ impl HolderTable {
                 changed.push((entry.address, now));
             }
         }
+        self.blocks = blocks.to_vec();
         changed
     }
 }
@@ -155,6 +173,31 @@ mod tests {
         // The VIP moves again: its new previous holder is the one the table names.
         let again = t.update(&table(&[(Some(0), Some(1))]), &all, &back);
         assert_eq!(again[0].1, holders(0, Some(1), true));
+    }
+
+    #[test]
+    fn a_block_first_seen_after_its_node_came_back_still_replaces_it() {
+        let all = [NodeId(0), NodeId(1), NodeId(2)];
+        let mut t = HolderTable::default();
+        let moved = table(&[(Some(1), Some(0))]);
+        t.update(&moved, &all, &[]);
+        // Node 0 died and restarted before the token brought this node the news.
+        let back = [BlockHolder {
+            block: NodeId(0),
+            holder: NodeId(2),
+            returned: true,
+        }];
+        let news = t.update(&moved, &all, &back);
+        assert_eq!(news[0].1, holders(1, Some(2), true));
+        assert!(t.update(&moved, &all, &back).is_empty(), "news once");
+        // A move back to node 0 and away again names the restarted node: it is not replaced.
+        t.update(&table(&[(Some(0), Some(1))]), &all, &back);
+        let again = t.update(&table(&[(Some(1), Some(0))]), &all, &back);
+        assert_eq!(again[0].1, holders(1, Some(0), true));
+        // Nor on a node that learns of the VIP only now (it just started).
+        let mut fresh = HolderTable::default();
+        let first = fresh.update(&table(&[(Some(1), Some(0))]), &all, &back);
+        assert_eq!(first[0].1, holders(1, Some(0), true));
     }
 
     #[test]

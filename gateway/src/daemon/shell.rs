@@ -725,9 +725,7 @@ impl Shell {
                 let event = match event {
                     TransportEvent::Received { from, payload } => match Message::decode(&payload) {
                         Ok(Message::Copies(copies)) => {
-                            if copies.from == from {
-                                self.copy_store.receive(copies);
-                            }
+                            self.copy_store.receive(from, copies);
                             continue;
                         }
                         Ok(Message::ConfigFetch(fetch)) => {

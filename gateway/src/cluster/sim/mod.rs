@@ -16,6 +16,15 @@
 //! source is up, reachable and has the document. Checked: a node only ever runs a configuration
 //! that was offered and that it accepts; after the faults every live member runs the ring's
 //! configuration or refused it, no offer is left pending, and every operator got an answer.
+//!
+//! Connections (`traffic`): clients open and use connections through a model of each node's
+//! XDP program, whose table the node's model of the daemon streams to its successor with the
+//! real `CopyPacing` and `CopyStream` into the real `CopyStore`, and rewrites on a take-over
+//! with the real `Takeovers` and `copies::take_over`; its VIP holders come from the real
+//! `HolderTable`. Checked: once the ring has converged, every member's successor holds a copy
+//! of exactly its table; and every connection a crashed node was serving that a node took over
+//! from its copies is served (its TCP packets translated with the dead node's NAT port, its
+//! datagrams translated), unless a fault since the crash excuses it.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
@@ -23,11 +32,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod traffic;
+
+use self::traffic::{Clients, DataPath, Fate, Packet, Step, HOPS, TCP};
 use super::{
-    driver::{Outcomes, Rivals, Timers},
+    copies::{self, CopyPacing, CopyStep, CopyStore, CopyStream},
+    driver::{Outcomes, Rivals, Takeover, Takeovers, Timers},
     events::{Action, Event, TimerKind},
+    handoff::HolderTable,
     keys::Keyring,
-    message::{ConfigId, Message},
+    message::{ConfigId, ConnId, Message},
     token_ring::{Membership, Node, RingConfig},
     transport::{Peer, Transport, TransportConfig, TransportEvent},
     types::{NodeId, Persistence, VipEntry},
@@ -43,6 +57,9 @@ pub const LEASE: Duration = Duration::from_millis(100);
 pub const RESOLUTION: Duration = Duration::from_millis(1000);
 /// After the last fault, the ring must have converged within this.
 pub const CONVERGENCE: Duration = Duration::from_secs(6);
+/// The shortest time a crashed host takes to boot again: long enough for the ring to give up
+/// on it (a real host takes seconds), so its NAT block and connections are taken over.
+pub const HOST_BOOT: Duration = Duration::from_millis(200);
 
 /// A small, fast, reproducible random number generator (splitmix64).
 pub struct Rng(u64);
@@ -110,6 +127,15 @@ impl Scenario {
     }
 }
 
+/// A fault as the connection check sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Disruption {
+    Crash(usize),
+    Restart(usize),
+    /// A pause, a resume, a partition or its healing.
+    Other,
+}
+
 enum Fault {
     Crash(usize),
     Restart(usize),
@@ -147,6 +173,36 @@ struct Host {
     docs: BTreeSet<ConfigId>,
     /// The configuration it runs (its file: what it starts with after a restart).
     active: ConfigId,
+    /// When it crashed, while it is down.
+    down_since: Instant,
+    /// Its XDP program and maps.
+    datapath: DataPath,
+    /// The daemon's copy stream to its successor, and its pacing.
+    copy_stream: CopyStream,
+    copy_pacing: CopyPacing,
+    /// The copies its predecessors streamed to it.
+    copy_store: CopyStore,
+    /// The NAT blocks it follows away from their nodes.
+    takeovers: Takeovers,
+    /// Who holds each VIP's connections.
+    holders: HolderTable,
+}
+
+/// A host crash, with the connections the crashed node was serving then: those whose latest
+/// packet it translated.
+struct Crash {
+    at: Instant,
+    node: usize,
+    serving: BTreeSet<ConnId>,
+}
+
+/// Connections a node took over from a dead node's copies.
+struct TakenOver {
+    at: Instant,
+    gone: usize,
+    holder: usize,
+    /// The connections the dead node translated, with their NAT ports.
+    conns: Vec<(ConnId, u16)>,
 }
 
 /// A fetch on its way: the daemon of `host` asked `from` for `config`.
@@ -190,6 +246,11 @@ pub struct Sim {
     /// Offers waiting for their answer: ask id -> (node, its boot).
     open_offers: BTreeMap<u64, (usize, u64)>,
     next_ask: u64,
+    clients: Clients,
+    taken_over: Vec<TakenOver>,
+    crashes: Vec<Crash>,
+    /// When each fault other than an offer struck, in order.
+    disruptions: Vec<(Instant, Disruption)>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -212,6 +273,7 @@ impl Sim {
             })
             .collect();
         let keys = Keyring::new(1, [(1, [7u8; 32])]).expect("a valid keyring");
+        let clients = Clients::new(scenario.seed, start);
         let mut sim = Self {
             faults_end: start + scenario.fault_phase,
             rng,
@@ -237,6 +299,10 @@ impl Sim {
             )]),
             open_offers: BTreeMap::new(),
             next_ask: 1,
+            clients,
+            taken_over: Vec::new(),
+            crashes: Vec::new(),
+            disruptions: Vec::new(),
         };
         for i in 0..sim.scenario.nodes {
             let host = sim.boot(
@@ -296,6 +362,13 @@ impl Sim {
             boots,
             docs: BTreeSet::from([active]),
             active,
+            down_since: self.now,
+            datapath: DataPath::new(NodeId(i as u8)),
+            copy_stream: CopyStream::default(),
+            copy_pacing: CopyPacing::new(self.now),
+            copy_store: CopyStore::new(usize::MAX),
+            takeovers: Takeovers::default(),
+            holders: HolderTable::default(),
         };
         self.perform(&mut host, i, actions);
         host
@@ -345,9 +418,12 @@ impl Sim {
         self.trace.as_deref().unwrap_or("")
     }
 
+    /// Carries out the ring's actions and drains the transport, as the shell's loop does;
+    /// then does what the shell does with the status it publishes ([`Sim::follow`]).
     fn perform(&mut self, host: &mut Host, i: usize, actions: Vec<Action>) {
         let mut queue = actions;
         loop {
+            let mut copies_sent = false;
             for action in std::mem::take(&mut queue) {
                 match action {
                     Action::Send { to, msg } => {
@@ -407,6 +483,10 @@ impl Sim {
             while let Some(event) = host.transport.poll_event() {
                 let event = match event {
                     TransportEvent::Received { from, payload } => match Message::decode(&payload) {
+                        Ok(Message::Copies(copies)) => {
+                            host.copy_store.receive(from, copies);
+                            continue;
+                        }
                         Ok(msg) => {
                             host.rivals.hear(self.now, &msg);
                             Event::Received { from, msg }
@@ -416,6 +496,11 @@ impl Sim {
                         }
                     },
                     TransportEvent::Delivered { .. } | TransportEvent::Unreachable { .. } => {
+                        if host.copy_pacing.settle(&event) {
+                            self.send_copies(host, i);
+                            copies_sent = true;
+                            continue;
+                        }
                         match host.sent.settle(&event) {
                             Some(outcome) => outcome,
                             None => continue,
@@ -424,10 +509,83 @@ impl Sim {
                 };
                 queue.extend(host.node.handle(self.now, event));
             }
-            if queue.is_empty() {
-                return;
+            if queue.is_empty() && !copies_sent {
+                break;
             }
         }
+        self.follow(host, i);
+    }
+
+    /// What the shell does with every status it publishes: the copy stream follows the ring,
+    /// the NAT blocks newly away from their nodes are taken over, and the data path learns
+    /// who holds each VIP's connections.
+    fn follow(&mut self, host: &mut Host, i: usize) {
+        let me = NodeId(i as u8);
+        let status = host.node.status();
+        host.copy_pacing.follow(&status, me);
+        let followed =
+            host.takeovers
+                .follow(me, &status.blocks, &status.members, &mut host.copy_store);
+        for Takeover {
+            gone,
+            holder,
+            copies,
+        } in followed.unwrap_or_default()
+        {
+            let copies = copies.into_vec();
+            self.log(|| format!("node {i} follows block {} -> {}", gone.0, holder.0));
+            let changes = copies::take_over(me, gone, holder, &host.datapath.table(), &copies);
+            if holder == me {
+                let conns: Vec<(ConnId, u16)> = changes
+                    .installed
+                    .iter()
+                    .filter(|c| c.home.is_none())
+                    .map(|c| (c.id, c.nat_port))
+                    .collect();
+                let n = conns.len();
+                self.log(|| format!("node {i} takes over {n} connections of node {}", gone.0));
+                self.taken_over.push(TakenOver {
+                    at: self.now,
+                    gone: usize::from(gone.0),
+                    holder: i,
+                    conns,
+                });
+                host.takeovers.finished();
+            }
+            host.datapath.apply(changes, holder);
+        }
+        for (vip, holders) in host
+            .holders
+            .update(&status.vips, &status.members, &status.blocks)
+        {
+            host.datapath.holders.insert(vip, holders);
+        }
+    }
+
+    /// Moves the copy stream on (the shell's `send_copies`): a diff of the table when one is
+    /// due, or the successor forgotten; then hands the transport what `CopyPacing` lets go.
+    fn send_copies(&mut self, host: &mut Host, i: usize) {
+        match host.copy_pacing.due(self.now) {
+            CopyStep::Wait => {}
+            CopyStep::Stop => host.copy_stream.stop(),
+            CopyStep::Diff(successor) => {
+                let table = host.datapath.table();
+                let messages = host.copy_stream.sync(NodeId(i as u8), successor, &table);
+                if !messages.is_empty() {
+                    let (n, to) = (messages.len(), successor.0);
+                    self.log(|| {
+                        format!(
+                            "node {i} copies -> {to}: {n} messages of {} connections",
+                            table.len()
+                        )
+                    });
+                }
+                host.copy_pacing.diffed(successor, messages);
+            }
+        }
+        let (now, transport) = (self.now, &mut host.transport);
+        host.copy_pacing
+            .transmit(|to, bytes| transport.send(now, to, bytes));
     }
 
     fn send_datagram(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
@@ -478,13 +636,18 @@ impl Sim {
             .is_some_and(|(side, isolated)| *isolated && side.contains(&a) != side.contains(&b))
     }
 
+    /// Whether host `i` lost its external NICs (the router and the clients are on the other
+    /// side of an isolating partition).
+    fn isolated(&self, i: usize) -> bool {
+        self.partition
+            .as_ref()
+            .is_some_and(|(side, isolated)| *isolated && side.contains(&i))
+    }
+
     /// Tells host `i` (just resumed or restarted) whether it reaches its witness now.
     fn tell_witness(&mut self, i: usize) {
-        let isolated = self
-            .partition
-            .as_ref()
-            .is_some_and(|(side, isolated)| *isolated && side.contains(&i));
-        self.witness(&BTreeSet::from([i]), !isolated);
+        let healthy = !self.isolated(i);
+        self.witness(&BTreeSet::from([i]), healthy);
     }
 
     /// Tells every up host of `side` its witness is lost (`healthy` false) or back.
@@ -526,7 +689,9 @@ impl Sim {
                 consider(t);
             }
             consider(h.next_lease);
+            consider(h.copy_pacing.next());
         }
+        consider(self.clients.next());
         next.max(self.now)
     }
 
@@ -574,8 +739,30 @@ impl Sim {
                     host.lease_until = (self.now + LEASE).min(cap);
                     host.next_lease = self.now + LEASE_TICK;
                 }
+                if host.copy_pacing.next() <= self.now {
+                    self.send_copies(&mut host, i);
+                    self.perform(&mut host, i, Vec::new());
+                }
             }
             self.put(i, host);
+        }
+        let vips: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.address).collect();
+        let opening = self.now < self.faults_end;
+        for (flow, packet) in self.clients.due(self.now, opening, &vips) {
+            let fate = self.route(&packet);
+            if self.clients.flows[flow].last != Some(fate) {
+                let id = packet.id;
+                self.log(|| {
+                    format!(
+                        "{}:{} proto {} -> {}: {fate:?}",
+                        id.client.ip(),
+                        id.client.port(),
+                        id.proto,
+                        id.vip.ip()
+                    )
+                });
+            }
+            self.clients.delivered(flow, fate);
         }
         self.check_conflicts();
         self.check_safety();
@@ -610,6 +797,37 @@ impl Sim {
         }
     }
 
+    /// Carries a client's packet through the data paths: to the node answering ARP for its VIP
+    /// that the clients reach, and on through the hand-offs it makes.
+    fn route(&mut self, packet: &Packet) -> Fate {
+        let vip = *packet.id.vip.ip();
+        let Some(mut at) = self.answering(vip).into_iter().find(|&i| !self.isolated(i)) else {
+            return Fate::Lost;
+        };
+        let mut came_from = None;
+        for _ in 0..=HOPS {
+            let lease_valid = self.now < self.host(at).lease_until;
+            let host = self.host_mut(at);
+            let owned = host.owned.contains(&vip);
+            match host.datapath.handle(packet, came_from, owned, lease_valid) {
+                Step::Translated(nat_port) => return Fate::Translated { node: at, nat_port },
+                Step::Dropped(why) => return Fate::Dropped { node: at, why },
+                Step::HandedTo(to) => {
+                    let to = usize::from(to.0);
+                    if to >= self.hosts.len() || !self.host(to).up || self.l2_cut(at, to) {
+                        return Fate::Lost;
+                    }
+                    came_from = Some(NodeId(at as u8));
+                    at = to;
+                }
+            }
+        }
+        Fate::Dropped {
+            node: at,
+            why: "out of hops",
+        }
+    }
+
     fn take(&mut self, i: usize) -> Host {
         self.hosts[i].take().expect("host present")
     }
@@ -630,11 +848,34 @@ impl Sim {
         match fault {
             Fault::Crash(i) if self.host(i).up => {
                 self.log(|| format!("crash node {i}"));
+                self.disruptions.push((self.now, Disruption::Crash(i)));
+                let serving = self
+                    .clients
+                    .flows
+                    .iter()
+                    .filter(|f| matches!(f.last, Some(Fate::Translated { node, .. }) if node == i))
+                    .map(|f| f.id)
+                    .collect();
+                self.crashes.push(Crash {
+                    at: self.now,
+                    node: i,
+                    serving,
+                });
+                let now = self.now;
                 let host = self.host_mut(i);
                 host.up = false;
+                host.down_since = now;
                 host.owned.clear();
             }
+            Fault::Restart(i)
+                if !self.host(i).up && self.now < self.host(i).down_since + HOST_BOOT =>
+            {
+                let at = self.host(i).down_since + HOST_BOOT;
+                let later = self.faults.partition_point(|(t, _)| *t <= at);
+                self.faults.insert(later, (at, Fault::Restart(i)));
+            }
             Fault::Restart(i) if !self.host(i).up => {
+                self.disruptions.push((self.now, Disruption::Restart(i)));
                 self.log(|| format!("restart node {i}"));
                 let boots = self.host(i).boots + 1;
                 let active = self.host(i).active;
@@ -644,10 +885,12 @@ impl Sim {
             }
             Fault::Pause(i) if self.host(i).up && !self.host(i).paused => {
                 self.log(|| format!("pause node {i}"));
+                self.disruptions.push((self.now, Disruption::Other));
                 self.host_mut(i).paused = true;
             }
             Fault::Resume(i) if self.host(i).paused => {
                 self.log(|| format!("resume node {i}"));
+                self.disruptions.push((self.now, Disruption::Other));
                 self.host_mut(i).paused = false;
                 // The daemon notices its stall before it handles what arrived meanwhile.
                 let mut host = self.take(i);
@@ -658,6 +901,7 @@ impl Sim {
             }
             Fault::Partition { side, isolated } => {
                 self.log(|| format!("partition {side:?} isolated {isolated}"));
+                self.disruptions.push((self.now, Disruption::Other));
                 if let Some((old, true)) = self.partition.take() {
                     self.witness(&old, true);
                 }
@@ -668,6 +912,7 @@ impl Sim {
             }
             Fault::Heal => {
                 self.log(|| "heal".to_owned());
+                self.disruptions.push((self.now, Disruption::Other));
                 if let Some((side, true)) = self.partition.take() {
                     self.witness(&side, true);
                 }
@@ -751,6 +996,70 @@ impl Sim {
                 );
             } else {
                 self.double_since.remove(&v.address);
+            }
+        }
+    }
+
+    /// Every connection a crashed node was serving that a node took over from its copies is
+    /// served after the take-over: its TCP packets are translated with the dead node's NAT port
+    /// (by the node that took it over, or by one that kept it through a pause or took it over
+    /// before), its datagrams are translated. Excused: take-overs from a node that did not crash
+    /// (removed while paused or cut off, it may serve them itself), and any fault after the
+    /// crash but the node's restart.
+    fn check_takeovers(&self) {
+        let flows: BTreeMap<ConnId, &traffic::Flow> =
+            self.clients.flows.iter().map(|f| (f.id, f)).collect();
+        for t in &self.taken_over {
+            let crash = self
+                .crashes
+                .iter()
+                .rev()
+                .find(|c| c.node == t.gone && c.at <= t.at);
+            let Some(crash) = crash else {
+                continue;
+            };
+            let excused = self
+                .disruptions
+                .iter()
+                .any(|&(at, d)| at > crash.at && d != Disruption::Restart(t.gone));
+            if excused {
+                continue;
+            }
+            for &(id, nat_port) in &t.conns {
+                let flow = flows
+                    .get(&id)
+                    .filter(|f| !f.closed && crash.serving.contains(&id));
+                let Some(flow) = flow else {
+                    continue;
+                };
+                let served = match flow.last {
+                    Some(Fate::Translated { nat_port: port, .. }) => {
+                        id.proto != TCP || port == nat_port
+                    }
+                    _ => false,
+                };
+                if !served {
+                    let entries: Vec<String> = self
+                        .hosts
+                        .iter()
+                        .flatten()
+                        .enumerate()
+                        .filter_map(|(i, h)| {
+                            let entry = h.datapath.conns.get(&id)?;
+                            let holders = h.datapath.holders.get(id.vip.ip());
+                            Some(format!("node {i}: {entry:?}, VIP holders {holders:?}"))
+                        })
+                        .collect();
+                    panic!(
+                        "seed {}: connection {id:?} of node {} (NAT port {nat_port}), taken over by node {}, not served: {:?}\nentries:\n{}\n{}",
+                        self.scenario.seed,
+                        t.gone,
+                        t.holder,
+                        flow.last,
+                        entries.join("\n"),
+                        self.report()
+                    );
+                }
             }
         }
     }
@@ -840,12 +1149,24 @@ impl Sim {
                 .open_offers
                 .values()
                 .all(|&(i, boots)| !self.host(i).up || self.host(i).boots != boots);
-        match (one_ring, owners_ok, same_table, blocks_ok, config_ok) {
-            (false, _, _, _, _) => Some("not one ring of every live node".into()),
-            (_, false, _, _, _) => Some("a VIP without exactly one answering owner".into()),
-            (_, _, false, _, _) => Some("members disagree on the VIP table".into()),
-            (_, _, _, false, _) => Some("a NAT block held by no live member".into()),
-            (_, _, _, _, false) => Some("members disagree on the configuration".into()),
+        // Every member's successor holds a copy of exactly its connection table.
+        let copies_ok = live.iter().zip(&statuses).all(|(&i, s)| {
+            copies::successor(s, NodeId(i as u8)).is_none_or(|next| {
+                let store = &self.host(usize::from(next.0)).copy_store;
+                store
+                    .of(NodeId(i as u8))
+                    .eq(self.host(i).datapath.conns.values())
+            })
+        });
+        match (
+            one_ring, owners_ok, same_table, blocks_ok, config_ok, copies_ok,
+        ) {
+            (false, ..) => Some("not one ring of every live node".into()),
+            (_, false, ..) => Some("a VIP without exactly one answering owner".into()),
+            (_, _, false, ..) => Some("members disagree on the VIP table".into()),
+            (_, _, _, false, ..) => Some("a NAT block held by no live member".into()),
+            (_, _, _, _, false, _) => Some("members disagree on the configuration".into()),
+            (.., false) => Some("a successor's copies differ from its predecessor's table".into()),
             _ => None,
         }
     }
@@ -863,6 +1184,7 @@ impl Sim {
             if quiet && self.converged() {
                 let since = *stable_since.get_or_insert(self.now);
                 if self.now.duration_since(since) >= STABLE {
+                    self.check_takeovers();
                     return;
                 }
             } else {
