@@ -212,10 +212,7 @@ impl Takeovers {
         }
         let new: Vec<Takeover> = blocks
             .iter()
-            .filter(|b| {
-                let seen = |o: &&BlockHolder| (o.block, o.holder) == (b.block, b.holder);
-                (!b.returned && !self.blocks.contains(b)) || !self.blocks.iter().any(|o| seen(&o))
-            })
+            .filter(|b| (!b.returned && !self.blocks.contains(b)) || b.is_news(&self.blocks))
             .map(|b| Takeover {
                 gone: b.block,
                 holder: b.holder,

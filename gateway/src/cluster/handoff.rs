@@ -52,7 +52,7 @@ impl HolderTable {
         blocks: &[BlockHolder],
     ) -> Vec<(Ipv4Addr, Holders)> {
         let mut changed = Vec::new();
-        let news = !self.vips.is_empty();
+        let followed_before = !self.vips.is_empty();
         for entry in table {
             if entry.owner.is_none() {
                 continue; // an unowned spell changes nothing
@@ -75,11 +75,7 @@ impl HolderTable {
             let taken = |b: &&BlockHolder| {
                 Some(b.block) == now.previous
                     && ((!b.returned && !members.contains(&b.block))
-                        || (news
-                            && !self
-                                .blocks
-                                .iter()
-                                .any(|o| (o.block, o.holder) == (b.block, b.holder))))
+                        || (followed_before && b.is_news(&self.blocks)))
             };
             if let Some(b) = blocks.iter().find(taken) {
                 now.previous = Some(b.holder);

@@ -290,6 +290,16 @@ pub struct BlockHolder {
     pub returned: bool,
 }
 
+impl BlockHolder {
+    /// Whether `before` (the list as a node followed it last) does not name this holder for
+    /// this block at all: news of a take-over, even when the block's node is back already.
+    pub fn is_news(&self, before: &[BlockHolder]) -> bool {
+        !before
+            .iter()
+            .any(|b| (b.block, b.holder) == (self.block, self.holder))
+    }
+}
+
 /// A batch of connection copies from one node to its successor.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Copies {

@@ -130,9 +130,9 @@ impl Scenario {
 /// A fault as the connection check sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Disruption {
-    Crash(usize),
+    /// A crashed node boots again.
     Restart(usize),
-    /// A pause, a resume, a partition or its healing.
+    /// A crash, a pause, a resume, a partition or its healing.
     Other,
 }
 
@@ -848,7 +848,7 @@ impl Sim {
         match fault {
             Fault::Crash(i) if self.host(i).up => {
                 self.log(|| format!("crash node {i}"));
-                self.disruptions.push((self.now, Disruption::Crash(i)));
+                self.disruptions.push((self.now, Disruption::Other));
                 let serving = self
                     .clients
                     .flows
