@@ -325,13 +325,16 @@ fn render_cluster(c: &Value) -> String {
         ),
     );
     let t = &c["transport"];
-    let dropped: Vec<String> = t
+    let mut dropped: Vec<String> = t
         .as_object()
         .into_iter()
         .flatten()
         .filter(|(k, n)| !DELIVERY_COUNTERS.contains(&k.as_str()) && n.as_u64() > Some(0))
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
+    if let Some(n) = c["send_failed"].as_u64().filter(|n| *n > 0) {
+        dropped.push(format!("send_failed {n}"));
+    }
     out += &format!(
         "messages: sent {} resent {} acked {} received {}  dropped: {}\n",
         t["sent"],

@@ -145,6 +145,9 @@ pub struct ClusterView {
     pub faults: Vec<String>,
     /// The reliable message layer's counters, drops by reason included.
     pub transport: TransportCounters,
+    /// Datagrams of the transport that a socket refused (a full send buffer, no route).
+    #[serde(default)]
+    pub send_failed: u64,
     /// Authenticated ring payloads that did not decode (another protocol version).
     pub undecodable: u64,
     /// NAT blocks served by another node than their own (node death without breaking
@@ -437,6 +440,7 @@ pub fn stats(sources: &Sources) -> Value {
     let cluster = cluster.map(|c| {
         let mut counters = json!(c.transport);
         counters["undecodable"] = json!(c.undecodable);
+        counters["send_failed"] = json!(c.send_failed);
         counters
     });
     json!({

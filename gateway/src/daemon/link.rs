@@ -42,6 +42,12 @@ const PER_RECEIVE: usize = 128;
 /// behind them.
 const RECEIVE_BUFFER: usize = 8 << 20;
 
+/// The kernel's default `unres_qlen_bytes`, for a host whose sysctl cannot be read.
+const UNRESOLVED_QUEUE: usize = 212_992;
+
+/// Send-buffer room for the datagrams to peers that are alive, beyond the queues of dead ones.
+const SEND_HEADROOM: usize = 1 << 20;
+
 /// A datagram read from one of our sockets.
 pub struct Datagram {
     local: SocketAddr,
@@ -55,6 +61,8 @@ pub struct Link {
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
     datagrams: mpsc::Receiver<Datagram>,
     readers: JoinSet<()>,
+    /// Datagrams a socket refused (a full send buffer, no route): the transport resends them.
+    send_failed: u64,
 }
 
 /// Every node's socket addresses (primary address and cluster port), by node id.
@@ -121,12 +129,16 @@ impl Link {
         let (tx, datagrams) = mpsc::channel(QUEUE);
         let mut sockets = HashMap::new();
         let mut readers = JoinSet::new();
+        let send_buffer = send_buffer(all.len() - 1);
         for addr in mine {
             let socket = Arc::new(UdpSocket::bind(addr).await.with_context(|| {
                 format!("binding the cluster socket {addr} (is it this node's primary address?)")
             })?);
-            if let Err(e) = force_receive_buffer(&socket, RECEIVE_BUFFER) {
+            if let Err(e) = force_buffer(&socket, libc::SO_RCVBUFFORCE, RECEIVE_BUFFER) {
                 warn!(%addr, "enlarging the cluster socket's receive buffer: {e}");
+            }
+            if let Err(e) = force_buffer(&socket, libc::SO_SNDBUFFORCE, send_buffer) {
+                warn!(%addr, "enlarging the cluster socket's send buffer: {e}");
             }
             sockets.insert(addr, socket.clone());
             readers.spawn(read(addr, socket, tx.clone()));
@@ -136,6 +148,7 @@ impl Link {
             sockets,
             datagrams,
             readers,
+            send_failed: 0,
         })
     }
 
@@ -204,6 +217,7 @@ impl Link {
             };
             // A full buffer or an unreachable path is one lost datagram: the transport resends.
             if let Err(e) = socket.try_send_to(&t.bytes, t.to) {
+                self.send_failed += 1;
                 debug!(from = %t.from, to = %t.to, "cluster send: {e}");
             }
         }
@@ -214,6 +228,11 @@ impl Link {
     /// What the transport sent, acked and dropped (by reason).
     pub fn counters(&self) -> &TransportCounters {
         self.transport.counters()
+    }
+
+    /// Datagrams the sockets refused so far.
+    pub fn send_failed(&self) -> u64 {
+        self.send_failed
     }
 }
 
@@ -242,17 +261,36 @@ impl Drop for Link {
     }
 }
 
-/// Sets `socket`'s receive buffer to `bytes` past `net.core.rmem_max` (`SO_RCVBUFFORCE`; the
-/// daemon runs as root).
-fn force_receive_buffer(socket: &UdpSocket, bytes: usize) -> std::io::Result<()> {
+/// The send buffer of each cluster socket: the kernel queues datagrams for a neighbour it is
+/// still resolving (a dead peer's address, whose ARP never answers) up to `unres_qlen_bytes`
+/// per neighbour, and charges them to the sending socket until the resolution fails seconds
+/// later. With the default buffer, a node's joins to one dead peer filled it in 1.7 s and every
+/// send to the live peers failed until the kernel gave up (the flapping ring of issue 11); room
+/// for every peer's queue in full, plus headroom, means a dead peer never silences the others.
+/// Memory is used only while datagrams wait.
+fn send_buffer(peers: usize) -> usize {
+    let queue = std::fs::read_dir("/proc/sys/net/ipv4/neigh")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|dir| std::fs::read_to_string(dir.path().join("unres_qlen_bytes")).ok())
+        .filter_map(|text| text.trim().parse::<usize>().ok())
+        .max()
+        .unwrap_or(UNRESOLVED_QUEUE);
+    peers.saturating_mul(queue).saturating_add(SEND_HEADROOM)
+}
+
+/// Sets a buffer of `socket` (`SO_RCVBUFFORCE` or `SO_SNDBUFFORCE`) to `bytes`, past the
+/// `net.core` maxima (the daemon runs as root).
+fn force_buffer(socket: &UdpSocket, option: libc::c_int, bytes: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let value = bytes as libc::c_int;
+    let value = bytes.min(libc::c_int::MAX as usize) as libc::c_int;
     // SAFETY: setsockopt reads an int from a pointer to a live local of the size given.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
+            option,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )

@@ -972,6 +972,7 @@ impl Shell {
                 .collect(),
             faults: self.faults.iter().map(ToString::to_string).collect(),
             transport: self.link.counters().clone(),
+            send_failed: self.link.send_failed(),
             undecodable: self.undecodable,
         }
     }
