@@ -37,6 +37,9 @@ enum Command {
         /// The scenario's seed (a failing test prints it).
         #[arg(long)]
         seed: u64,
+        /// Its family (random, quiet-death, comeback, start-up, ack-loss).
+        #[arg(long, default_value = "random")]
+        family: String,
     },
 }
 
@@ -49,7 +52,7 @@ fn main() -> ExitCode {
         Command::Test => test::run(&mut steps),
         Command::Demo => demo::run(&mut steps),
         Command::Bench => bench::run(&mut steps),
-        Command::Sim { seed } => sim::run(&mut steps, seed),
+        Command::Sim { seed, family } => sim::run(&mut steps, seed, &family),
     });
     steps.summary();
     match result {

@@ -16,7 +16,11 @@
 //!   and adds it to the member list the next time it holds the token, if its ring is the
 //!   better one (more members, then the lower lowest node id), so two rings merge one way.
 //! - Alone mode: a node that hears no token for `startup` after start forms a ring of one,
-//!   owns every VIP and announces them.
+//!   owns every VIP and announces them; unless a ring asked it to join just now (it answers at
+//!   once and waits to be taken in), or a node of lower id that waits too did (it waits up to
+//!   another `startup`): `wait_for_ring`.
+//! - A member that no other member reaches for `removed_after` (its passes fail, no token
+//!   arrives) while its ring has others is the one cut off: it leaves.
 //! - A removed node drops all its VIPs at once: a member that has not held the token for
 //!   `removed_after` concludes it was removed (a live ring passes it every round, a lost token
 //!   is regenerated sooner), applies an empty VIP set and rejoins owning none. A node that
@@ -183,6 +187,10 @@ pub struct Node {
     last_sent_seq: u64,
     last_token_at: Instant,
     last_held_at: Instant,
+    /// When another member last reached this node: a token of its ring arrived, or one it
+    /// passed was delivered. A member of a larger ring that nobody reaches for
+    /// `removed_after` is the one cut off, not the others (`on_loss_timer`).
+    last_reached: Instant,
     last_round: Option<Duration>,
     /// When this node last left or was removed from a ring.
     outside_since: Instant,
@@ -198,6 +206,10 @@ pub struct Node {
     /// When this node last sent a 911 of its own.
     probe_sent_at: Option<Instant>,
     joins: BTreeSet<NodeId>,
+    /// While not a member: when a node of lower id that is not a member either, or a member of
+    /// a ring, last asked this one to join. Either defers running alone (`wait_for_ring`).
+    heard_lower: Option<Instant>,
+    heard_ring: Option<Instant>,
     asks: Vec<AdminAsk>,
     owned: BTreeSet<Ipv4Addr>,
     /// This node's load as last measured, written onto the token at every pass.
@@ -255,6 +267,7 @@ impl Node {
             in_flight: None,
             last_token_at: now,
             last_held_at: now,
+            last_reached: now,
             last_round: None,
             outside_since: now,
             probe_skipped: BTreeSet::new(),
@@ -263,6 +276,8 @@ impl Node {
             probe_out: false,
             probe_sent_at: None,
             joins: BTreeSet::new(),
+            heard_lower: None,
+            heard_ring: None,
             asks: Vec::new(),
             owned: BTreeSet::new(),
             my_load: None,
@@ -346,7 +361,7 @@ impl Node {
             Event::Received { msg, .. } if !self.faulted => match msg {
                 Message::Token(t) => self.on_token(now, t, &mut out),
                 Message::Probe(p) => self.on_probe(p, &mut out),
-                Message::Join(j) => self.on_join(j, &mut out),
+                Message::Join(j) => self.on_join(now, j, &mut out),
                 // The daemon's, not the ring's.
                 Message::Copies(_) | Message::ConfigFetch(_) | Message::ConfigDoc(_) => {}
             },
@@ -358,7 +373,9 @@ impl Node {
             } => {
                 if what == Sent::Token && self.in_flight == Some(to) {
                     self.in_flight = None;
-                    if !delivered {
+                    if delivered {
+                        self.last_reached = now;
+                    } else {
                         self.token_undeliverable(now, to, &mut out);
                     }
                 } else if what == Sent::Probe && !delivered && self.probe_out {
@@ -478,25 +495,28 @@ impl Node {
     }
 
     fn send_joins(&self, out: &mut Vec<Action>) {
-        let (size, low) = self.ring_rank();
-        let join = Join {
-            from: self.me,
-            ring_size: size as u8,
-            ring_low: (size > 0).then_some(NodeId(low.0)),
-            config_version: self.config_change.active().version,
-        };
         for &n in &self.config.nodes {
             if n != self.me && !(self.is_member() && self.members().contains(&n)) {
-                out.push(Action::Send {
-                    to: n,
-                    msg: Message::Join(join),
-                });
+                self.send_join(n, out);
             }
         }
     }
 
-    fn on_join(&mut self, j: Join, out: &mut Vec<Action>) {
-        if !self.is_member() || self.members().contains(&j.from) {
+    fn on_join(&mut self, now: Instant, j: Join, out: &mut Vec<Action>) {
+        if !self.is_member() {
+            if j.ring_size > 0 {
+                // A ring is looking for its missing nodes: answer at once, so it takes this
+                // node in at its next hold, before this node's own wait runs out.
+                self.heard_ring = Some(now);
+                if !self.faulted && now >= self.quarantine_until {
+                    self.send_join(j.from, out);
+                }
+            } else if j.from < self.me {
+                self.heard_lower = Some(now);
+            }
+            return;
+        }
+        if self.members().contains(&j.from) {
             return;
         }
         let theirs = (
@@ -507,17 +527,36 @@ impl Node {
             self.joins.insert(j.from);
         } else {
             // Their ring is the better one: ask them to take this node instead.
-            let (size, low) = self.ring_rank();
-            out.push(Action::Send {
-                to: j.from,
-                msg: Message::Join(Join {
-                    from: self.me,
-                    ring_size: size as u8,
-                    ring_low: Some(NodeId(low.0)),
-                    config_version: self.config_change.active().version,
-                }),
-            });
+            self.send_join(j.from, out);
         }
+    }
+
+    /// Asks `to` to take this node in.
+    fn send_join(&self, to: NodeId, out: &mut Vec<Action>) {
+        let (size, low) = self.ring_rank();
+        out.push(Action::Send {
+            to,
+            msg: Message::Join(Join {
+                from: self.me,
+                ring_size: size as u8,
+                ring_low: (size > 0).then_some(NodeId(low.0)),
+                config_version: self.config_change.active().version,
+            }),
+        });
+    }
+
+    /// Whether a node whose wait to run alone began at `since` and ran out waits on: while a
+    /// ring has asked it to join or passed a token without it in the last three join
+    /// intervals (that ring serves the VIPs; a node it cannot take in, its datagrams lost,
+    /// must not claim them), and for at most another `startup` while a node of lower id that
+    /// waits too has asked it to join (nodes started together form one ring round the lowest
+    /// of them instead of each a ring of one claiming every VIP).
+    fn wait_for_ring(&self, now: Instant, since: Instant) -> bool {
+        let recent = |heard: Option<Instant>| {
+            heard.is_some_and(|at| at >= since && now < at + self.config.join_interval * 3)
+        };
+        recent(self.heard_ring)
+            || (now < since + self.config.startup * 2 && recent(self.heard_lower))
     }
 
     /// After a stall past the moment the others could have removed this node, it assumes they
@@ -556,6 +595,9 @@ impl Node {
             return;
         }
         if !t.members.contains(&self.me) {
+            if !self.is_member() {
+                self.heard_ring = Some(now);
+            }
             if same_ring {
                 // This node was removed from its ring.
                 self.leave(now, out);
@@ -591,6 +633,7 @@ impl Node {
         }
         self.last_token_at = now;
         self.last_held_at = now;
+        self.last_reached = now;
         self.apply(out);
         self.config_change.follow(now, &self.token, out);
         out.push(self.timer(TimerKind::Pass, now + self.config.hold));
@@ -647,11 +690,25 @@ impl Node {
             return;
         }
         match self.membership {
-            Membership::Starting if now >= self.started + self.config.startup => {
+            Membership::Starting
+                if now >= self.started + self.config.startup
+                    && !self.wait_for_ring(now, self.started) =>
+            {
                 self.form_alone(now, out);
             }
-            Membership::Outside if now >= self.outside_since + self.config.startup => {
+            Membership::Outside
+                if now >= self.outside_since + self.config.startup
+                    && !self.wait_for_ring(now, self.outside_since) =>
+            {
                 self.form_alone(now, out);
+            }
+            // Every pass of this node fails and no token reaches it, yet it keeps a ring of
+            // others (their joins take them back in): it is the one cut off (its datagrams
+            // are lost). It leaves rather than serve as a ring the others do not know.
+            Membership::Member
+                if self.members().len() > 1 && now >= self.last_reached + self.removed_after() =>
+            {
+                self.leave(now, out);
             }
             Membership::Member if self.holding => {}
             Membership::Member if now >= self.last_held_at + self.removed_after() => {
@@ -690,6 +747,7 @@ impl Node {
         self.holding = true;
         self.last_token_at = now;
         self.last_held_at = now;
+        self.last_reached = now;
         out.push(self.timer(TimerKind::Pass, now));
     }
 
@@ -703,10 +761,10 @@ impl Node {
         self.forward_probe(probe, self.me, out);
     }
 
-    /// Sends `probe` to the member after `after`, or handles it here when the ring is this
-    /// node alone.
+    /// Sends `probe` to the member after `after`, past those a 911 of ours found unreachable,
+    /// or handles it here when no other is left.
     fn forward_probe(&mut self, probe: Probe, after: NodeId, out: &mut Vec<Action>) {
-        match next_after(self.members(), after, &BTreeSet::new()) {
+        match next_after(self.members(), after, &self.probe_skipped) {
             Some(next) if next != self.me => out.push(Action::Send {
                 to: next,
                 msg: Message::Probe(probe),
@@ -722,7 +780,11 @@ impl Node {
         if !self.members().contains(&unreachable) {
             return;
         }
-        self.probe_skipped.insert(unreachable);
+        // Once per unreachable node: the outcomes of the other nodes' 911s this node passed
+        // to it come in too, and each further 911 of ours would come back with permission.
+        if !self.probe_skipped.insert(unreachable) {
+            return;
+        }
         let probe = Probe {
             origin: self.me,
             permit: true,
@@ -741,6 +803,12 @@ impl Node {
             return;
         }
         if p.origin == self.me {
+            // A 911 of ours sent before this node last passed a token (it regenerated on an
+            // earlier one) is spent: regenerating again would make the token on its way an
+            // earlier generation that every member drops.
+            if p.seq != self.last_sent_seq {
+                return;
+            }
             self.probe_out = false;
             if p.permit && !self.holding && self.in_flight.is_none() {
                 self.regenerate(out);
@@ -1269,6 +1337,78 @@ mod tests {
             address: Ipv4Addr::new(10, 0, 0, last),
             packets_per_s,
         }
+    }
+
+    fn join(from: u8, ring_size: u8) -> Event {
+        Event::Received {
+            from: NodeId(from),
+            msg: Message::Join(Join {
+                from: NodeId(from),
+                ring_size,
+                ring_low: (ring_size > 0).then_some(NodeId(from)),
+                config_version: 1,
+            }),
+        }
+    }
+
+    /// Node 1 of three, started at `t0`.
+    fn starting(t0: Instant) -> Node {
+        let config = RingConfig::new(
+            vec![NodeId(0), NodeId(1), NodeId(2)],
+            vec![vip(100, 0, Persistence::Free)],
+        );
+        Node::new(config, NodeId(1), t0).0
+    }
+
+    /// Runs the loss timer every `loss_timeout` from `from` to `to` ms after `t0`, feeding
+    /// `heard` every join interval; returns when the node went alone, if it did.
+    fn alone_at(node: &mut Node, t0: Instant, to: u64, heard: Option<Event>) -> Option<u64> {
+        let loss = node.config.loss_timeout.as_millis() as u64;
+        for ms in (0..=to).step_by(10) {
+            let now = t0 + Duration::from_millis(ms);
+            if let Some(e) = heard.as_ref().filter(|_| ms % 50 == 0) {
+                node.handle(now, e.clone());
+            }
+            if ms % loss == 0 {
+                node.handle(now, Event::Timer(TimerKind::Loss));
+            }
+            if node.status().membership == Membership::Member {
+                return Some(ms);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_node_started_with_a_lower_one_waits_for_it_at_most_another_startup() {
+        let t0 = Instant::now();
+        assert_eq!(alone_at(&mut starting(t0), t0, 1000, None), Some(320));
+        // Node 0 keeps asking to join, waiting too: node 1 leaves the ring to it for a while.
+        let mut waiting = starting(t0);
+        assert_eq!(
+            alone_at(&mut waiting, t0, 1000, Some(join(0, 0))),
+            Some(600)
+        );
+        // Node 2 is no reason to wait: node 1 is the lower.
+        assert_eq!(
+            alone_at(&mut starting(t0), t0, 1000, Some(join(2, 0))),
+            Some(320)
+        );
+    }
+
+    #[test]
+    fn a_node_a_ring_asks_in_answers_at_once_and_never_runs_alone() {
+        let t0 = Instant::now();
+        let mut node = starting(t0);
+        let answer = node.handle(t0, join(2, 2));
+        assert!(
+            answer.iter().any(|a| matches!(a,
+                Action::Send { to, msg: Message::Join(j) } if *to == NodeId(2) && j.from == NodeId(1))),
+            "{answer:?}"
+        );
+        assert_eq!(alone_at(&mut node, t0, 2000, Some(join(2, 2))), None);
+        // Once the ring is silent, the wait runs out.
+        assert!(alone_at(&mut node, t0 + Duration::from_secs(2), 400, None).is_some());
     }
 
     #[test]

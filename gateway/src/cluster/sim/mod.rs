@@ -2,7 +2,8 @@
 //! real encoding and HMAC) in one process, a virtual clock, and a seeded network that loses,
 //! delays, duplicates and reorders datagrams, partitions and heals, and crashes, pauses and
 //! restarts nodes. Invariants are asserted as it runs; a failure names its seed, and
-//! `cargo xtask sim --seed N` replays it.
+//! `cargo xtask sim --seed N [--family F]` replays it. Besides the random mix, `Family` names
+//! fault sequences that broke real clusters, run on a lossless network with stricter checks.
 //!
 //! "Answering" for a VIP, as the model's stand-in for XDP answering ARP: a node whose host is
 //! up, whose latest `ApplyVips` holds the VIP, and whose lease is valid. The daemon renews the
@@ -93,6 +94,8 @@ impl Rng {
 /// What a scenario does, drawn from its seed.
 #[derive(Clone, Debug)]
 pub struct Scenario {
+    /// The kind of fault sequence.
+    pub family: Family,
     /// The seed everything is drawn from.
     pub seed: u64,
     /// Configured nodes.
@@ -107,8 +110,85 @@ pub struct Scenario {
     pub fault_phase: Duration,
 }
 
+/// A kind of scenario: the seeded mix of every fault, or one of the fault sequences that broke
+/// real clusters (issue 11), on a lossless network where stricter invariants hold: no VIP is
+/// ever answered by two nodes, and (`QuietDeath`, `Comeback`) no node removes a live one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Crashes, pauses, partitions and configuration offers at random, with loss.
+    Random,
+    /// One host dies in a settled cluster; it comes back at the end.
+    QuietDeath,
+    /// A host dies, then another; the first comes back while the second is still dead.
+    Comeback,
+    /// Every node starts within 50 ms of the others.
+    StartUp,
+    /// For a while the datagrams one node sends (to everyone, or to one peer) are lost, some
+    /// or all: its acks do not arrive while it hears everything.
+    AckLoss,
+}
+
+impl Family {
+    /// Every family, in the order the test runs them.
+    pub const ALL: [Family; 5] = [
+        Family::Random,
+        Family::QuietDeath,
+        Family::Comeback,
+        Family::StartUp,
+        Family::AckLoss,
+    ];
+
+    /// Its name on the command line (`--family`, `SIM_FAMILY`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Random => "random",
+            Family::QuietDeath => "quiet-death",
+            Family::Comeback => "comeback",
+            Family::StartUp => "start-up",
+            Family::AckLoss => "ack-loss",
+        }
+    }
+
+    /// The family called `name`.
+    pub fn from_name(name: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Whether no VIP may ever have two answering nodes (lossless, nothing paused or cut).
+    fn never_dual(self) -> bool {
+        matches!(
+            self,
+            Family::QuietDeath | Family::Comeback | Family::StartUp
+        )
+    }
+
+    /// Whether no node may ever remove a live one from its ring.
+    fn never_removes_live(self) -> bool {
+        matches!(self, Family::QuietDeath | Family::Comeback)
+    }
+}
+
 impl Scenario {
-    /// The scenario of `seed`: mostly 2 to 8 nodes, some up to 16 and a few of 64.
+    /// The scenario of `seed` in `family`.
+    pub fn of(family: Family, seed: u64) -> Self {
+        if family == Family::Random {
+            return Self::from_seed(seed);
+        }
+        let mut rng = Rng::new(seed ^ (0xfa31_1700 + family as u64));
+        let least = if family == Family::Comeback { 3 } else { 2 };
+        Self {
+            family,
+            seed,
+            nodes: least + rng.below(9 - least as u64) as usize,
+            vips: 1 + rng.below(8) as usize,
+            loss: if family == Family::AckLoss { 3 } else { 0 },
+            faults: 0,
+            fault_phase: Duration::from_millis(2500 + rng.below(1500)),
+        }
+    }
+
+    /// The scenario of `seed` in the random family: mostly 2 to 8 nodes, some up to 16 and a
+    /// few of 64.
     pub fn from_seed(seed: u64) -> Self {
         let mut rng = Rng::new(seed ^ 0x5ce7_a210);
         let nodes = match rng.below(1000) {
@@ -117,6 +197,7 @@ impl Scenario {
             _ => 2 + rng.below(7) as usize,
         };
         Self {
+            family: Family::Random,
             seed,
             nodes,
             vips: 1 + rng.below(8) as usize,
@@ -150,8 +231,17 @@ enum Fault {
         isolated: bool,
     },
     Heal,
+    /// A host that was never up boots (the first boot of a staggered start).
+    Boot(usize),
     /// The operator of node `0` offers a new configuration (`1`: a valid one).
     Offer(usize, bool),
+    /// From now on `percent` of the datagrams node `from` sends (to `to` only, if given) are
+    /// lost; 0 ends it.
+    SendLoss {
+        from: usize,
+        to: Option<usize>,
+        percent: u64,
+    },
 }
 
 /// The first digest byte of a configuration every node refuses.
@@ -175,6 +265,8 @@ struct Host {
     active: ConfigId,
     /// When it crashed, while it is down.
     down_since: Instant,
+    /// The members each node saw with each member's boot count, for `check_removals`.
+    seen_members: BTreeMap<usize, u64>,
     /// Its XDP program and maps.
     datapath: DataPath,
     /// The daemon's copy stream to its successor, and its pacing.
@@ -251,6 +343,10 @@ pub struct Sim {
     crashes: Vec<Crash>,
     /// When each fault other than an offer struck, in order.
     disruptions: Vec<(Instant, Disruption)>,
+    /// The one-way loss in force (`Fault::SendLoss`).
+    send_loss: Option<(usize, Option<usize>, u64)>,
+    /// Whether the ring has converged once (from then on `check_removals` applies).
+    settled: bool,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -303,6 +399,8 @@ impl Sim {
             taken_over: Vec::new(),
             crashes: Vec::new(),
             disruptions: Vec::new(),
+            send_loss: None,
+            settled: false,
         };
         for i in 0..sim.scenario.nodes {
             let host = sim.boot(
@@ -363,6 +461,7 @@ impl Sim {
             docs: BTreeSet::from([active]),
             active,
             down_since: self.now,
+            seen_members: BTreeMap::new(),
             datapath: DataPath::new(NodeId(i as u8)),
             copy_stream: CopyStream::default(),
             copy_pacing: CopyPacing::new(self.now),
@@ -375,6 +474,10 @@ impl Sim {
     }
 
     fn schedule_faults(&mut self) {
+        if self.scenario.family != Family::Random {
+            self.schedule_sequence();
+            return;
+        }
         let n = self.scenario.nodes;
         let phase = self.scenario.fault_phase.as_millis() as u64;
         for _ in 0..self.scenario.faults {
@@ -402,6 +505,66 @@ impl Sim {
             let node = offers.below(n as u64) as usize;
             let valid = !offers.chance(15);
             self.faults.push((at, Fault::Offer(node, valid)));
+        }
+        self.faults.sort_by_key(|(at, _)| *at);
+    }
+
+    /// The faults of a family other than `Random`, from their own generator. A cluster
+    /// settles within about 700 ms of a common start (start-up wait, joins, first moves).
+    fn schedule_sequence(&mut self) {
+        let mut rng = Rng::new(self.scenario.seed ^ 0x5e9_0e7ce);
+        let n = self.scenario.nodes;
+        let ms = |m: u64| Duration::from_millis(m);
+        let settled = self.start + ms(700 + rng.below(800));
+        let end = self.faults_end;
+        let pick_other = |rng: &mut Rng, not: &[usize]| loop {
+            let v = rng.below(n as u64) as usize;
+            if !not.contains(&v) {
+                return v;
+            }
+        };
+        match self.scenario.family {
+            Family::Random => unreachable!("scheduled by schedule_faults"),
+            Family::QuietDeath => {
+                let victim = pick_other(&mut rng, &[]);
+                self.faults.push((settled, Fault::Crash(victim)));
+                self.faults.push((end, Fault::Restart(victim)));
+            }
+            Family::Comeback => {
+                let first = pick_other(&mut rng, &[]);
+                let second = pick_other(&mut rng, &[first]);
+                let second_at = settled + ms(100 + rng.below(1500));
+                let back_at = second_at + ms(rng.below(600));
+                self.faults.push((settled, Fault::Crash(first)));
+                self.faults.push((second_at, Fault::Crash(second)));
+                self.faults.push((back_at, Fault::Restart(first)));
+                self.faults.push((end + ms(500), Fault::Restart(second)));
+            }
+            Family::StartUp => {
+                // Node 0 boots at the start; every other one within 50 ms of it.
+                for i in 1..n {
+                    let at = self.start + Duration::from_micros(rng.below(50_000));
+                    self.host_mut(i).up = false;
+                    self.faults.push((at, Fault::Boot(i)));
+                }
+                self.net.retain(|d| Self::host_of(d.from) == Some(0));
+            }
+            Family::AckLoss => {
+                let from = pick_other(&mut rng, &[]);
+                let to = rng.chance(50).then(|| pick_other(&mut rng, &[from]));
+                let percent = [30, 60, 100][rng.below(3) as usize];
+                let until = settled + ms(300 + rng.below(1500));
+                self.faults
+                    .push((settled, Fault::SendLoss { from, to, percent }));
+                self.faults.push((
+                    until.min(end),
+                    Fault::SendLoss {
+                        from,
+                        to,
+                        percent: 0,
+                    },
+                ));
+            }
         }
         self.faults.sort_by_key(|(at, _)| *at);
     }
@@ -589,6 +752,13 @@ impl Sim {
     }
 
     fn send_datagram(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        if let Some((sender, receiver, percent)) = self.send_loss {
+            let hit = Self::host_of(from) == Some(sender)
+                && receiver.is_none_or(|r| Self::host_of(to) == Some(r));
+            if hit && self.rng.chance(percent) {
+                return;
+            }
+        }
         let during_faults = self.now < self.faults_end;
         if during_faults && self.rng.chance(self.scenario.loss) {
             return;
@@ -766,6 +936,14 @@ impl Sim {
         }
         self.check_conflicts();
         self.check_safety();
+        if self.scenario.family.never_removes_live() {
+            // Before the first convergence, rings of the start merge: a node leaves a worse
+            // ring for the better one.
+            self.settled = self.settled || self.converged();
+            if self.settled {
+                self.check_removals();
+            }
+        }
     }
 
     /// Fetches due now: the document arrives when the source is up, reachable and has it.
@@ -874,7 +1052,7 @@ impl Sim {
                 let later = self.faults.partition_point(|(t, _)| *t <= at);
                 self.faults.insert(later, (at, Fault::Restart(i)));
             }
-            Fault::Restart(i) if !self.host(i).up => {
+            Fault::Restart(i) | Fault::Boot(i) if !self.host(i).up => {
                 self.disruptions.push((self.now, Disruption::Restart(i)));
                 self.log(|| format!("restart node {i}"));
                 let boots = self.host(i).boots + 1;
@@ -909,6 +1087,11 @@ impl Sim {
                     self.witness(&side, false);
                 }
                 self.partition = Some((side, isolated));
+            }
+            Fault::SendLoss { from, to, percent } => {
+                self.log(|| format!("{percent} % loss of what node {from} sends to {to:?}"));
+                self.disruptions.push((self.now, Disruption::Other));
+                self.send_loss = (percent > 0).then_some((from, to, percent));
             }
             Fault::Heal => {
                 self.log(|| "heal".to_owned());
@@ -986,6 +1169,14 @@ impl Sim {
         for v in self.vips.clone() {
             let answering = self.answering(v.address);
             if answering.len() > 1 {
+                assert!(
+                    !self.scenario.family.never_dual(),
+                    "seed {} ({}): nodes {answering:?} both answer for {}\n{}",
+                    self.scenario.seed,
+                    self.scenario.family.name(),
+                    v.address,
+                    self.report()
+                );
                 let since = *self.double_since.entry(v.address).or_insert(self.now);
                 assert!(
                     self.now.duration_since(since) <= RESOLUTION,
@@ -997,6 +1188,37 @@ impl Sim {
             } else {
                 self.double_since.remove(&v.address);
             }
+        }
+    }
+
+    /// No node drops from its ring a member that is up and running the boot it saw in it.
+    fn check_removals(&mut self) {
+        let boots: Vec<Option<u64>> = (0..self.hosts.len())
+            .map(|j| {
+                let h = self.host(j);
+                (h.up && !h.paused).then_some(h.boots)
+            })
+            .collect();
+        for i in 0..self.hosts.len() {
+            if !self.host(i).up {
+                continue;
+            }
+            let members = self.host(i).node.status().members;
+            let now: BTreeMap<usize, u64> = members
+                .iter()
+                .map(|m| usize::from(m.0))
+                .filter_map(|j| boots[j].map(|b| (j, b)))
+                .collect();
+            for (&j, &boot) in &self.host(i).seen_members {
+                assert!(
+                    now.contains_key(&j) || boots[j] != Some(boot),
+                    "seed {} ({}): node {i} removed node {j}, which is up\n{}",
+                    self.scenario.seed,
+                    self.scenario.family.name(),
+                    self.report()
+                );
+            }
+            self.host_mut(i).seen_members = now;
         }
     }
 

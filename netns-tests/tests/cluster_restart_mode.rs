@@ -1,0 +1,58 @@
+//! Issue 11, item 2: restart mode in a cluster. A node's daemon stops with `--keep-datapath`
+//! and starts again on its pins while kept-alive connections run through every external VIP.
+//! Its VIPs move away while it is down, its XDP keeps serving the connections it is home of,
+//! and when it rejoins nothing may break: neither its own connections nor those of a VIP the
+//! cluster hands to it.
+use netns_tests::client::Traffic;
+use netns_tests::cluster::{Cluster, ClusterOptions};
+use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
+use netns_tests::topology::client_addrs;
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_daemon_restart_on_its_pins_breaks_no_connection() {
+    let mut cluster = Cluster::start(&ClusterOptions::default()).unwrap();
+    cluster.wait_settled(Duration::from_secs(20)).unwrap();
+    let before = cluster.converged().unwrap();
+    println!("before: {before:?}");
+    let traffic: Vec<Traffic> = EXTERNAL_VIPS
+        .iter()
+        .map(|vip| {
+            Traffic::start(cluster.client(), &client_addrs(), Cluster::web(*vip), 4).unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let restarted = 1;
+    let stopped = cluster.nodes[restarted]
+        .daemon
+        .as_mut()
+        .unwrap()
+        .stop(true)
+        .unwrap();
+    println!(
+        "{} stopped with --keep-datapath in {stopped:?}",
+        NODES[restarted]
+    );
+    cluster.wait_converged(Duration::from_secs(5)).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    println!("while it is away: {:?}", cluster.converged().unwrap());
+    let started = Instant::now();
+    cluster.start_daemon(restarted).unwrap();
+    cluster.wait_settled(Duration::from_secs(20)).unwrap();
+    println!(
+        "{:.2?} after the start: {:?}",
+        started.elapsed(),
+        cluster.converged().unwrap()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut failures = 0;
+    for (vip, t) in EXTERNAL_VIPS.iter().zip(traffic) {
+        let report = t.stop().unwrap();
+        println!("{vip}: {report}");
+        failures += report.long_lived.iter().filter(|l| l.failures > 0).count();
+        assert_eq!(report.new.failures, 0, "new connections to {vip} failed");
+    }
+    assert_eq!(failures, 0, "kept-alive connections broke");
+}
