@@ -114,8 +114,14 @@ enum VipCmd {
 
 #[derive(Subcommand)]
 enum NodeCmd {
-    /// Take every VIP away from NODE; it owns none until opened.
-    Close { node: String },
+    /// Take every VIP away from NODE; it owns none until opened. Refused for the last open
+    /// node, whose VIPs nobody could take, unless forced.
+    Close {
+        node: String,
+        /// Close it even when it is the last open node: the cluster then serves no VIP.
+        #[arg(long)]
+        force: bool,
+    },
     /// Let NODE own VIPs again.
     Open { node: String },
 }
@@ -155,13 +161,17 @@ fn main() -> ExitCode {
         ),
         Cmd::Node { command } => (
             Request::Admin(match command {
-                NodeCmd::Close { node } => Admin::CloseNode { node },
+                NodeCmd::Close { node, force } => Admin::CloseNode { node, force },
                 NodeCmd::Open { node } => Admin::OpenNode { node },
             }),
             false,
         ),
     };
-    match cli::call(&args.socket, &request) {
+    let answer = cli::call(&args.socket, &request).and_then(|data| match request {
+        Request::Stop { .. } => cli::wait_for_exit(&data, cli::STOP_WAIT).map(|()| data),
+        _ => Ok(data),
+    });
+    match answer {
         Ok(data) if json => {
             println!("{data}");
             ExitCode::SUCCESS

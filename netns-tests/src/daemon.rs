@@ -324,7 +324,8 @@ impl Daemon {
             .with_context(|| format!("parse output of gateway {}: {text}", args.join(" ")))
     }
 
-    /// Stops the daemon with `gateway stop [--keep-datapath]` and waits for it to exit.
+    /// Stops the daemon with `gateway stop [--keep-datapath]`, which returns once the daemon
+    /// has exited (checked).
     pub fn stop(&mut self, keep_datapath: bool) -> Result<Duration> {
         let started = Instant::now();
         let mut args = vec!["stop"];
@@ -333,6 +334,9 @@ impl Daemon {
         }
         self.cli(&args)?;
         let mut process = self.process.take().context("daemon not running")?;
+        if process.try_status()?.is_none() {
+            bail!("`gateway stop` returned while the daemon still ran");
+        }
         let status = process.wait_exit(Duration::from_secs(10))?;
         if !status.success() {
             bail!("daemon exited with {status}:\n{}", process.log_tail(30));

@@ -61,9 +61,11 @@
 //! 3 closed nodes  per node: u8 node
 //! 4 admin asks    per ask: u64 id, u8 origin, u8 op, u32 VIP, u8 node, u8 persistence
 //!                 (op: 1 move VIP to node, 2 prefer node for VIP, 3 pin VIP with persistence,
-//!                  4 close node, 5 open node; unused fields 0)
+//!                  4 close node (persistence 1: even the last open one), 5 open node; unused
+//!                  fields 0)
 //! 5 admin done    per answer: u64 id, u8 origin, u8 result (0 done, 1 unknown VIP,
-//!                 2 node not a member, 3 node closed)
+//!                 2 node not a member, 3 node closed, 4 VIP there already, 5 the last open
+//!                 node)
 //! 6 NAT blocks    per block not with its own node: u8 block's node, u8 holder, u8 returned
 //!                 (0: the node is gone and the holder serves its block; 1: the node is back
 //!                 and the holder serves only what it took over), u8 0
@@ -404,8 +406,9 @@ pub enum AdminOp {
     Prefer(Ipv4Addr, NodeId),
     /// Set the VIP's persistence.
     Pin(Ipv4Addr, Persistence),
-    /// The node gives away its VIPs and takes none.
-    Close(NodeId),
+    /// The node gives away its VIPs and takes none; `true` also when it is the last open
+    /// member (the cluster then serves no VIP).
+    Close(NodeId, bool),
     /// The node may own VIPs again.
     Open(NodeId),
 }
@@ -432,6 +435,10 @@ pub enum AdminResult {
     NotMember,
     /// The node is closed and may own nothing.
     Closed,
+    /// The VIP is on that node already: nothing moved.
+    AlreadyThere,
+    /// The node is the last open member: closing it would leave every VIP without an owner.
+    LastOpen,
 }
 
 impl AdminResult {
@@ -441,6 +448,8 @@ impl AdminResult {
             Self::UnknownVip => 1,
             Self::NotMember => 2,
             Self::Closed => 3,
+            Self::AlreadyThere => 4,
+            Self::LastOpen => 5,
         }
     }
 
@@ -450,6 +459,8 @@ impl AdminResult {
             1 => Self::UnknownVip,
             2 => Self::NotMember,
             3 => Self::Closed,
+            4 => Self::AlreadyThere,
+            5 => Self::LastOpen,
             _ => return None,
         })
     }
@@ -622,7 +633,9 @@ impl Message {
                         AdminOp::Move(vip, node) => (1, vip, node.0, 0),
                         AdminOp::Prefer(vip, node) => (2, vip, node.0, 0),
                         AdminOp::Pin(vip, p) => (3, vip, 0, p.number()),
-                        AdminOp::Close(node) => (4, Ipv4Addr::UNSPECIFIED, node.0, 0),
+                        AdminOp::Close(node, force) => {
+                            (4, Ipv4Addr::UNSPECIFIED, node.0, u8::from(force))
+                        }
                         AdminOp::Open(node) => (5, Ipv4Addr::UNSPECIFIED, node.0, 0),
                     };
                     body.extend_from_slice(&a.id.to_be_bytes());
@@ -959,7 +972,7 @@ fn read_ask(r: &mut Reader<'_>) -> Result<AdminAsk, DecodeError> {
             vip,
             Persistence::from_number(persistence).ok_or(DecodeError::Invalid("persistence"))?,
         ),
-        4 => AdminOp::Close(node_id()?),
+        4 => AdminOp::Close(node_id()?, persistence == 1),
         5 => AdminOp::Open(node_id()?),
         _ => return Err(DecodeError::Invalid("admin op")),
     };
@@ -1015,7 +1028,7 @@ mod tests {
                 AdminAsk {
                     id: 9,
                     origin: NodeId(1),
-                    op: AdminOp::Close(NodeId(5)),
+                    op: AdminOp::Close(NodeId(5), true),
                 },
             ],
             done: vec![AdminDone {

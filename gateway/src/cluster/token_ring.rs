@@ -1010,7 +1010,7 @@ impl Node {
                     None => return Some(AdminResult::UnknownVip),
                 }
             }
-            AdminOp::Close(_) | AdminOp::Open(_) => None,
+            AdminOp::Close(..) | AdminOp::Open(_) => None,
         };
         let member = |n: NodeId| members.contains(&n);
         match (ask.op, vip_index) {
@@ -1023,7 +1023,7 @@ impl Node {
                 }
                 let owner = self.token.vips[i].owner;
                 if owner == Some(node) {
-                    return Some(AdminResult::Done);
+                    return Some(AdminResult::AlreadyThere);
                 }
                 // Only the owner gives a VIP away (or anyone, when its owner is gone).
                 if owner == Some(self.me) || owner.is_none_or(|o| !member(o)) {
@@ -1041,7 +1041,13 @@ impl Node {
                 self.token.vips[i].persistence = persistence;
                 Some(AdminResult::Done)
             }
-            (AdminOp::Close(node), _) => {
+            (AdminOp::Close(node, force), _) => {
+                let open_left = members
+                    .iter()
+                    .any(|&m| m != node && !self.token.closed.contains(&m));
+                if !force && !open_left && !self.token.closed.contains(&node) {
+                    return Some(AdminResult::LastOpen);
+                }
                 if !self.token.closed.contains(&node) {
                     self.token.closed.push(node);
                 }

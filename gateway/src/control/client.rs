@@ -77,6 +77,37 @@ pub fn call(socket: &Path, request: &Request) -> Result<Value, Failure> {
     }
 }
 
+/// How long `gateway stop` waits for the daemon to end (its stop detaches XDP or hands the
+/// pins over, and waits at most a second for the data-path worker).
+pub const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the daemon that answered a stop with its `pid` has ended (or is a zombie its
+/// parent has not reaped yet), at most `within`.
+pub fn wait_for_exit(answer: &Value, within: Duration) -> Result<(), Failure> {
+    let Some(pid) = answer["pid"].as_u64() else {
+        return Ok(()); // an older daemon: it said "stopping" only
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+        // The state follows the command in parentheses: `Z` is a zombie, `X` dead.
+        let ended = stat.as_deref().map_or(true, |s| {
+            s.rsplit_once(')').is_some_and(|(_, rest)| {
+                matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))
+            })
+        });
+        if ended {
+            return Ok(());
+        }
+        if started.elapsed() >= within {
+            return Err(Failure::Daemon(format!(
+                "stop: the daemon (pid {pid}) has not exited after {within:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -239,10 +270,10 @@ pub fn render(request: &Request, v: &Value) -> String {
             Admin::MoveVip { vip, node } => format!("{vip} moved to {node}\n"),
             Admin::PreferVip { vip, node } => format!("{vip} prefers {node}\n"),
             Admin::PinVip { vip, persistence } => format!("{vip} has persistence {persistence}\n"),
-            Admin::CloseNode { node } => format!("{node} closed\n"),
+            Admin::CloseNode { node, .. } => format!("{node} closed\n"),
             Admin::OpenNode { node } => format!("{node} open\n"),
         },
-        Request::Stop { .. } => "stopping\n".into(),
+        Request::Stop { .. } => "stopped\n".into(),
     }
 }
 

@@ -63,12 +63,30 @@ pub enum Admin {
     CloseNode {
         /// The node's name.
         node: String,
+        /// Close it even when it is the last open node (the cluster then serves no VIP).
+        #[serde(default)]
+        force: bool,
     },
     /// Let a closed `node` own VIPs again.
     OpenNode {
         /// The node's name.
         node: String,
     },
+}
+
+impl std::fmt::Display for Admin {
+    /// The command as the CLI spells it, for answers that name what they refer to.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Admin::MoveVip { vip, node } => write!(f, "vip move {vip} {node}"),
+            Admin::PreferVip { vip, node } => write!(f, "vip prefer {vip} {node}"),
+            Admin::PinVip { vip, persistence } => {
+                write!(f, "vip pin {vip} --persistence {persistence}")
+            }
+            Admin::CloseNode { node, .. } => write!(f, "node close {node}"),
+            Admin::OpenNode { node } => write!(f, "node open {node}"),
+        }
+    }
 }
 
 /// The daemon's answer.
@@ -133,11 +151,19 @@ mod tests {
                 node: "gw2".into()
             })
         );
+        let close = Admin::CloseNode {
+            node: "gw3".into(),
+            force: false,
+        };
         assert_eq!(
-            serde_json::to_string(&Request::Admin(Admin::CloseNode { node: "gw3".into() }))
-                .unwrap(),
-            r#"{"cmd":"admin","op":"close_node","node":"gw3"}"#
+            serde_json::to_string(&Request::Admin(close.clone())).unwrap(),
+            r#"{"cmd":"admin","op":"close_node","node":"gw3","force":false}"#
         );
+        // An older CLI's request, without the flag.
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"admin","op":"close_node","node":"gw3"}"#).unwrap();
+        assert_eq!(r, Request::Admin(close.clone()));
+        assert_eq!(close.to_string(), "node close gw3");
         let bad: Response = Err("nope".to_string()).into();
         assert_eq!(
             serde_json::to_string(&bad).unwrap(),

@@ -145,7 +145,8 @@ async fn answer(
                 .send(Command::Stop { keep_datapath })
                 .await
                 .map_err(gone)?;
-            Ok(Value::Null)
+            // The CLI waits for this process to end before it says so.
+            Ok(serde_json::json!({ "pid": std::process::id() }))
         }
         Request::Admin(admin) => {
             let (tx, rx) = oneshot::channel();

@@ -214,7 +214,7 @@ fn admin_op(cluster: &Cluster, admin: &Admin) -> Result<AdminOp, String> {
             Persistence::from_number(*persistence)
                 .ok_or_else(|| format!("persistence {persistence}: use 0, 1 or 3"))?,
         ),
-        Admin::CloseNode { node: n } => AdminOp::Close(node(n)?),
+        Admin::CloseNode { node: n, force } => AdminOp::Close(node(n)?, *force),
         Admin::OpenNode { node: n } => AdminOp::Open(node(n)?),
     })
 }
@@ -525,11 +525,11 @@ impl Shell {
         let op = match admin_op(&self.cluster, &request) {
             Ok(op) => op,
             Err(e) => {
-                let _ = answer.send(Err(e));
+                let _ = answer.send(Err(format!("{request}: {e}")));
                 return;
             }
         };
-        let id = self.pending.add(now, answer);
+        let id = self.pending.add(now, answer, request.to_string());
         info!(id, ?request, "admin command");
         let actions = self.node.handle(now, Event::Admin { id, op });
         self.perform(now, actions);
@@ -548,7 +548,7 @@ impl Shell {
                 let _ = answer.send(Ok(()));
             }
             Ok(Prepared::Offer(config)) => {
-                let ask = self.pending.add(now, answer);
+                let ask = self.pending.add(now, answer, "reload".into());
                 info!(
                     version = config.version,
                     "offering a new configuration to the cluster"
@@ -692,6 +692,12 @@ impl Shell {
                         AdminResult::UnknownVip => Err("no such VIP in the cluster".into()),
                         AdminResult::NotMember => Err("the node is not a live member".into()),
                         AdminResult::Closed => Err("the node is closed".into()),
+                        AdminResult::AlreadyThere => {
+                            Err("the VIP is on that node already: nothing moved".into())
+                        }
+                        AdminResult::LastOpen => Err("it is the last open node: closing it \
+                             leaves every VIP without an owner (--force closes it anyway)"
+                            .into()),
                     },
                 ),
             }
