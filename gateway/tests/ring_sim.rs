@@ -1,5 +1,5 @@
 //! Seeded scenarios of the ring in the deterministic simulator (`gateway::cluster::sim`):
-//! `SIM_SEEDS=N` runs seeds 0..N (default 10,000) of the random family and N/20 of each
+//! `SIM_SEEDS=N` runs seeds 0..N (default 10,000) of the random family and N/40 of each
 //! fault-sequence family on every CPU; `SIM_SEED=S` replays one (of `SIM_FAMILY=name`, random
 //! unless given); a failure prints the command that replays it with a trace. `cargo xtask test`
 //! runs this in release.
@@ -40,7 +40,7 @@ fn seeded_scenarios_keep_the_invariants() {
             let n = if f == Family::Random {
                 seeds
             } else {
-                (seeds / 20).max(1)
+                (seeds / 40).max(1)
             };
             (0..n).map(move |s| (f, s))
         })

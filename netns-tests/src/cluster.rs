@@ -594,15 +594,16 @@ impl failover::System for GatewaySystem {
 }
 
 impl Gateways {
-    /// Waits until the cluster has converged and its VIP table stayed the same for a second
-    /// (the moves that balance the VIPs over a rejoined node are over).
+    /// Waits until the cluster has converged and its VIP table stayed the same for two seconds
+    /// (the count balance waits a second after a join before it moves a VIP: the moves that
+    /// balance the VIPs over a rejoined node are over).
     pub fn wait_settled(&self, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
         let mut last: Option<(Vec<(Ipv4Addr, usize)>, Instant)> = None;
         loop {
             match (self.converged(), &last) {
                 (Ok(table), Some((seen, since))) if *seen == table => {
-                    if since.elapsed() >= Duration::from_secs(1) {
+                    if since.elapsed() >= Duration::from_secs(2) {
                         return Ok(());
                     }
                 }

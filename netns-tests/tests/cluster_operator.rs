@@ -1,7 +1,9 @@
 //! Issue 11, item 7: commands an operator can trust. A move to the VIP's owner says it moved
 //! nothing; errors name the command and what it refers to; closing the last open node is
-//! refused unless forced; `gateway stop` returns once the daemon has exited (checked by
-//! `Daemon::stop` for every test).
+//! refused unless forced; the count balance leaves a table the operator arranged as it is;
+//! `gateway stop` returns once the daemon has exited (checked by `Daemon::stop` for every
+//! test).
+use netns_tests::cluster::all_vips;
 use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use std::time::Duration;
@@ -60,7 +62,23 @@ fn operator_commands_say_what_they_did_and_refuse_what_would_stop_the_cluster() 
     for node in NODES {
         gw1.cli(&["node", "open", node]).unwrap();
     }
-    cluster.wait_converged(Duration::from_secs(10)).unwrap();
+    cluster.wait_settled(Duration::from_secs(20)).unwrap();
+
+    // Counts 2, 2, 0: the count balance would move one VIP to gw3; one the operator placed, it
+    // leaves alone.
+    let arranged: Vec<_> = all_vips().into_iter().zip([0, 0, 1, 1]).collect();
+    for &(vip, node) in &arranged {
+        if cluster.owner(vip).unwrap() != node {
+            gw1.cli(&["vip", "move", &vip.to_string(), NODES[node]])
+                .unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let mut table = cluster.converged().unwrap();
+    table.sort();
+    let mut expected = arranged.clone();
+    expected.sort();
+    assert_eq!(table, expected, "the table the operator arranged");
 
     // Stop returns once the daemon is gone (Daemon::stop checks it).
     cluster.nodes[2]

@@ -107,6 +107,7 @@ mod tests {
                 previous: previous.map(NodeId),
                 preferred: None,
                 persistence: Persistence::Free,
+                placed: false,
             })
             .collect()
     }

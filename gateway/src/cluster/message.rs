@@ -76,6 +76,8 @@
 //! 9 member configs per member: u8 node, u8 0, then three (u32 version, u64 first 8 bytes
 //!                 of the digest), version 0 for none: the configuration it runs, the one it
 //!                 staged, the one it rejected
+//! 10 placed VIPs  per VIP: u32 address (an operator moved it there: the count balance
+//!                 neither moves nor counts it)
 //! ```
 //!
 //! Decoding checks every length before reading and never panics (see the seeded random-input
@@ -102,6 +104,7 @@ const CARRIAGE_BLOCKS: u8 = 6;
 const CARRIAGE_VIP_LOADS: u8 = 7;
 const CARRIAGE_CONFIG: u8 = 8;
 const CARRIAGE_MEMBER_CONFIGS: u8 = 9;
+const CARRIAGE_PLACED: u8 = 10;
 const KIND_COPIES: u8 = 4;
 const KIND_CONFIG_FETCH: u8 = 5;
 const KIND_CONFIG_DOC: u8 = 6;
@@ -599,7 +602,7 @@ impl Message {
         match self {
             Message::Token(t) => {
                 out[1] = KIND_TOKEN;
-                out[2..4].copy_from_slice(&9u16.to_be_bytes());
+                out[2..4].copy_from_slice(&10u16.to_be_bytes());
                 out.extend_from_slice(&t.seq.to_be_bytes());
                 out.extend_from_slice(&t.epoch.to_be_bytes());
                 out.extend_from_slice(&t.config_version.to_be_bytes());
@@ -678,6 +681,11 @@ impl Message {
                     }
                 }
                 carriage(&mut out, CARRIAGE_MEMBER_CONFIGS, &body);
+                body.clear();
+                for v in t.vips.iter().filter(|v| v.placed) {
+                    body.extend_from_slice(&v.address.octets());
+                }
+                carriage(&mut out, CARRIAGE_PLACED, &body);
             }
             Message::Probe(p) => {
                 out[1] = KIND_PROBE;
@@ -751,6 +759,7 @@ impl Message {
                 for _ in 0..count {
                     t.members.push(r.node()?);
                 }
+                let mut placed: Vec<Ipv4Addr> = Vec::new();
                 for _ in 0..carriages {
                     let kind = r.u8()?;
                     let _reserved = r.u8()?;
@@ -766,6 +775,7 @@ impl Message {
                                     owner: r.maybe_node()?,
                                     preferred: r.maybe_node()?,
                                     persistence: r.persistence()?,
+                                    placed: false,
                                     previous: r.maybe_node()?,
                                 })
                             })?
@@ -783,6 +793,7 @@ impl Message {
                             })?
                         }
                         CARRIAGE_CLOSED => t.closed = body.records(1, Reader::node)?,
+                        CARRIAGE_PLACED => placed = body.records(4, Reader::addr)?,
                         CARRIAGE_ASKS => t.asks = body.records(16, read_ask)?,
                         CARRIAGE_DONE => {
                             t.done = body.records(10, |r| {
@@ -828,6 +839,9 @@ impl Message {
                         }
                         _ => {} // a newer version's carriage: skipped
                     }
+                }
+                for v in t.vips.iter_mut() {
+                    v.placed = placed.contains(&v.address);
                 }
                 Message::Token(t)
             }
@@ -998,6 +1012,7 @@ mod tests {
                     previous: Some(NodeId(2)),
                     preferred: Some(NodeId(0)),
                     persistence: Persistence::Home,
+                    placed: false,
                 },
                 VipEntry {
                     address: Ipv4Addr::new(10, 0, 0, 101),
@@ -1005,6 +1020,7 @@ mod tests {
                     previous: None,
                     preferred: None,
                     persistence: Persistence::Free,
+                    placed: true,
                 },
             ],
             loads: vec![Load {
@@ -1128,7 +1144,7 @@ mod tests {
     #[test]
     fn token_layout() {
         let bytes = Message::Token(token()).encode();
-        assert_eq!(&bytes[..4], &[VERSION, KIND_TOKEN, 0, 9]);
+        assert_eq!(&bytes[..4], &[VERSION, KIND_TOKEN, 0, 10]);
         assert_eq!(&bytes[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(&bytes[24..30], &[1, 2, 3, 0, 1, 2]);
         // The VIP table carriage: kind, reserved, length 16, then 10.0.0.100 owned by 1,

@@ -29,7 +29,8 @@
 //!   two members never both believe they own it; VIPs of dead, removed or closed nodes go to
 //!   the preferred owner when alive, else to the member with the fewest VIPs (lowest id on
 //!   ties): a deterministic spread. Persistence 3 returns to the preferred owner; 0 is
-//!   balanced by VIP count, one move per token hop.
+//!   balanced by VIP count, one move per token hop, counting and moving only VIPs no operator
+//!   placed (`VipEntry::placed`), once the arrangement was quiet for `arrange_hold`.
 //! - Local faults (router witness lost, NIC down): the node releases its VIPs at once and
 //!   stops taking part until healthy, then rejoins.
 //! - Split brain: `VipConflict` (XDP saw another node claim a VIP this node answers for)
@@ -80,6 +81,10 @@ pub struct RingConfig {
     pub join_interval: Duration,
     /// A token hop after which a moved VIP may move again for load.
     pub settle_hops: u32,
+    /// How long the members, the closed nodes and the VIPs an operator placed must stay the
+    /// same before the count balance moves a VIP: an operator's move, an open or a rejoin is
+    /// not compensated at once, and a node that joins has its tables before it gets VIPs.
+    pub arrange_hold: Duration,
     /// How long the transport tries a destination before reporting it unreachable: the
     /// least time between a token pass to this node failing and its removal.
     pub unreachable_after: Duration,
@@ -110,6 +115,7 @@ impl RingConfig {
             startup: Duration::from_millis(300),
             join_interval: Duration::from_millis(50),
             settle_hops: 8,
+            arrange_hold: Duration::from_secs(1),
             unreachable_after: Duration::from_millis(51),
             balance_min_pps: 20_000,
             balance_hold: Duration::from_secs(3),
@@ -218,6 +224,9 @@ pub struct Node {
     my_vip_loads: Vec<VipLoad>,
     /// When this node last moved a VIP for load.
     last_load_move: Option<Instant>,
+    /// When this node last saw the members, the closed nodes or the VIPs an operator placed
+    /// change: the count balance waits `arrange_hold` after it (`place`).
+    last_arranged: Instant,
     /// VIPs lost to a rival in a row, since this node last held a token with other members.
     concessions: BTreeMap<Ipv4Addr, u32>,
     /// Token hops since each VIP last moved.
@@ -283,6 +292,7 @@ impl Node {
             my_load: None,
             my_vip_loads: Vec::new(),
             last_load_move: None,
+            last_arranged: now,
             concessions: BTreeMap::new(),
             settled: BTreeMap::new(),
             conceded: BTreeMap::new(),
@@ -623,8 +633,29 @@ impl Node {
         }
         self.last_round = (same_ring && self.membership == Membership::Member)
             .then(|| now.saturating_duration_since(self.last_held_at));
+        let arrangement = |t: &Token| {
+            let placed: Vec<Ipv4Addr> = t
+                .vips
+                .iter()
+                .filter(|v| v.placed)
+                .map(|v| v.address)
+                .collect();
+            (t.members.clone(), t.closed.clone(), placed)
+        };
+        if arrangement(&t) != arrangement(&self.token) {
+            self.last_arranged = now;
+        }
         self.membership = Membership::Member;
         self.token = t;
+        // A concession holds while the ring still names this node the owner (a rival ring
+        // claims the VIP); once the table gives the VIP to another node it is over, so a
+        // later assignment back here is answered, and never released and re-placed with this
+        // node as its own previous holder (which lost the hand-off of a dead node's
+        // connections: a seed of the simulator).
+        let me = self.me;
+        let vips = &self.token.vips;
+        self.conceded
+            .retain(|a, _| vips.iter().any(|v| v.address == *a && v.owner == Some(me)));
         self.holding = true;
         self.probe_out = false;
         self.probe_skipped.clear();
@@ -1029,6 +1060,7 @@ impl Node {
                 if owner == Some(self.me) || owner.is_none_or(|o| !member(o)) {
                     self.token.vips[i].hand_to(Some(node));
                     self.settled.insert(vip, 0);
+                    self.token.vips[i].placed = true;
                     return Some(AdminResult::Done);
                 }
                 None
@@ -1110,6 +1142,7 @@ impl Node {
                 .filter(|&p| open(p))
                 .or_else(|| least_loaded(&self.token.vips, &candidates, count));
             self.token.vips[i].hand_to(target);
+            self.token.vips[i].placed = false;
             self.settled.insert(v.address, 0);
         }
         // Load: by traffic while a member is busy, else by count.
@@ -1117,13 +1150,25 @@ impl Node {
             return;
         }
         // By count: this node gives one free VIP to the least loaded member when it holds two
-        // more than it.
-        if let Some(least) = least_loaded(&self.token.vips, &candidates, count) {
-            let mine = count(&self.token.vips, self.me);
-            if mine >= count(&self.token.vips, least) + 2 {
+        // more than it. Only VIPs no operator placed count and move, and only once the
+        // arrangement has been quiet for `arrange_hold`: an operator's move, an open or a
+        // rejoin is neither undone nor compensated at once, and a node that just joined gets
+        // VIPs only once its tables are whole.
+        if now < self.last_arranged + self.config.arrange_hold {
+            return;
+        }
+        let unplaced = |vips: &[VipEntry], n: NodeId| {
+            vips.iter()
+                .filter(|v| v.owner == Some(n) && !v.placed)
+                .count()
+        };
+        if let Some(least) = least_loaded(&self.token.vips, &candidates, unplaced) {
+            let mine = unplaced(&self.token.vips, self.me);
+            if mine >= unplaced(&self.token.vips, least) + 2 {
                 let movable = self.token.vips.iter().position(|v| {
                     v.owner == Some(self.me)
                         && v.persistence == Persistence::Free
+                        && !v.placed
                         && self.settled.get(&v.address).copied().unwrap_or(u32::MAX)
                             >= self.config.settle_hops
                 });
@@ -1174,8 +1219,11 @@ impl Node {
         if let Some((i, to)) =
             traffic_move(&loads, &self.token.vips, &self.token.vip_loads, settled)
         {
+            let vip = self.token.vips[i].address;
             self.token.vips[i].hand_to(Some(to));
-            self.settled.insert(self.token.vips[i].address, 0);
+            // Moved for load, it is no longer where an operator put it.
+            self.token.vips[i].placed = false;
+            self.settled.insert(vip, 0);
             self.last_load_move = Some(now);
         }
         true
@@ -1335,6 +1383,7 @@ mod tests {
             previous: None,
             preferred: None,
             persistence,
+            placed: false,
         }
     }
 

@@ -52,6 +52,9 @@ pub struct VipEntry {
     pub preferred: Option<NodeId>,
     /// How it may move.
     pub persistence: Persistence,
+    /// An operator moved it where it is: the count balance neither moves nor counts it, until
+    /// it fails over or moves for load.
+    pub placed: bool,
 }
 
 impl VipEntry {

@@ -180,6 +180,7 @@ pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
                 .and_then(|p| cluster.node_index(p))
                 .map(|i| NodeId(i as u8)),
             persistence: v.persistence,
+            placed: false,
         })
         .collect();
     let mut settings = RingConfig::new(nodes, vips);

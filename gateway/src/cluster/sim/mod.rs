@@ -366,6 +366,7 @@ impl Sim {
                 preferred: (rng.chance(50)).then(|| NodeId(rng.below(scenario.nodes as u64) as u8)),
                 persistence: [Persistence::Free, Persistence::Sticky, Persistence::Home]
                     [rng.below(3) as usize],
+                placed: false,
             })
             .collect();
         let keys = Keyring::new(1, [(1, [7u8; 32])]).expect("a valid keyring");
@@ -592,7 +593,8 @@ impl Sim {
                     Action::Send { to, msg } => {
                         if let Message::Token(t) = &msg {
                             let (seq, epoch, members) = (t.seq, t.epoch, t.members.clone());
-                            self.log(|| format!("node {i} token -> {} seq {seq} epoch {epoch} members {members:?}", to.0));
+                            let v2 = t.vips.get(2).map(|v| (v.owner, v.previous));
+                            self.log(|| format!("node {i} token -> {} seq {seq} epoch {epoch} members {members:?} v102 {v2:?}", to.0));
                         } else {
                             self.log(|| format!("node {i} -> {}: {msg:?}", to.0));
                         }
@@ -1204,10 +1206,13 @@ impl Sim {
                 continue;
             }
             let members = self.host(i).node.status().members;
+            // Each member with the boot it ran when it entered this node's ring: an entry that
+            // outlived its node's crash stands for the old boot, not the one running since.
+            let seen = &self.host(i).seen_members;
             let now: BTreeMap<usize, u64> = members
                 .iter()
                 .map(|m| usize::from(m.0))
-                .filter_map(|j| boots[j].map(|b| (j, b)))
+                .filter_map(|j| boots[j].map(|b| (j, seen.get(&j).copied().unwrap_or(b))))
                 .collect();
             for (&j, &boot) in &self.host(i).seen_members {
                 assert!(
