@@ -353,6 +353,16 @@ impl Gateways {
             .with_context(|| format!("{vip} not in the table"))
     }
 
+    /// Stops node `i`'s daemon with `gateway stop [--keep-datapath]` (`Daemon::stop`: it
+    /// returns once the daemon has exited); returns how long that took.
+    pub fn stop_daemon(&mut self, i: usize, keep_datapath: bool) -> Result<Duration> {
+        self.nodes[i]
+            .daemon
+            .as_mut()
+            .context("no daemon")?
+            .stop(keep_datapath)
+    }
+
     /// Node `i`'s daemon alone is killed with SIGKILL; its host, NICs and XDP (pinned) stay
     /// up, so its XDP answers until the lease runs out.
     pub fn kill_daemon(&mut self, i: usize) -> Result<()> {

@@ -151,12 +151,7 @@ fn a_reload_on_one_node_switches_every_node_and_a_late_node_catches_up() {
     assert_eq!(cluster.view(2).unwrap().config_refused, 1);
 
     // gw3 stops; gw2's operator brings back-end 3 back and drains back-end 1.
-    cluster.nodes[2]
-        .daemon
-        .as_mut()
-        .unwrap()
-        .stop(false)
-        .unwrap();
+    cluster.stop_daemon(2, false).unwrap();
     cluster.wait_settled(Duration::from_secs(10)).unwrap();
     set_weight(&cluster.nodes[1].config, b3, 1);
     set_weight(&cluster.nodes[1].config, b1, 0);

@@ -81,10 +81,5 @@ fn operator_commands_say_what_they_did_and_refuse_what_would_stop_the_cluster() 
     assert_eq!(table, expected, "the table the operator arranged");
 
     // Stop returns once the daemon is gone (Daemon::stop checks it).
-    cluster.nodes[2]
-        .daemon
-        .as_mut()
-        .unwrap()
-        .stop(false)
-        .unwrap();
+    cluster.stop_daemon(2, false).unwrap();
 }

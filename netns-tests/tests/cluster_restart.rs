@@ -29,12 +29,7 @@ fn a_restarted_node_rejoins_and_gets_back_only_its_persistence_3_vip() {
         "a persistence-3 VIP lives on its preferred node"
     );
 
-    let stopped = cluster.nodes[1]
-        .daemon
-        .as_mut()
-        .unwrap()
-        .stop(false)
-        .unwrap();
+    let stopped = cluster.stop_daemon(1, false).unwrap();
     println!("gw2 stopped in {stopped:?}");
     cluster.wait_settled(Duration::from_secs(10)).unwrap();
     let away = cluster.converged().unwrap();

@@ -24,12 +24,7 @@ fn a_daemon_restart_on_its_pins_breaks_no_connection() {
     std::thread::sleep(Duration::from_millis(500));
 
     let restarted = 1;
-    let stopped = cluster.nodes[restarted]
-        .daemon
-        .as_mut()
-        .unwrap()
-        .stop(true)
-        .unwrap();
+    let stopped = cluster.stop_daemon(restarted, true).unwrap();
     println!(
         "{} stopped with --keep-datapath in {stopped:?}",
         NODES[restarted]

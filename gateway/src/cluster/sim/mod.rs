@@ -593,8 +593,7 @@ impl Sim {
                     Action::Send { to, msg } => {
                         if let Message::Token(t) = &msg {
                             let (seq, epoch, members) = (t.seq, t.epoch, t.members.clone());
-                            let v2 = t.vips.get(2).map(|v| (v.owner, v.previous));
-                            self.log(|| format!("node {i} token -> {} seq {seq} epoch {epoch} members {members:?} v102 {v2:?}", to.0));
+                            self.log(|| format!("node {i} token -> {} seq {seq} epoch {epoch} members {members:?}", to.0));
                         } else {
                             self.log(|| format!("node {i} -> {}: {msg:?}", to.0));
                         }
