@@ -11,6 +11,7 @@ pub mod cluster_topology;
 pub mod cpu;
 pub mod daemon;
 pub mod failover;
+pub mod hog;
 pub mod host_death;
 pub mod keepalived;
 pub mod nft_baseline;

@@ -36,8 +36,21 @@ const PARTS: &[Part] = &[
         name: "node",
         apply: Apply::AtRestart,
         differs: |a, b| {
-            (&a.name, a.nat_ports, &a.pin_dir, a.xdp_mode, &a.key)
-                != (&b.name, b.nat_ports, &b.pin_dir, b.xdp_mode, &b.key)
+            (
+                &a.name,
+                a.nat_ports,
+                &a.pin_dir,
+                a.xdp_mode,
+                a.realtime,
+                &a.key,
+            ) != (
+                &b.name,
+                b.nat_ports,
+                &b.pin_dir,
+                b.xdp_mode,
+                b.realtime,
+                &b.key,
+            )
         },
     },
     Part {

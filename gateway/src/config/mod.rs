@@ -240,6 +240,9 @@ pub struct Config {
     pub pin_dir: PathBuf,
     /// XDP attach mode.
     pub xdp_mode: XdpMode,
+    /// Whether the ring's threads run at real-time priority and the daemon locks its memory
+    /// (`[node] realtime`, on by default), as corosync does.
+    pub realtime: bool,
     /// This node's Ed25519 key file (`[node] key`), required in a cluster; read at daemon
     /// start ([`crate::config::node_key::load_node_key`]), not by the parser.
     pub key: Option<PathBuf>,
@@ -296,7 +299,13 @@ struct RawNode {
     pin_dir: Option<String>,
     #[serde(default)]
     xdp_mode: XdpMode,
+    #[serde(default = "on")]
+    realtime: bool,
     key: Option<S<String>>,
+}
+
+fn on() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -688,6 +697,7 @@ fn check(loc: &Locator, raw: RawFile) -> Result<Config, ConfigError> {
         name,
         nat_ports,
         xdp_mode: node.xdp_mode,
+        realtime: node.realtime,
         key,
         socket: raw
             .control
@@ -862,6 +872,9 @@ mod tests {
         assert_eq!(c.services[0].health.kind, HealthKind::Http);
         assert_eq!(c.arp.garp_interval, Duration::from_millis(50));
         assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/gateway/gw1"));
+        assert!(c.realtime, "real-time scheduling is on by default");
+        let off = EXAMPLE.replacen("[node]\n", "[node]\nrealtime = false\n", 1);
+        assert!(!parse_text(&off).unwrap().realtime);
     }
 
     #[test]

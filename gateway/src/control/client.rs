@@ -174,6 +174,13 @@ pub fn render(request: &Request, v: &Value) -> String {
                 v["latency"]["stalls"],
                 v["latency"]["longest_stall_ms"]
             );
+            if v["latency"]["too_slow"] == Value::Bool(true) {
+                out = format!(
+                    "WARNING: this node could not act for {} ms in the last minute; its peers \
+                     give up on it after {} ms: the host is too slow for the ring's timers\n{out}",
+                    v["latency"]["recent_longest_delay_ms"], v["latency"]["give_up_ms"]
+                );
+            }
             out += &table(
                 &["INTERFACE", "IFINDEX", "ROLE", "MAC", "ADDRESS"],
                 &rows(

@@ -65,6 +65,8 @@ pub struct ShellLatency {
     work_us: AtomicU64,
     stalls: AtomicU64,
     longest_stall_us: AtomicU64,
+    recent_delay_us: AtomicU64,
+    give_up_us: AtomicU64,
 }
 
 impl ShellLatency {
@@ -97,6 +99,21 @@ impl ShellLatency {
             read(&self.on_cpu_us),
             read(&self.work_us),
         )
+    }
+
+    /// Publishes the longest time this process could not act in the last minute or so
+    /// (`daemon::stall::RecentDelay`), and how long peers wait for it before they give up.
+    pub fn delayed(&self, recent: Duration, give_up: Duration) {
+        self.recent_delay_us
+            .store(recent.as_micros() as u64, Ordering::Relaxed);
+        self.give_up_us
+            .store(give_up.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The longest recent delay and the peers' give-up time ([`ShellLatency::delayed`]).
+    pub fn recent_delay(&self) -> (Duration, Duration) {
+        let read = |us: &AtomicU64| Duration::from_micros(us.load(Ordering::Relaxed));
+        (read(&self.recent_delay_us), read(&self.give_up_us))
     }
 
     /// How many stalls, and the longest.
@@ -276,6 +293,9 @@ pub fn status(sources: &Sources) -> Value {
         .collect();
     let (iteration, iteration_on_cpu, iteration_work) = sources.shell_latency.longest();
     let (stalls, longest_stall) = sources.shell_latency.stalls();
+    let (recent_delay, give_up) = sources.shell_latency.recent_delay();
+    // Half the peers' patience: a host this slow is one hiccup away from this node's removal.
+    let too_slow = !give_up.is_zero() && recent_delay * 2 >= give_up;
     // Cloned in a statement of its own: the borrow (a read lock the ring's shell writes
     // through) ends here, not after the whole view is built.
     let cluster = sources.cluster.borrow().clone();
@@ -295,6 +315,9 @@ pub fn status(sources: &Sources) -> Value {
             "longest_datapath_wait_ms": millis(sources.datapath.longest_wait()),
             "stalls": stalls,
             "longest_stall_ms": millis(longest_stall),
+            "recent_longest_delay_ms": millis(recent_delay),
+            "give_up_ms": millis(give_up),
+            "too_slow": too_slow,
         },
         "cluster": cluster,
     })

@@ -159,6 +159,9 @@ fn restart_checks(config: &Config, datapath: &DatapathHandle, checks: &mut JoinS
 pub async fn run(config_path: &Path) -> Result<()> {
     let config = config::load(config_path)?;
     loader::check_root()?;
+    if config.realtime {
+        realtime::lock_memory();
+    }
     if let Some((lo, hi)) = config::ephemeral_ports() {
         if config.nat_ports.0 <= hi && lo <= config.nat_ports.1 {
             warn!(

@@ -2,6 +2,8 @@
 //! its token ring: a thread that wakes for the token preempts every ordinary thread of the
 //! host at once, instead of waiting milliseconds for a CPU on a busy machine. Their work per
 //! wake-up is bounded (`Shell::measure`), and the kernel's real-time throttling caps it anyway.
+//! The daemon's memory is locked too, so no page the ring touches waits for swap. Both follow
+//! `[node] realtime` (on by default).
 use tracing::warn;
 
 /// The ring's thread (`SCHED_RR`).
@@ -12,6 +14,18 @@ pub const RING_PRIORITY: libc::c_int = 10;
 /// descheduled by the hypervisor, or a CPU held in the kernel), not that ordinary threads
 /// crowded it out or that the ring's own thread was busy.
 pub const WATCH_PRIORITY: libc::c_int = RING_PRIORITY + 1;
+
+/// Locks the daemon's memory, present and future, as each page is first touched (so large
+/// reservations cost nothing until used); without the privilege it runs unlocked, and says so.
+pub fn lock_memory() {
+    // SAFETY: mlockall takes flags only.
+    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) } != 0 {
+        warn!(
+            "running with memory that may be swapped out: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
 
 /// Puts the calling thread under `SCHED_RR` at `priority`; without the privilege it runs on
 /// as an ordinary thread, and says so.

@@ -33,7 +33,7 @@ use super::{
     link::{self, Datagram, Link, Transmitted},
     load::LoadMeter,
     realtime,
-    stall::StallWatch,
+    stall::{RecentDelay, StallWatch},
 };
 use crate::{
     cluster::{
@@ -245,6 +245,8 @@ pub struct Shell {
     logged_ring: (String, Vec<String>),
     /// Notices when the process did not run (stopped, starved).
     stall_watch: StallWatch,
+    /// The longest recent time this process could not act, for `status`.
+    recent_delay: RecentDelay,
     /// This node's load, measured every [`LOAD_INTERVAL`] for the token.
     load: LoadMeter,
     /// When the load is measured next.
@@ -306,6 +308,7 @@ impl Shell {
             latency,
         } = parts;
         let cluster = config.cluster.clone().context("no [cluster] section")?;
+        let realtime = config.realtime;
         let give_up = link::transport_config(&cluster).give_up_after();
         let me = NodeId(cluster.me as u8);
         let mine = &cluster.nodes[cluster.me].addresses;
@@ -340,7 +343,8 @@ impl Shell {
             sent: Outcomes::default(),
             rivals: Rivals::default(),
             logged_ring: Default::default(),
-            stall_watch: StallWatch::start().context("starting the stall watch")?,
+            stall_watch: StallWatch::start(realtime).context("starting the stall watch")?,
+            recent_delay: RecentDelay::new(now),
             load: LoadMeter::default(),
             next_load: now,
             give_up,
@@ -404,6 +408,8 @@ impl Shell {
             // A deadline already past when the wait began is no lateness of this process.
             let late = now.saturating_duration_since(deadline.max(waiting_since));
             let stopped = self.stall_watch.take();
+            let recent = self.recent_delay.record(now, stopped.max(late));
+            self.latency.delayed(recent, self.give_up);
             // Stopped (or the runtime late) as long as the others try a silent node before
             // giving up on it: only then may they have removed this one. Tell the ring before
             // it sees anything that waited.
@@ -1062,7 +1068,9 @@ pub async fn spawn(
     let thread = std::thread::Builder::new()
         .name("ring".into())
         .spawn(move || {
-            realtime::raise(realtime::RING_PRIORITY, "ring");
+            if parts.config.realtime {
+                realtime::raise(realtime::RING_PRIORITY, "ring");
+            }
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -28,8 +28,8 @@ struct Beats {
 }
 
 impl StallWatch {
-    /// Starts the watch thread.
-    pub fn start() -> std::io::Result<Self> {
+    /// Starts the watch thread, at real-time priority if `realtime` (as the ring's thread).
+    pub fn start(realtime: bool) -> std::io::Result<Self> {
         let beats = Arc::new(Beats {
             longest_us: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -38,7 +38,9 @@ impl StallWatch {
         let thread = std::thread::Builder::new()
             .name("stall-watch".into())
             .spawn(move || {
-                super::realtime::raise(super::realtime::WATCH_PRIORITY, "stall-watch");
+                if realtime {
+                    super::realtime::raise(super::realtime::WATCH_PRIORITY, "stall-watch");
+                }
                 let mut last = Instant::now();
                 while !beat.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(BEAT);
@@ -61,6 +63,43 @@ impl StallWatch {
     }
 }
 
+/// The longest delay seen over the last one to two [`RecentDelay::WINDOW`]s: two windows
+/// whose maxima are kept, the older dropped as a new one starts.
+#[derive(Debug)]
+pub struct RecentDelay {
+    started: Instant,
+    current: Duration,
+    previous: Duration,
+}
+
+impl RecentDelay {
+    const WINDOW: Duration = Duration::from_secs(30);
+
+    pub fn new(now: Instant) -> Self {
+        Self {
+            started: now,
+            current: Duration::ZERO,
+            previous: Duration::ZERO,
+        }
+    }
+
+    /// Records a delay seen at `now`; returns the longest recent one.
+    pub fn record(&mut self, now: Instant, delay: Duration) -> Duration {
+        let age = now.saturating_duration_since(self.started);
+        if age >= Self::WINDOW {
+            self.previous = if age >= Self::WINDOW * 2 {
+                Duration::ZERO
+            } else {
+                self.current
+            };
+            self.current = Duration::ZERO;
+            self.started = now;
+        }
+        self.current = self.current.max(delay);
+        self.current.max(self.previous)
+    }
+}
+
 impl Drop for StallWatch {
     fn drop(&mut self) {
         self.beats.stop.store(true, Ordering::Relaxed);
@@ -75,8 +114,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_recent_delay_is_forgotten_after_two_windows() {
+        let t0 = Instant::now();
+        let mut recent = RecentDelay::new(t0);
+        let ms = Duration::from_millis;
+        assert_eq!(recent.record(t0, ms(40)), ms(40));
+        assert_eq!(recent.record(t0 + ms(100), ms(3)), ms(40));
+        let later = t0 + RecentDelay::WINDOW;
+        assert_eq!(recent.record(later, ms(3)), ms(40), "kept one more window");
+        assert_eq!(recent.record(later + RecentDelay::WINDOW, ms(5)), ms(5));
+        assert_eq!(recent.record(later + RecentDelay::WINDOW * 4, ms(2)), ms(2));
+    }
+
+    #[test]
     fn a_quiet_process_shows_short_gaps() {
-        let watch = StallWatch::start().unwrap();
+        let watch = StallWatch::start(true).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         let gap = watch.take();
         assert!(gap >= BEAT && gap < Duration::from_millis(40), "{gap:?}");
