@@ -176,7 +176,7 @@ pub fn render(request: &Request, v: &Value) -> String {
             );
             if v["latency"]["too_slow"] == Value::Bool(true) {
                 out = format!(
-                    "WARNING: this node could not act for {} ms in the last minute; its peers \
+                    "WARNING: this node could not act for {} ms in the last 30-60 s; its peers \
                      give up on it after {} ms: the host is too slow for the ring's timers\n{out}",
                     v["latency"]["recent_longest_delay_ms"], v["latency"]["give_up_ms"]
                 );

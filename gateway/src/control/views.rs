@@ -101,7 +101,7 @@ impl ShellLatency {
         )
     }
 
-    /// Publishes the longest time this process could not act in the last minute or so
+    /// Publishes the longest time this process could not act in the last 30-60 s
     /// (`daemon::stall::RecentDelay`), and how long peers wait for it before they give up.
     pub fn delayed(&self, recent: Duration, give_up: Duration) {
         self.recent_delay_us

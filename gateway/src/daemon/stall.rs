@@ -75,6 +75,7 @@ pub struct RecentDelay {
 impl RecentDelay {
     const WINDOW: Duration = Duration::from_secs(30);
 
+    /// Nothing recorded yet; the first window starts at `now`.
     pub fn new(now: Instant) -> Self {
         Self {
             started: now,
