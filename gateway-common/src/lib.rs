@@ -170,6 +170,12 @@ pub struct Vip {
     /// before the VIP moved are still its own (connection hand-off), so the owner sends it the
     /// packets it has no connection entry for instead of dropping them.
     pub previous: u32,
+    /// First and last port (host order; both 0 for none) of the NAT block of a dead node
+    /// whose connections on this VIP this node took over: a TCP packet of no connection here
+    /// that opens none is taken for one the dead node opened after its last copy, and the
+    /// connection is rebuilt as that node opened it (the same Maglev pick and NAT port probe).
+    pub rebuild_min: u16,
+    pub rebuild_max: u16,
 }
 
 /// IP protocol numbers used in keys.
@@ -448,6 +454,10 @@ counter_index! {
         /// the owner: the sender's ARP entry is stale, or the owner offered a datagram that
         /// opens no flow here.
         ToOwner = 8 => "to_owner",
+        /// A TCP packet of no connection here, on a VIP whose dead previous holder's block
+        /// this node took over: the connection it opened after its last copy, rebuilt with
+        /// its back-end and NAT port, translated.
+        Rebuilt = 9 => "rebuilt",
     }
 }
 

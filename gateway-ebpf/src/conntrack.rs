@@ -2,7 +2,7 @@
 //! this node's block) and tracking TCP progress so the daemon can expire them.
 use aya_ebpf::bindings::BPF_NOEXIST;
 use gateway_common::{
-    tcp_state, Conn, FlowKey, Reason, Reply, Service, MAGLEV_MAX, NAT_PORT_PROBES,
+    tcp_state, Conn, FlowKey, Reason, Reply, Service, Settings, MAGLEV_MAX, NAT_PORT_PROBES,
 };
 
 use crate::{
@@ -37,15 +37,52 @@ fn admit(limit: u32, now: u64) -> bool {
 }
 
 /// Opens a connection for `key` (a client's opening packet to `service`): picks the backend
-/// and a free NAT port and inserts both table entries. Returns the new `CONNS` entry.
+/// and a free NAT port of this node's block and inserts both table entries. Returns the new
+/// `CONNS` entry.
 #[inline(always)]
 pub fn open(key: &FlowKey, service: &Service, now: u64) -> Result<*mut Conn, Reason> {
-    let Some(settings) = SETTINGS.get(0) else {
-        return Err(Reason::NatExhausted);
-    };
+    let settings = admitted(now)?;
+    let block = (settings.nat_port_min, settings.nat_port_max);
+    insert(key, service, now, block)
+}
+
+/// Rebuilds the connection `key` that a dead node opened (and never copied here) with its
+/// `block` (first and last port): the same Maglev pick and the same probe for a free NAT port as that
+/// node made, which find its back-end and its port unless the tables differ (a health change
+/// since, or a port the dead node found taken by a connection whose end was never copied).
+/// Counted against the rate limit like a new connection, so stray packets cannot fill the
+/// table faster.
+#[inline(always)]
+pub fn rebuild(
+    key: &FlowKey,
+    service: &Service,
+    now: u64,
+    block: (u16, u16),
+) -> Result<*mut Conn, Reason> {
+    admitted(now)?;
+    insert(key, service, now, block)
+}
+
+/// The settings, once the rate limit admits one more connection.
+#[inline(always)]
+fn admitted(now: u64) -> Result<&'static Settings, Reason> {
+    let settings = SETTINGS.get(0).ok_or(Reason::NatExhausted)?;
     if !admit(settings.new_conns_per_cpu, now) {
         return Err(Reason::RateLimited);
     }
+    Ok(settings)
+}
+
+/// Inserts the entries of a connection of `key` to `service`: the back-end of Maglev's slot
+/// for the flow's hash, and the first free NAT port of `block` (first and last port) probing
+/// from the hash.
+#[inline(always)]
+fn insert(
+    key: &FlowKey,
+    service: &Service,
+    now: u64,
+    block: (u16, u16),
+) -> Result<*mut Conn, Reason> {
     let size = service.table_size;
     if size == 0 || size > MAGLEV_MAX {
         return Err(Reason::NoBackend);
@@ -56,8 +93,7 @@ pub fn open(key: &FlowKey, service: &Service, now: u64) -> Result<*mut Conn, Rea
     let backend_id = *MAGLEV.get(slot).ok_or(Reason::NoBackend)?;
     let backend = *BACKENDS.get(backend_id).ok_or(Reason::NoBackend)?;
 
-    let min = settings.nat_port_min as u32;
-    let max = settings.nat_port_max as u32;
+    let (min, max) = (block.0 as u32, block.1 as u32);
     if min == 0 || max < min {
         return Err(Reason::NatExhausted);
     }

@@ -22,7 +22,8 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::generated as gen, macros::xdp, programs::XdpContext,
 };
 use gateway_common::{
-    iface_flags, nat_home, proto, tcp_state, vip_flags, Conn, FlowKey, Path, Reason, ServiceKey, Vip,
+    iface_flags, nat_home, proto, tcp_state, vip_flags, Conn, FlowKey, Path, Reason, Service,
+    ServiceKey, Vip,
 };
 
 use crate::{
@@ -125,8 +126,7 @@ fn acts_on(ctx: &XdpContext, eth: *const EthHdr, if_owning: bool) -> bool {
     unsafe {
         match IFACES.get(ctx.ingress_ifindex() as u32) {
             Some(iface) => {
-                (*eth).dst == iface.mac
-                    || (if_owning && iface.flags & iface_flags::OWNS_VIP != 0)
+                (*eth).dst == iface.mac || (if_owning && iface.flags & iface_flags::OWNS_VIP != 0)
             }
             None => true,
         }
@@ -248,6 +248,20 @@ unsafe fn to_vip(
         Some(conn) if !(opening && l4_proto == proto::TCP && (*conn).state != tcp_state::OPEN) => {
             (conn, Path::Established)
         }
+        // A TCP packet that opens nothing, on a VIP whose dead previous holder's block this
+        // node took over: one of the connections that node opened after its last copy.
+        _ if !opening && l4_proto == proto::TCP && vip.rebuild_max != 0 => {
+            if !lease::valid() {
+                return drop(Reason::LeaseExpired, len);
+            }
+            let Some(service) = service_of(&key) else {
+                return drop(Reason::NoService, len);
+            };
+            match conntrack::rebuild(&key, service, now, (vip.rebuild_min, vip.rebuild_max)) {
+                Ok(conn) => (conn, Path::Rebuilt),
+                Err(reason) => return drop(reason, len),
+            }
+        }
         _ => {
             if vip.flags & vip_flags::OWNED == 0 {
                 return not_owner(&handoff(vip.owner), l4_proto == proto::UDP, len);
@@ -284,12 +298,7 @@ unsafe fn to_vip(
             if let Some(old) = existing {
                 conntrack::close(&key, old);
             }
-            let Some(service) = SERVICES.get(ServiceKey {
-                vip: key.dst_addr,
-                port: key.dst_port,
-                proto: l4_proto,
-                _pad: 0,
-            }) else {
+            let Some(service) = service_of(&key) else {
                 return drop(Reason::NoService, len);
             };
             match conntrack::open(&key, service, now) {
@@ -326,13 +335,31 @@ unsafe fn to_vip(
     )
 }
 
+/// The service a client's flow `key` addresses.
+#[inline(always)]
+fn service_of(key: &FlowKey) -> Option<&'static Service> {
+    // SAFETY: a read of a live map entry, which the verifier checks.
+    unsafe {
+        SERVICES.get(ServiceKey {
+            vip: key.dst_addr,
+            port: key.dst_port,
+            proto: key.proto,
+            _pad: 0,
+        })
+    }
+}
+
 /// A client packet for a VIP another node owns, of no connection of this node: it goes to the
 /// owner, whether its sender's ARP entry is stale (it still names this node for the VIP) or it
 /// is a datagram the owner offered this node (its previous holder) and that opens no flow
 /// here; only what the owner sent and is no datagram is dropped.
 #[inline(always)]
 fn not_owner(owner: &Handoff, datagram: bool, len: u64) -> u32 {
-    let hop = if datagram { owner.hop() } else { owner.onward() };
+    let hop = if datagram {
+        owner.hop()
+    } else {
+        owner.onward()
+    };
     match hop {
         Some(hop) if owner.node != 0 => owner.send(hop, Path::ToOwner),
         _ => drop(Reason::NotOwner, len),
@@ -461,7 +488,13 @@ impl Reply<'_> {
             conntrack::track(&mut (*reply).state, self.tcp_flags);
         }
         stats::service((*reply).service_id, self.len);
-        nat::to_client(ip, l4, (*reply).vip, (*reply).vip_port, (*reply).client_port);
+        nat::to_client(
+            ip,
+            l4,
+            (*reply).vip,
+            (*reply).vip_port,
+            (*reply).client_port,
+        );
         Some(forward::send(
             self.ctx,
             self.eth,

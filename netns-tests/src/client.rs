@@ -356,6 +356,98 @@ impl Traffic {
     }
 }
 
+/// One connection of a [`Storm`].
+#[derive(Clone, Debug)]
+pub struct Held {
+    /// When its connect began.
+    pub opened: Instant,
+    /// Why it failed (its connect, its first request or its last), if it did.
+    pub error: Option<String>,
+}
+
+/// New connections at a steady rate, each held open for a while: a request when it opens and
+/// one more before it closes, so a connection opened just before a fault still has a request
+/// to make after it (issue 11, item 6: the connections opened in the last copy interval).
+pub struct Storm {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Result<Vec<Held>>>>,
+}
+
+impl Storm {
+    /// Opens `per_s` connections per second to `dst` from the client addresses in turn, each
+    /// held for `hold`, over `threads` threads inside `netns`, until [`Storm::stop`].
+    pub fn start(
+        netns: &Netns,
+        srcs: &[Ipv4Addr],
+        dst: SocketAddrV4,
+        per_s: u32,
+        hold: Duration,
+        threads: u32,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let every = Duration::from_secs(1) * threads / per_s.max(1);
+        let threads = (0..threads as usize)
+            .map(|t| {
+                let (stop, srcs) = (stop.clone(), srcs.to_vec());
+                netns.spawn(move || {
+                    let mut done = Vec::new();
+                    // Open connections, oldest first, with when their last request is due.
+                    let mut open: std::collections::VecDeque<(Instant, Held, KeepAlive)> =
+                        Default::default();
+                    let mut next_open = Instant::now();
+                    let mut i = t;
+                    loop {
+                        let now = Instant::now();
+                        let stopping = stop.load(Ordering::Relaxed);
+                        if open
+                            .front()
+                            .is_some_and(|(due, ..)| *due <= now || stopping)
+                        {
+                            let (_, mut held, mut conn) = open.pop_front().expect("front");
+                            if let Err(e) = conn.get() {
+                                held.error = Some(format!("last request: {e:#}"));
+                            }
+                            done.push(held);
+                        } else if stopping {
+                            return Ok(done);
+                        } else if now >= next_open {
+                            next_open += every;
+                            let mut held = Held {
+                                opened: now,
+                                error: None,
+                            };
+                            let src = srcs[i % srcs.len()];
+                            i += 1;
+                            match KeepAlive::connect(src, dst).and_then(|mut c| c.get().map(|_| c))
+                            {
+                                Ok(conn) => open.push_back((now + hold, held, conn)),
+                                Err(e) => {
+                                    held.error = Some(format!("opening: {e:#}"));
+                                    done.push(held);
+                                }
+                            }
+                        } else {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    /// Closes every connection after its last request and reports them all.
+    pub fn stop(self) -> Result<Vec<Held>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for t in self.threads {
+            all.extend(t.join().expect("storm thread panicked")?);
+        }
+        all.sort_by_key(|h| h.opened);
+        Ok(all)
+    }
+}
+
 /// One UDP flow kept going through a VIP (one socket, one source port): a `peer?` datagram
 /// every 10 ms, each answered by the back-end with the address it saw, so the report shows
 /// whether the flow kept its back-end and its translated source port (its NAT entry).

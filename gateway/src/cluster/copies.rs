@@ -6,7 +6,8 @@
 //! The stream is a diff of the connection table against what the successor already has, sent
 //! every [`COPY_INTERVAL`]: connections opened since (or whose TCP state moved), and those
 //! gone. A new successor gets everything, as a new stream that replaces what it held.
-//! Connections opened within the last interval before a death are not copied.
+//! Connections opened within the last interval before a death are not copied; the node that
+//! takes the block over rebuilds them from their next packet (`Holders::rebuilds_for`).
 //!
 //! The decisions are here, sans-IO: [`CopyPacing`] paces the stream and [`take_over`] works
 //! out what a take-over does to a table; the daemon only reads and writes the kernel's tables

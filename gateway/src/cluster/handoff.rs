@@ -30,6 +30,10 @@ pub struct Holders {
     /// owner does not know offered to it (it sends back the ones that are not its own; a dead
     /// one could not).
     pub previous_live: bool,
+    /// The dead node whose block the previous holder took over, while it is away: the
+    /// previous holder rebuilds the connections of the VIP it has no copy of (the ones that
+    /// node opened after its last copy) as that node opened them.
+    pub rebuilds_for: Option<NodeId>,
 }
 
 /// The holders of every VIP, updated from each VIP table this node sees, with the previous
@@ -66,6 +70,7 @@ impl HolderTable {
                     _ => entry.previous,
                 },
                 previous_live: false,
+                rebuilds_for: None,
             };
             // The previous holder's block is held by another node: while it is away, or as
             // news (it died, and came back before the token brought this node the news; the
@@ -81,6 +86,14 @@ impl HolderTable {
                 now.previous = Some(b.holder);
             }
             now.previous_live = now.previous.is_some_and(|p| members.contains(&p));
+            now.rebuilds_for = entry.previous.filter(|&dead| {
+                blocks.iter().any(|b| {
+                    b.block == dead
+                        && !b.returned
+                        && !members.contains(&dead)
+                        && now.previous == Some(b.holder)
+                })
+            });
             self.vips.insert(entry.address, (entry.previous, now));
             if now != before || known.is_none() {
                 changed.push((entry.address, now));
@@ -117,6 +130,7 @@ mod tests {
             owner: Some(NodeId(owner)),
             previous: previous.map(NodeId),
             previous_live,
+            rebuilds_for: None,
         }
     }
 
@@ -160,12 +174,22 @@ mod tests {
         }];
         let moved = table(&[(Some(1), Some(0))]);
         let died = t.update(&moved, &[NodeId(1), NodeId(2)], &blocks);
-        assert_eq!(died[0].1, holders(1, Some(2), true));
-        // Node 0 comes back: node 2 still serves what it took over.
+        let rebuilding = Holders {
+            rebuilds_for: Some(NodeId(0)),
+            ..holders(1, Some(2), true)
+        };
+        assert_eq!(
+            died[0].1, rebuilding,
+            "node 2 rebuilds node 0's uncopied connections"
+        );
+        // Node 0 comes back: node 2 still serves what it took over, and rebuilds no more
+        // (node 0 opens connections with its block again).
         let back = [BlockHolder {
             returned: true,
             ..blocks[0]
         }];
+        let returned = t.update(&moved, &all, &back);
+        assert_eq!(returned[0].1, holders(1, Some(2), true));
         assert!(t.update(&moved, &all, &back).is_empty());
         // The VIP moves again: its new previous holder is the one the table names.
         let again = t.update(&table(&[(Some(0), Some(1))]), &all, &back);

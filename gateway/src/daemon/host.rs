@@ -114,9 +114,9 @@ impl Host {
     }
 
     /// Tells XDP who holds each VIP's connections, for the VIPs whose holders changed.
-    pub fn set_holders(&mut self, changed: &[(Ipv4Addr, Holders)]) {
+    pub fn set_holders(&mut self, cluster: &Cluster, changed: &[(Ipv4Addr, Holders)]) {
         for (vip, holders) in changed {
-            if let Err(e) = self.maps.set_holders(*vip, holders) {
+            if let Err(e) = self.maps.set_holders(*vip, holders, cluster) {
                 warn!(%vip, "writing the VIP's holders: {e:#}");
             }
         }

@@ -894,7 +894,7 @@ impl Shell {
             .holders
             .update(&status.vips, &status.members, &status.blocks);
         if !changed.is_empty() {
-            self.host.set_holders(&changed);
+            self.host.set_holders(&self.cluster, &changed);
         }
         let view = self.view(&status);
         let standing: (String, Vec<String>) = (

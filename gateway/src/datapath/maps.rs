@@ -269,14 +269,27 @@ impl ControlMaps {
     }
 
     /// Tells XDP who holds `vip`'s connections: its owner and previous holder (connection
-    /// hand-off); leaves this node's ownership alone.
-    pub fn set_holders(&mut self, vip: Ipv4Addr, holders: &Holders) -> Result<()> {
+    /// hand-off), and, where this node is the previous holder in a dead node's place, that
+    /// node's block to rebuild its uncopied connections from; leaves this node's ownership
+    /// alone.
+    pub fn set_holders(
+        &mut self,
+        vip: Ipv4Addr,
+        holders: &Holders,
+        cluster: &Cluster,
+    ) -> Result<()> {
         let key = u32::from(vip).to_be();
         let Ok(mut entry) = self.vips.get(&key, 0) else {
             return Ok(());
         };
         entry.owner = node_slot(holders.owner);
         entry.previous = node_slot(holders.previous);
+        let me = NodeId(cluster.me as u8);
+        let rebuild = holders
+            .rebuilds_for
+            .filter(|_| holders.previous == Some(me))
+            .and_then(|dead| cluster.nodes.get(usize::from(dead.0))?.nat_ports);
+        (entry.rebuild_min, entry.rebuild_max) = rebuild.unwrap_or((0, 0));
         entry.flags = if holders.previous_live {
             entry.flags | vip_flags::PREVIOUS_LIVE
         } else {

@@ -281,6 +281,18 @@ impl Testbed {
 
     /// Rewrites `VIP`'s entry: this node's ownership and who holds its connections.
     pub fn set_vip(&mut self, flags: u32, owner: u32, previous: u32) -> Result<()> {
+        self.set_vip_rebuilding(flags, owner, previous, (0, 0))
+    }
+
+    /// Rewrites `VIP`'s entry as [`Testbed::set_vip`] does, with the block (first and last
+    /// port) of a dead node this node rebuilds uncopied connections of.
+    pub fn set_vip_rebuilding(
+        &mut self,
+        flags: u32,
+        owner: u32,
+        previous: u32,
+        (rebuild_min, rebuild_max): (u16, u16),
+    ) -> Result<()> {
         let ifindex = self.ext_ifindex;
         let mut vips: HashMap<_, u32, Vip> = HashMap::try_from(self.map(maps::VIPS))?;
         let vip = Vip {
@@ -288,6 +300,8 @@ impl Testbed {
             ifindex,
             owner,
             previous,
+            rebuild_min,
+            rebuild_max,
         };
         vips.insert(be(VIP), vip, 0)?;
         Ok(())

@@ -80,6 +80,26 @@ pub fn conn(bed: &Testbed, flow: &Flow, l4: u8) -> Result<Conn> {
         .with_context(|| format!("no CONNS entry for {flow:?}"))
 }
 
+/// Removes `flow`'s two entries, as if its connection had never been opened here.
+pub fn forget(bed: &mut Testbed, flow: &Flow, l4: u8) -> Result<()> {
+    let c = conn(bed, flow, l4)?;
+    let reply = FlowKey {
+        src_addr: c.backend_addr,
+        dst_addr: be(flow.src),
+        src_port: c.backend_port,
+        dst_port: c.nat_port,
+        proto: l4,
+        _pad: [0; 3],
+    };
+    let mut replies: HashMap<_, FlowKey, Reply> =
+        HashMap::try_from(bed.ebpf.map_mut(maps::REPLIES).unwrap())?;
+    replies.remove(&reply)?;
+    let mut conns: HashMap<_, FlowKey, Conn> =
+        HashMap::try_from(bed.ebpf.map_mut(maps::CONNS).unwrap())?;
+    conns.remove(&client_key(flow, l4))?;
+    Ok(())
+}
+
 pub fn reply_key(flow: &Flow, l4: u8, backend: [u8; 4], nat_port: u16) -> FlowKey {
     FlowKey {
         src_addr: be(backend),

@@ -24,6 +24,7 @@ mod malformed;
 mod nat_blocks;
 mod nat_ports;
 mod rate_limit;
+mod rebuild;
 mod reuse;
 mod routed;
 mod tcp_lifetime;
@@ -267,6 +268,7 @@ features!(
     nat_blocks,
     nat_ports,
     rate_limit,
+    rebuild,
     reuse,
     routed,
     tcp_lifetime,

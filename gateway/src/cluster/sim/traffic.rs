@@ -8,7 +8,7 @@
 //! previous holder when it may be one of its connections, and otherwise opens a connection.
 //! Its table is what the daemon streams to its successor and rewrites on a take-over.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddrV4},
     time::{Duration, Instant},
 };
@@ -90,7 +90,6 @@ pub struct DataPath {
     pub conns: BTreeMap<ConnId, ConnCopy>,
     /// Who holds each VIP's connections, as the daemon last wrote them.
     pub holders: BTreeMap<Ipv4Addr, Holders>,
-    opened: u16,
 }
 
 impl DataPath {
@@ -100,7 +99,6 @@ impl DataPath {
             me,
             conns: BTreeMap::new(),
             holders: BTreeMap::new(),
-            opened: 0,
         }
     }
 
@@ -153,6 +151,16 @@ impl DataPath {
             _ => {}
         }
         let holders = self.holders.get(id.vip.ip()).copied().unwrap_or_default();
+        let rebuilds_for = holders
+            .rebuilds_for
+            .filter(|_| holders.previous == Some(self.me));
+        if let (true, Some(dead)) = (tcp && !packet.opening, rebuilds_for) {
+            // One of the connections the dead node opened after its last copy.
+            if !lease_valid {
+                return Step::Dropped("lease expired");
+            }
+            return self.open(id, dead);
+        }
         if !owned {
             // A datagram the owner offered may go back to it (the answer to its offer).
             let to = if tcp {
@@ -186,8 +194,15 @@ impl DataPath {
         if !lease_valid {
             return Step::Dropped("lease expired");
         }
-        let nat_port = 1024 + u16::from(self.me.0) * BLOCK + self.opened % BLOCK;
-        self.opened = self.opened.wrapping_add(1);
+        self.open(id, self.me)
+    }
+
+    /// Opens connection `id` with a NAT port of `block`'s node: this node's, or a dead node's
+    /// whose connection it rebuilds.
+    fn open(&mut self, id: ConnId, block: NodeId) -> Step {
+        let Some(nat_port) = self.free_port(&id, block) else {
+            return Step::Dropped("NAT exhausted");
+        };
         self.conns.insert(
             id,
             ConnCopy {
@@ -202,6 +217,41 @@ impl DataPath {
         );
         Step::Translated(nat_port)
     }
+
+    /// The first port of `block`'s node's block that no connection here uses, probing from
+    /// the flow's hash as the data path does (`conntrack::insert`).
+    fn free_port(&self, id: &ConnId, block: NodeId) -> Option<u16> {
+        let used: BTreeSet<u16> = self.conns.values().map(|c| c.nat_port).collect();
+        let start = first_probe(id, block);
+        (0..BLOCK)
+            .map(|probe| block_first(block) + (start - block_first(block) + probe) % BLOCK)
+            .find(|port| !used.contains(port))
+    }
+}
+
+/// The first port of `node`'s NAT block in the model.
+fn block_first(node: NodeId) -> u16 {
+    1024 + u16::from(node.0) * BLOCK
+}
+
+/// The port of `node`'s block where the probe for connection `id` starts: a hash of the flow,
+/// the same on every node.
+pub fn first_probe(id: &ConnId, node: NodeId) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    let bytes = id
+        .client
+        .ip()
+        .octets()
+        .into_iter()
+        .chain(id.client.port().to_be_bytes());
+    let bytes = bytes
+        .chain(id.vip.ip().octets())
+        .chain(id.vip.port().to_be_bytes())
+        .chain([id.proto]);
+    for b in bytes {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    block_first(node) + (h % u32::from(BLOCK)) as u16
 }
 
 /// One client connection.
