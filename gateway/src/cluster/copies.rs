@@ -68,10 +68,15 @@ pub enum CopyStep {
 /// successor changes, even for a moment between two diffs (a successor that left and came
 /// back, restarted, holds nothing), and whenever the ring's membership changes (its epoch or
 /// its members): the successor may have held this node for gone in another ring, and taken
-/// its copies out.
+/// its copies out. A restarted stream, and connections taken over from a dead node
+/// ([`CopyPacing::hurry`]), are compared at once rather than at the next interval (or as soon
+/// as the diff going out is sent): until the successor has them, a second death in a row
+/// loses them.
 #[derive(Debug)]
 pub struct CopyPacing {
     next: Instant,
+    /// A comparison is wanted from then on, before `next`, once nothing is going out.
+    hurry: Option<Instant>,
     successor: Option<NodeId>,
     epoch: u64,
     members: Vec<NodeId>,
@@ -86,6 +91,7 @@ impl CopyPacing {
     pub fn new(now: Instant) -> Self {
         Self {
             next: now,
+            hurry: None,
             successor: None,
             epoch: 0,
             members: Vec::new(),
@@ -98,7 +104,16 @@ impl CopyPacing {
 
     /// When [`CopyPacing::due`] has something to do next.
     pub fn next(&self) -> Instant {
-        self.next
+        match self.hurry {
+            Some(at) if !self.diffing && self.queue.is_empty() => self.next.min(at),
+            _ => self.next,
+        }
+    }
+
+    /// Asks for a comparison from `now` on, before the next interval: the table took in
+    /// connections the successor must hold before this node may die too (a take-over).
+    pub fn hurry(&mut self, now: Instant) {
+        self.hurry = Some(self.hurry.map_or(now, |at| at.min(now)));
     }
 
     /// Follows this node's (`me`) standing in the ring on every token it sees.
@@ -115,15 +130,21 @@ impl CopyPacing {
     pub fn due(&mut self, now: Instant) -> CopyStep {
         if self.restart {
             self.restart = false;
+            self.hurry(now);
             return CopyStep::Stop;
         }
-        if now < self.next {
+        if now < self.next() {
             return CopyStep::Wait;
         }
         self.next = now + COPY_INTERVAL;
+        let hurry = self.hurry.take();
         match self.successor {
             None => CopyStep::Stop,
-            Some(_) if self.diffing || !self.queue.is_empty() => CopyStep::Wait,
+            Some(_) if self.diffing || !self.queue.is_empty() => {
+                // Still wanted once the diff going out is sent.
+                self.hurry = hurry;
+                CopyStep::Wait
+            }
             Some(successor) => {
                 self.diffing = true;
                 CopyStep::Diff(successor)
@@ -518,9 +539,52 @@ mod tests {
             "what was queued assumed the lost one"
         );
         assert_eq!(pacing.due(later), CopyStep::Stop);
+        assert_eq!(
+            pacing.due(later),
+            CopyStep::Diff(next),
+            "a restarted stream is compared at once"
+        );
+        pacing.diffed(next, Vec::new());
         status.epoch += 1;
         pacing.follow(&status, me);
         assert_eq!(pacing.due(later), CopyStep::Stop, "the ring changed");
+    }
+
+    #[test]
+    fn a_take_over_is_copied_on_at_once_or_once_the_diff_going_out_is_sent() {
+        let t0 = Instant::now();
+        let next = NodeId(1);
+        let mut pacing = CopyPacing::new(t0);
+        pacing.successor = Some(next);
+        assert_eq!(pacing.due(t0), CopyStep::Diff(next));
+        pacing.diffed(next, Vec::new());
+        let soon = t0 + COPY_INTERVAL / 4;
+        assert_eq!(pacing.due(soon), CopyStep::Wait, "not yet due");
+        pacing.hurry(soon);
+        assert_eq!(pacing.next(), soon);
+        assert_eq!(pacing.due(soon), CopyStep::Diff(next), "hurried");
+        // Hurried while a diff is going out: due once it is sent.
+        let table: Vec<ConnCopy> = (0..1200).map(|p| copy(p, 0)).collect();
+        pacing.diffed(next, CopyStream::default().sync(NodeId(0), next, &table));
+        let later = soon + COPY_INTERVAL / 4;
+        pacing.hurry(later);
+        assert!(pacing.next() > later, "the diff is still going out");
+        let mut ids = 0..;
+        while !pacing.queue.is_empty() {
+            assert!(pacing
+                .transmit(|_, _| Ok(MessageId(ids.next().unwrap())))
+                .is_empty());
+            let id = *pacing.in_flight.iter().next().unwrap();
+            assert!(pacing.settle(&TransportEvent::Delivered { to: id.0, id: id.1 }));
+        }
+        assert_eq!(pacing.next(), later);
+        assert_eq!(pacing.due(later), CopyStep::Diff(next));
+        // With no successor a hurry is spent too (the stream stops).
+        pacing.diffed(next, Vec::new());
+        pacing.successor = None;
+        pacing.hurry(later);
+        assert_eq!(pacing.due(later), CopyStep::Stop);
+        assert!(pacing.next() > later, "spent");
     }
 
     #[test]

@@ -436,6 +436,9 @@ impl Node {
                     self.faulted = false;
                     self.last_token_at = now;
                     self.last_held_at = now;
+                    // Its joins start now: the wait for a ring before it runs alone too (it
+                    // heard nothing while cut off, which is no sign the others are gone).
+                    self.outside_since = now;
                     self.send_joins(&mut out);
                 }
             }
@@ -1449,6 +1452,17 @@ mod tests {
             alone_at(&mut starting(t0), t0, 1000, Some(join(2, 0))),
             Some(320)
         );
+    }
+
+    #[test]
+    fn a_node_whose_fault_clears_waits_a_whole_startup_before_it_runs_alone() {
+        let t0 = Instant::now();
+        let mut node = starting(t0);
+        node.handle(t0, Event::LocalFault);
+        assert_eq!(alone_at(&mut node, t0, 2000, None), None, "faulted");
+        let healthy = t0 + Duration::from_secs(2);
+        node.handle(healthy, Event::LocalHealthy);
+        assert_eq!(alone_at(&mut node, healthy, 1000, None), Some(320));
     }
 
     #[test]

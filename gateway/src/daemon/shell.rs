@@ -643,6 +643,7 @@ impl Shell {
                 self.send_copies_queued(now);
             }
             Completion::TakenOver => {
+                self.copy_pacing.hurry(now);
                 if self.takeovers.finished() {
                     self.host
                         .write_homes(&self.cluster, &self.nics, self.takeovers.blocks());

@@ -717,6 +717,7 @@ impl Sim {
                     conns,
                 });
                 host.takeovers.finished();
+                host.copy_pacing.hurry(self.now);
             }
             host.datapath.apply(changes, holder);
         }
