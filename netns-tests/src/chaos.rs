@@ -15,7 +15,7 @@ pub mod report;
 pub mod storm;
 
 use crate::cluster::{Cluster, ClusterOptions};
-use crate::cluster_topology::EXTERNAL_VIPS;
+use crate::cluster_topology::{EXTERNAL_VIPS, NODES};
 use crate::failover::Prober;
 use crate::topology::client_addrs;
 use anyhow::{Context, Result};
@@ -72,6 +72,27 @@ pub fn run(options: &Options) -> Result<Report> {
     Ok(report)
 }
 
+/// Each node's XDP drop counters by reason (`gateway stats`): where the packets of a failed
+/// connection may have gone.
+fn drop_reasons(cluster: &Cluster) -> Vec<(&'static str, Vec<(String, u64)>)> {
+    NODES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let stats = cluster.daemon(i).and_then(|d| d.json(&["stats"]));
+            let reasons = stats
+                .ok()
+                .and_then(|s| s["reasons"].as_object().cloned())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(reason, count)| Some((reason, count.as_u64()?)))
+                .filter(|(_, count)| *count > 0)
+                .collect();
+            (*name, reasons)
+        })
+        .collect()
+}
+
 fn run_on(cluster: &mut Cluster, options: &Options) -> Result<Report> {
     let clock = Clock::start();
     let mut rng = Rng::new(options.seed);
@@ -112,6 +133,7 @@ fn run_on(cluster: &mut Cluster, options: &Options) -> Result<Report> {
     let heard = watch.stop()?;
     let mut report = Report::build(options, clock, done, ended, seen, &probers, &heard);
     report.aborted = aborted;
+    report.drops = drop_reasons(cluster);
     drop(probers);
     if options.storm && report.aborted.is_none() {
         report.storm = Some(storm::run(cluster, &clock)?);

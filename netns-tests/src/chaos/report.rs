@@ -110,6 +110,9 @@ pub struct Report {
     pub logs: Option<String>,
     /// Why the faults ended early (the cluster did not settle), if they did.
     pub aborted: Option<String>,
+    /// Each node's non-zero XDP drop counters by reason at the end of the faults (they count
+    /// from the node's datapath's creation: its pins outlive its daemon's restarts).
+    pub drops: Vec<(&'static str, Vec<(String, u64)>)>,
 }
 
 impl Report {
@@ -179,6 +182,7 @@ impl Report {
             storm: None,
             logs: None,
             aborted: None,
+            drops: Vec::new(),
         }
     }
 
@@ -394,6 +398,10 @@ before the first fault: {breaks} kept-alive broken, {failed} new connections fai
                 row["value"].as_f64().unwrap_or(0.0),
                 row["unit"].as_str().unwrap_or_default()
             )?;
+        }
+        for (node, reasons) in &self.drops {
+            let each: Vec<String> = reasons.iter().map(|(r, n)| format!("{r}={n}")).collect();
+            writeln!(f, "XDP drops on {node}: {}", each.join(", "))?;
         }
         if let Some(why) = &self.aborted {
             writeln!(f, "the faults ended early: {why}")?;
