@@ -10,6 +10,8 @@ use crate::hog::{self, CpuHog};
 use crate::host_death::{self, DeadHost};
 use crate::topology::{EXT_IF, INT_IF};
 use anyhow::{Context, Result};
+/// The ring simulator's generator (splitmix64): small, reproducible, no dependency.
+pub use gateway::cluster::sim::Rng;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -24,41 +26,15 @@ const HOG_THREADS: usize = 4;
 /// The share of the cluster protocol's datagrams a lossy network drops, in percent.
 const LOSS_PERCENT: u32 = 20;
 
-/// A small deterministic generator (splitmix64): the whole run follows from its seed, and no
-/// dependency is needed for it.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
+/// Draws a duration in `[low, high]`, to the millisecond.
+pub fn between(rng: &mut Rng, low: Duration, high: Duration) -> Duration {
+    let span = high.saturating_sub(low).as_millis() as u64;
+    low + Duration::from_millis(rng.below(span + 1))
+}
 
-impl Rng {
-    /// The generator of `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `[0, n)` (`n` > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// A duration in `[low, high]`, to the millisecond.
-    pub fn between(&mut self, low: Duration, high: Duration) -> Duration {
-        let span = high.saturating_sub(low).as_millis() as usize;
-        low + Duration::from_millis(self.below(span + 1) as u64)
-    }
-
-    /// One of `items` (not empty).
-    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
+/// Draws one of `items` (not empty).
+pub fn pick<T: Copy>(rng: &mut Rng, items: &[T]) -> T {
+    items[rng.below(items.len() as u64) as usize]
 }
 
 /// The kinds of fault.
@@ -133,7 +109,7 @@ impl Picker {
             self.round = Kind::ALL.to_vec();
             // Fisher-Yates; the round is used from its end.
             for i in (1..self.round.len()).rev() {
-                self.round.swap(i, rng.below(i + 1));
+                self.round.swap(i, rng.below(i as u64 + 1) as usize);
             }
         }
         self.round.pop().expect("a round has every kind")
@@ -190,32 +166,44 @@ impl FaultRecord {
 /// Does a fault of `kind` to `cluster`, with nodes and durations drawn from `rng`; returns its
 /// record, with the error if a step failed (the cluster is then healed as far as it goes).
 pub fn inject(cluster: &mut Cluster, kind: Kind, rng: &mut Rng, clock: &Clock) -> FaultRecord {
-    let mut record = FaultRecord::new(kind);
-    println!("{} fault: {}", clock.stamp(record.started), kind.name());
-    record.step(clock, format!("owners before: {}", owners(cluster)));
+    let mut doing = Doing {
+        cluster,
+        rng,
+        clock,
+        record: FaultRecord::new(kind),
+    };
+    println!(
+        "{} fault: {}",
+        clock.stamp(doing.record.started),
+        kind.name()
+    );
+    let before = owners(doing.cluster);
+    doing.step(format!("owners before: {before}"));
     let result = match kind {
-        Kind::HostDeath => host_death(cluster, rng, clock, &mut record),
-        Kind::TwoDeaths => two_deaths(cluster, rng, clock, &mut record),
-        Kind::Pause => pause(cluster, rng, clock, &mut record),
-        Kind::LinksDown => links_down(cluster, rng, clock, &mut record),
-        Kind::Loss => loss(cluster, rng, clock, &mut record),
-        Kind::Restart => restart(cluster, rng, clock, &mut record),
-        Kind::VipMove => vip_move(cluster, rng, clock, &mut record),
-        Kind::Reload => reload(cluster, rng, clock, &mut record),
-        Kind::CpuHog => cpu_hog(cluster, rng, clock, &mut record),
+        Kind::HostDeath => doing.host_death(),
+        Kind::TwoDeaths => doing.two_deaths(),
+        Kind::Pause => doing.pause(),
+        Kind::LinksDown => doing.links_down(),
+        Kind::Loss => doing.loss(),
+        Kind::Restart => doing.restart(),
+        Kind::VipMove => doing.vip_move(),
+        Kind::Reload => doing.reload(),
+        Kind::CpuHog => doing.cpu_hog(),
     };
     if let Err(e) = result {
         let error = format!("{e:#}");
-        record.step(clock, format!("FAILED: {error}"));
-        record.error = Some(error);
-        heal(cluster);
+        doing.step(format!("FAILED: {error}"));
+        doing.record.error = Some(error);
+        heal(doing.cluster);
     }
-    record
+    doing.record
 }
 
-/// The converged VIP table as `10.0.0.100 gw1, ...`, or why there is none.
+/// The converged VIP table as `10.0.0.100 gw1, ...`, or why there is none, and the NAT blocks
+/// away from their nodes (held by another node since a death), which say where the replies of a
+/// dead node's connections go.
 fn owners(cluster: &Cluster) -> String {
-    match cluster.converged() {
+    let table = match cluster.converged() {
         Ok(table) => {
             let owners: Vec<String> = table
                 .iter()
@@ -223,7 +211,23 @@ fn owners(cluster: &Cluster) -> String {
                 .collect();
             owners.join(", ")
         }
-        Err(e) => format!("not converged ({e:#})"),
+        Err(e) => return format!("not converged ({e:#})"),
+    };
+    let blocks = cluster
+        .live()
+        .first()
+        .and_then(|&i| cluster.view(i).ok())
+        .map(|view| {
+            view.blocks
+                .iter()
+                .map(|b| format!("{} held by {} ({})", b.block, b.holder, b.state))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if blocks.is_empty() {
+        table
+    } else {
+        format!("{table}; blocks away: {}", blocks.join(", "))
     }
 }
 
@@ -248,7 +252,7 @@ pub fn settle(
             .wait_settled(SETTLE_WITHIN)
             .context("the cluster did not settle after a fault, even healed")?;
     }
-    let quiet = rng.between(Duration::from_secs(2), Duration::from_secs(4));
+    let quiet = between(rng, Duration::from_secs(2), Duration::from_secs(4));
     record.step(
         clock,
         format!(
@@ -283,247 +287,218 @@ pub fn heal(cluster: &mut Cluster) {
     }
 }
 
-/// The owner of a VIP drawn from every VIP (the internal one too), so each fault to a node
-/// moves something.
-fn some_owner(cluster: &Cluster, rng: &mut Rng) -> Result<usize> {
-    cluster.owner(rng.pick(&all_vips()))
-}
+/// Something done to one node of the cluster (and its undoing).
+type NodeAction = fn(&mut Cluster, usize) -> Result<()>;
 
-/// Node `i` dies as a host dies (links down, every process in its namespace killed); the
-/// daemon is reaped, and the cluster converges without it.
-fn kill(
-    cluster: &mut Cluster,
-    i: usize,
-    clock: &Clock,
-    record: &mut FaultRecord,
-) -> Result<DeadHost> {
-    let dead = host_death::kill(&cluster.bed, NODES[i], &[EXT_IF, INT_IF])?;
-    record.step(clock, format!("{} killed as a host dies", NODES[i]));
-    cluster.kill_daemon(i)?;
-    let took = cluster.wait_converged(CONVERGE_WITHIN)?;
-    record.step(clock, format!("survivors converged ({took:.2?} after)"));
-    Ok(dead)
-}
-
-/// A dead node comes back: links up, its daemon started on its pins.
-fn comeback(
-    cluster: &mut Cluster,
-    i: usize,
-    dead: DeadHost,
-    clock: &Clock,
-    record: &mut FaultRecord,
-) -> Result<()> {
-    dead.revive(&cluster.bed)?;
-    cluster.start_daemon(i)?;
-    record.step(clock, format!("{} back (daemon ready)", NODES[i]));
-    Ok(())
-}
-
-fn host_death(
-    cluster: &mut Cluster,
-    rng: &mut Rng,
-    clock: &Clock,
-    record: &mut FaultRecord,
-) -> Result<()> {
-    let i = some_owner(cluster, rng)?;
-    record.nodes.push(i);
-    let dead = kill(cluster, i, clock, record)?;
-    std::thread::sleep(rng.between(Duration::from_secs(1), Duration::from_secs(3)));
-    comeback(cluster, i, dead, clock, record)
-}
-
-/// Issue 11, item 1: X dies, then Y, the node that took X's VIP; X comes back while Y is
-/// still dead, then Y.
-fn two_deaths(
-    cluster: &mut Cluster,
-    rng: &mut Rng,
-    clock: &Clock,
-    record: &mut FaultRecord,
-) -> Result<()> {
-    let vip = rng.pick(&EXTERNAL_VIPS);
-    let x = cluster.owner(vip)?;
-    record.nodes.push(x);
-    let dead_x = kill(cluster, x, clock, record)?;
-    let y = cluster.owner(vip)?;
-    record.nodes.push(y);
-    std::thread::sleep(rng.between(Duration::from_millis(300), Duration::from_millis(2000)));
-    let dead_y = kill(cluster, y, clock, record)?;
-    std::thread::sleep(rng.between(Duration::from_millis(500), Duration::from_millis(1500)));
-    comeback(cluster, x, dead_x, clock, record)?;
-    let took = cluster.wait_converged(CONVERGE_WITHIN)?;
-    record.step(clock, format!("one ring with {} ({took:.2?})", NODES[x]));
-    std::thread::sleep(rng.between(Duration::from_secs(1), Duration::from_secs(2)));
-    comeback(cluster, y, dead_y, clock, record)
-}
-
-fn pause(
-    cluster: &mut Cluster,
-    rng: &mut Rng,
-    clock: &Clock,
-    record: &mut FaultRecord,
-) -> Result<()> {
-    let i = some_owner(cluster, rng)?;
-    record.nodes.push(i);
-    let hold = rng.between(Duration::from_secs(1), Duration::from_secs(3));
-    cluster.pause(i)?;
-    record.step(clock, format!("{} SIGSTOP for {hold:.1?}", NODES[i]));
-    std::thread::sleep(hold);
-    cluster.resume(i)?;
-    record.step(clock, format!("{} SIGCONT", NODES[i]));
-    Ok(())
-}
-
-fn links_down(
-    cluster: &mut Cluster,
-    rng: &mut Rng,
-    clock: &Clock,
-    record: &mut FaultRecord,
-) -> Result<()> {
-    let i = some_owner(cluster, rng)?;
-    record.nodes.push(i);
-    let hold = rng.between(Duration::from_secs(1), Duration::from_secs(3));
-    cluster.set_links(i, "down")?;
-    record.step(clock, format!("{} links down for {hold:.1?}", NODES[i]));
-    std::thread::sleep(hold);
-    cluster.set_links(i, "up")?;
-    record.step(clock, format!("{} links up", NODES[i]));
-    Ok(())
-}
-
-/// Loss of the cluster protocol alone (its UDP port, on every node's input): loss of every
-/// packet would also make the clients' own TCP retransmit past their timeouts, which would
-/// measure TCP, not the gateway.
-fn loss(
-    cluster: &mut Cluster,
-    rng: &mut Rng,
-    clock: &Clock,
-    record: &mut FaultRecord,
-) -> Result<()> {
-    let hold = rng.between(Duration::from_secs(3), Duration::from_secs(8));
-    let rule = format!(
-        "chain in {{ type filter hook input priority 0; \
-         udp dport {CLUSTER_PORT} numgen random mod 100 < {LOSS_PERCENT} drop; }}"
-    );
-    for i in 0..NODES.len() {
-        cluster.nft(i, &rule)?;
-        record.nodes.push(i);
-    }
-    record.step(
-        clock,
-        format!("{LOSS_PERCENT} % loss of the cluster protocol on every node for {hold:.1?}"),
-    );
-    std::thread::sleep(hold);
-    for i in 0..NODES.len() {
-        cluster.nft_clear(i)?;
-    }
-    record.step(clock, "loss ends".to_owned());
-    Ok(())
-}
-
-fn restart(
-    cluster: &mut Cluster,
-    rng: &mut Rng,
-    clock: &Clock,
-    record: &mut FaultRecord,
-) -> Result<()> {
-    let i = some_owner(cluster, rng)?;
-    record.nodes.push(i);
-    let took = cluster.stop_daemon(i, true)?;
-    record.step(
-        clock,
-        format!("{} stopped with --keep-datapath ({took:.2?})", NODES[i]),
-    );
-    std::thread::sleep(rng.between(Duration::from_millis(500), Duration::from_millis(1500)));
-    cluster.start_daemon(i)?;
-    record.step(clock, format!("{} started on its pins (ready)", NODES[i]));
-    Ok(())
-}
-
-fn vip_move(
-    cluster: &mut Cluster,
-    rng: &mut Rng,
-    clock: &Clock,
-    record: &mut FaultRecord,
-) -> Result<()> {
-    let vip: Ipv4Addr = rng.pick(&EXTERNAL_VIPS);
-    let from = cluster.owner(vip)?;
-    let to = (from + 1 + rng.below(NODES.len() - 1)) % NODES.len();
-    record.nodes.extend([from, to]);
-    let asked = Instant::now();
-    cluster
-        .daemon(from)?
-        .cli(&["vip", "move", &vip.to_string(), NODES[to]])?;
-    record.step(
-        clock,
-        format!(
-            "{vip} moved {} -> {} (the CLI returned after {:.2?})",
-            NODES[from],
-            NODES[to],
-            asked.elapsed()
-        ),
-    );
-    Ok(())
+/// A fault being done: the cluster, the run's generator and clock, and the fault's record.
+struct Doing<'a> {
+    cluster: &'a mut Cluster,
+    rng: &'a mut Rng,
+    clock: &'a Clock,
+    record: FaultRecord,
 }
 
 /// The UDP idle timeout of the generated configs, and the value a reload switches it to and
 /// back: a change every member must stage and apply live, which touches no connection.
 const UDP_TIMEOUTS: [&str; 2] = ["udp = \"30s\"", "udp = \"31s\""];
 
-fn reload(
-    cluster: &mut Cluster,
-    rng: &mut Rng,
-    clock: &Clock,
-    record: &mut FaultRecord,
-) -> Result<()> {
-    let i = rng.below(NODES.len());
-    record.nodes.push(i);
-    let path = cluster.nodes[i].config.clone();
-    let text = std::fs::read_to_string(&path)?;
-    let (change, text) = match UDP_TIMEOUTS.iter().position(|t| text.contains(t)) {
-        Some(k) => (
-            format!("{} -> {}", UDP_TIMEOUTS[k], UDP_TIMEOUTS[1 - k]),
-            text.replace(UDP_TIMEOUTS[k], UDP_TIMEOUTS[1 - k]),
-        ),
-        None => ("unchanged".to_owned(), text),
-    };
-    std::fs::write(&path, text)?;
-    let asked = Instant::now();
-    cluster.daemon(i)?.cli(&["reload"])?;
-    record.step(
-        clock,
-        format!(
+impl Doing<'_> {
+    fn step(&mut self, text: String) {
+        self.record.step(self.clock, text);
+    }
+
+    fn between(&mut self, low_ms: u64, high_ms: u64) -> Duration {
+        between(
+            self.rng,
+            Duration::from_millis(low_ms),
+            Duration::from_millis(high_ms),
+        )
+    }
+
+    /// The node a fault hits: the owner of a VIP drawn from every VIP (the internal one too),
+    /// so each fault to a node moves something.
+    fn node(&mut self) -> Result<usize> {
+        let i = self.cluster.owner(pick(self.rng, &all_vips()))?;
+        self.record.nodes.push(i);
+        Ok(i)
+    }
+
+    /// Node `i` dies as a host dies (links down, every process in its namespace killed); the
+    /// daemon is reaped, and the cluster converges without it.
+    fn kill(&mut self, i: usize) -> Result<DeadHost> {
+        let dead = host_death::kill(&self.cluster.bed, NODES[i], &[EXT_IF, INT_IF])?;
+        self.step(format!("{} killed as a host dies", NODES[i]));
+        self.cluster.kill_daemon(i)?;
+        let took = self.cluster.wait_converged(CONVERGE_WITHIN)?;
+        self.step(format!("survivors converged ({took:.2?} after)"));
+        Ok(dead)
+    }
+
+    /// A dead node comes back: links up, its daemon started on its pins.
+    fn comeback(&mut self, i: usize, dead: DeadHost) -> Result<()> {
+        dead.revive(&self.cluster.bed)?;
+        self.cluster.start_daemon(i)?;
+        self.step(format!("{} back (daemon ready)", NODES[i]));
+        Ok(())
+    }
+
+    /// Does `what` to a node (`doing`), holds it for `low_ms` to `high_ms` milliseconds, and
+    /// undoes it (`undoing`).
+    fn hold(
+        &mut self,
+        (low_ms, high_ms): (u64, u64),
+        what: &str,
+        (doing, undoing): (NodeAction, NodeAction),
+        undone: &str,
+    ) -> Result<()> {
+        let i = self.node()?;
+        let hold = self.between(low_ms, high_ms);
+        doing(self.cluster, i)?;
+        self.step(format!("{} {what} for {hold:.1?}", NODES[i]));
+        std::thread::sleep(hold);
+        undoing(self.cluster, i)?;
+        self.step(format!("{} {undone}", NODES[i]));
+        Ok(())
+    }
+
+    fn host_death(&mut self) -> Result<()> {
+        let i = self.node()?;
+        let dead = self.kill(i)?;
+        std::thread::sleep(self.between(1000, 3000));
+        self.comeback(i, dead)
+    }
+
+    /// Issue 11, item 1: X dies, then Y, the node that took X's VIP; X comes back while Y is
+    /// still dead, then Y.
+    fn two_deaths(&mut self) -> Result<()> {
+        let vip = pick(self.rng, &EXTERNAL_VIPS);
+        let x = self.cluster.owner(vip)?;
+        self.record.nodes.push(x);
+        let dead_x = self.kill(x)?;
+        let y = self.cluster.owner(vip)?;
+        self.record.nodes.push(y);
+        std::thread::sleep(self.between(300, 2000));
+        let dead_y = self.kill(y)?;
+        std::thread::sleep(self.between(500, 1500));
+        self.comeback(x, dead_x)?;
+        let took = self.cluster.wait_converged(CONVERGE_WITHIN)?;
+        self.step(format!("one ring with {} ({took:.2?})", NODES[x]));
+        std::thread::sleep(self.between(1000, 2000));
+        self.comeback(y, dead_y)
+    }
+
+    fn pause(&mut self) -> Result<()> {
+        self.hold(
+            (1000, 3000),
+            "SIGSTOP",
+            (|c, i| c.pause(i), |c, i| c.resume(i)),
+            "SIGCONT",
+        )
+    }
+
+    fn links_down(&mut self) -> Result<()> {
+        self.hold(
+            (1000, 3000),
+            "links down",
+            (|c, i| c.set_links(i, "down"), |c, i| c.set_links(i, "up")),
+            "links up",
+        )
+    }
+
+    /// Loss of the cluster protocol alone (its UDP port, on every node's input): loss of every
+    /// packet would also make the clients' own TCP retransmit past their timeouts, which would
+    /// measure TCP, not the gateway.
+    fn loss(&mut self) -> Result<()> {
+        let hold = self.between(3000, 8000);
+        let rule = format!(
+            "chain in {{ type filter hook input priority 0; \
+             udp dport {CLUSTER_PORT} numgen random mod 100 < {LOSS_PERCENT} drop; }}"
+        );
+        for i in 0..NODES.len() {
+            self.cluster.nft(i, &rule)?;
+            self.record.nodes.push(i);
+        }
+        self.step(format!(
+            "{LOSS_PERCENT} % loss of the cluster protocol on every node for {hold:.1?}"
+        ));
+        std::thread::sleep(hold);
+        for i in 0..NODES.len() {
+            self.cluster.nft_clear(i)?;
+        }
+        self.step("loss ends".to_owned());
+        Ok(())
+    }
+
+    fn restart(&mut self) -> Result<()> {
+        let i = self.node()?;
+        let took = self.cluster.stop_daemon(i, true)?;
+        self.step(format!(
+            "{} stopped with --keep-datapath ({took:.2?})",
+            NODES[i]
+        ));
+        std::thread::sleep(self.between(500, 1500));
+        self.cluster.start_daemon(i)?;
+        self.step(format!("{} started on its pins (ready)", NODES[i]));
+        Ok(())
+    }
+
+    fn vip_move(&mut self) -> Result<()> {
+        let vip: Ipv4Addr = pick(self.rng, &EXTERNAL_VIPS);
+        let from = self.cluster.owner(vip)?;
+        let to = (from + 1 + self.rng.below(NODES.len() as u64 - 1) as usize) % NODES.len();
+        self.record.nodes.extend([from, to]);
+        let asked = Instant::now();
+        self.cluster
+            .daemon(from)?
+            .cli(&["vip", "move", &vip.to_string(), NODES[to]])?;
+        self.step(format!(
+            "{vip} moved {} -> {} (the CLI returned after {:.2?})",
+            NODES[from],
+            NODES[to],
+            asked.elapsed()
+        ));
+        Ok(())
+    }
+
+    fn reload(&mut self) -> Result<()> {
+        let i = self.rng.below(NODES.len() as u64) as usize;
+        self.record.nodes.push(i);
+        let path = self.cluster.nodes[i].config.clone();
+        let text = std::fs::read_to_string(&path)?;
+        let (change, text) = match UDP_TIMEOUTS.iter().position(|t| text.contains(t)) {
+            Some(k) => (
+                format!("{} -> {}", UDP_TIMEOUTS[k], UDP_TIMEOUTS[1 - k]),
+                text.replace(UDP_TIMEOUTS[k], UDP_TIMEOUTS[1 - k]),
+            ),
+            None => ("unchanged".to_owned(), text),
+        };
+        std::fs::write(&path, text)?;
+        let asked = Instant::now();
+        self.cluster.daemon(i)?.cli(&["reload"])?;
+        self.step(format!(
             "reload on {} ({change}): every member runs it after {:.2?}",
             NODES[i],
             asked.elapsed()
-        ),
-    );
-    Ok(())
-}
+        ));
+        Ok(())
+    }
 
-fn cpu_hog(
-    cluster: &mut Cluster,
-    rng: &mut Rng,
-    clock: &Clock,
-    record: &mut FaultRecord,
-) -> Result<()> {
-    let i = some_owner(cluster, rng)?;
-    record.nodes.push(i);
-    let hold = rng.between(Duration::from_secs(3), Duration::from_secs(8));
-    let pid = cluster.daemon(i)?.pid()?;
-    hog::pin_process(pid, HOG_CPU)?;
-    let busy = CpuHog::start(HOG_CPU, HOG_THREADS)?;
-    record.step(
-        clock,
-        format!(
+    fn cpu_hog(&mut self) -> Result<()> {
+        let i = self.node()?;
+        let hold = self.between(3000, 8000);
+        let pid = self.cluster.daemon(i)?.pid()?;
+        hog::pin_process(pid, HOG_CPU)?;
+        let busy = CpuHog::start(HOG_CPU, HOG_THREADS)?;
+        self.step(format!(
             "{} pinned to CPU {HOG_CPU} beside {HOG_THREADS} busy threads for {hold:.1?}",
             NODES[i]
-        ),
-    );
-    std::thread::sleep(hold);
-    drop(busy);
-    hog::unpin_process(pid)?;
-    record.step(clock, format!("hog ends, {} unpinned", NODES[i]));
-    Ok(())
+        ));
+        std::thread::sleep(hold);
+        drop(busy);
+        hog::unpin_process(pid)?;
+        self.step(format!("hog ends, {} unpinned", NODES[i]));
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -558,9 +533,9 @@ mod tests {
         let mut rng = Rng::new(3);
         let (low, high) = (Duration::from_secs(1), Duration::from_secs(3));
         for _ in 0..1000 {
-            let d = rng.between(low, high);
+            let d = between(&mut rng, low, high);
             assert!(d >= low && d <= high, "{d:?}");
         }
-        assert_eq!(rng.between(low, low), low);
+        assert_eq!(between(&mut rng, low, low), low);
     }
 }

@@ -23,26 +23,12 @@ pub const REQUEST_EVERY: Duration = Duration::from_millis(100);
 /// when nothing fails).
 const NEW_EVERY: Duration = Duration::from_millis(10);
 
-/// A kept-alive connection that broke: a request that failed (error, timeout, reset, closed)
-/// or was answered by another back-end than the connection's first.
+/// A kept-alive connection that broke (a request that failed: error, timeout, reset, closed,
+/// or an answer from another back-end than the connection's first), or a new connection that
+/// failed.
 #[derive(Clone, Debug)]
-pub struct Break {
-    /// When the failed request was sent.
-    pub at: Instant,
-    /// The VIP.
-    pub vip: Ipv4Addr,
-    /// The client address it came from.
-    pub src: Ipv4Addr,
-    /// The back-end it had.
-    pub backend: String,
-    /// What went wrong.
-    pub error: String,
-}
-
-/// A new connection that failed.
-#[derive(Clone, Debug)]
-pub struct NewFailure {
-    /// When it was opened.
+pub struct Failure {
+    /// When the failed request was sent, or the new connection opened.
     pub at: Instant,
     /// The VIP.
     pub vip: Ipv4Addr,
@@ -60,11 +46,11 @@ pub struct LoadReport {
     /// Requests answered on kept-alive connections.
     pub kept_requests: u64,
     /// The kept-alive connections that broke.
-    pub breaks: Vec<Break>,
+    pub breaks: Vec<Failure>,
     /// New connections that succeeded.
     pub new_ok: u64,
     /// New connections that failed.
-    pub new_failures: Vec<NewFailure>,
+    pub new_failures: Vec<Failure>,
 }
 
 impl LoadReport {
@@ -186,12 +172,11 @@ fn kept_alive(
             Ok(body) => format!("answered by {body}"),
             Err(e) => format!("{e:#}"),
         };
-        report.breaks.push(Break {
+        report.breaks.push(Failure {
             at,
             vip: *dst.ip(),
             src,
-            backend: backend.clone(),
-            error,
+            error: format!("(on {backend}) {error}"),
         });
         current = None;
     }
@@ -208,7 +193,7 @@ fn new_stream(srcs: &[Ipv4Addr], dst: SocketAddrV4, stop: &AtomicBool) -> Result
         let at = Instant::now();
         match http_get(src, dst) {
             Ok(_) => report.new_ok += 1,
-            Err(e) => report.new_failures.push(NewFailure {
+            Err(e) => report.new_failures.push(Failure {
                 at,
                 vip: *dst.ip(),
                 src,

@@ -3,7 +3,7 @@
 //! owners, each attributed to the fault whose window (from its start to the next fault's) it
 //! fell into; the totals; the result rows; and whether the run met its targets.
 use super::faults::FaultRecord;
-use super::load::LoadReport;
+use super::load::{Failure, LoadReport};
 use super::storm::{per_1000, StormReport};
 use super::Options;
 use crate::arp::{dual_runs, Heard};
@@ -76,9 +76,9 @@ pub struct FaultFinding {
     /// The longest UDP outage per external VIP in the window.
     pub gaps: Vec<(Ipv4Addr, Duration)>,
     /// Kept-alive connections that broke in the window.
-    pub breaks: Vec<super::load::Break>,
+    pub breaks: Vec<Failure>,
     /// New connections that failed in the window.
-    pub new_failures: Vec<super::load::NewFailure>,
+    pub new_failures: Vec<Failure>,
     /// Per external VIP: the longest stretch of two answering owners in the window, and the
     /// answers heard beyond the resolution time.
     pub duals: Vec<(Ipv4Addr, Duration, usize)>,
@@ -294,28 +294,22 @@ impl std::fmt::Display for Report {
                 finding.breaks.len(),
                 finding.new_failures.len()
             )?;
-            for b in finding.breaks.iter().take(LISTED) {
-                writeln!(
-                    f,
-                    "      broken +{:.3} s {}Z {} from {} (on {}): {}",
-                    b.at.duration_since(fault.started).as_secs_f64(),
-                    clock.wall(b.at),
-                    b.vip,
-                    b.src,
-                    b.backend,
-                    b.error
-                )?;
-            }
-            for n in finding.new_failures.iter().take(LISTED) {
-                writeln!(
-                    f,
-                    "      new failed +{:.3} s {}Z {} from {}: {}",
-                    n.at.duration_since(fault.started).as_secs_f64(),
-                    clock.wall(n.at),
-                    n.vip,
-                    n.src,
-                    n.error
-                )?;
+            let listed = [
+                ("broken", &finding.breaks),
+                ("new failed", &finding.new_failures),
+            ];
+            for (what, failures) in listed {
+                for x in failures.iter().take(LISTED) {
+                    writeln!(
+                        f,
+                        "      {what} +{:.3} s {}Z {} from {}: {}",
+                        x.at.duration_since(fault.started).as_secs_f64(),
+                        clock.wall(x.at),
+                        x.vip,
+                        x.src,
+                        x.error
+                    )?;
+                }
             }
         }
         if let Some(storm) = &self.storm {
