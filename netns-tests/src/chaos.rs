@@ -62,6 +62,8 @@ pub fn run(options: &Options) -> Result<Report> {
     let mut cluster = Cluster::start(&ClusterOptions::default())?;
     let result = run_on(&mut cluster, options);
     if let Some(dir) = &options.logs {
+        // A replay of the seed replaces the last run's logs rather than mixing with them.
+        let _ = std::fs::remove_dir_all(dir);
         match cluster.bed.save_logs(dir) {
             Ok(n) => println!("chaos: {n} logs and configs kept in {}", dir.display()),
             Err(e) => println!("chaos: keeping the logs: {e:#}"),
