@@ -182,29 +182,73 @@ pub fn answers(
     Ok(out)
 }
 
-/// The longest stretch during which two or more MACs answered for `addr`: the answers fall
-/// into buckets of `bucket` (the watch's asking interval), and a bucket with answers from two
-/// MACs counts as a moment of two answering owners.
-pub fn longest_dual(heard: &[Heard], addr: Ipv4Addr, bucket: Duration) -> Duration {
+/// A stretch of consecutive buckets (of the watch's asking interval) in each of which two or
+/// more MACs answered for one address: a moment of two answering owners.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DualRun {
+    /// The start of its first bucket.
+    pub start: Instant,
+    /// The answers heard in each of its buckets, in order.
+    pub answers: Vec<usize>,
+    /// The length of one bucket.
+    pub bucket: Duration,
+}
+
+impl DualRun {
+    /// How long it lasted (its buckets).
+    pub fn length(&self) -> Duration {
+        self.bucket * self.answers.len() as u32
+    }
+
+    /// The answers heard after it had lasted `allowed` (the split-brain resolution time): the
+    /// ones no rule excuses.
+    pub fn answers_beyond(&self, allowed: Duration) -> usize {
+        let excused = (allowed.as_nanos() / self.bucket.as_nanos().max(1)) as usize;
+        self.answers.iter().skip(excused).sum()
+    }
+}
+
+/// Every stretch during which two or more MACs answered for `addr`, in order: the answers fall
+/// into buckets of `bucket` (the watch's asking interval) counted from the first answer heard,
+/// and a bucket with answers from two MACs counts as a moment of two answering owners.
+pub fn dual_runs(heard: &[Heard], addr: Ipv4Addr, bucket: Duration) -> Vec<DualRun> {
     let Some(start) = heard.iter().map(|h| h.at).min() else {
-        return Duration::ZERO;
+        return Vec::new();
     };
-    let mut buckets: BTreeMap<u128, BTreeSet<Mac>> = BTreeMap::new();
+    let width = bucket.as_nanos().max(1);
+    let mut buckets: BTreeMap<u128, (BTreeSet<Mac>, usize)> = BTreeMap::new();
     for h in heard.iter().filter(|h| h.addr == addr) {
-        let k = h.at.duration_since(start).as_nanos() / bucket.as_nanos().max(1);
-        buckets.entry(k).or_default().insert(h.mac);
+        let k = h.at.duration_since(start).as_nanos() / width;
+        let (macs, answers) = buckets.entry(k).or_default();
+        macs.insert(h.mac);
+        *answers += 1;
     }
-    let (mut longest, mut run, mut last) = (0u32, 0u32, None);
-    for (k, macs) in &buckets {
+    let mut runs: Vec<DualRun> = Vec::new();
+    let mut last_dual = None;
+    for (k, (macs, answers)) in buckets {
         if macs.len() < 2 {
-            run = 0;
-        } else {
-            run = if last == Some(k - 1) { run + 1 } else { 1 };
-            longest = longest.max(run);
+            continue;
         }
-        last = Some(*k);
+        match runs.last_mut() {
+            Some(run) if last_dual.is_some_and(|l: u128| l + 1 == k) => run.answers.push(answers),
+            _ => runs.push(DualRun {
+                start: start + Duration::from_nanos((k * width) as u64),
+                answers: vec![answers],
+                bucket,
+            }),
+        }
+        last_dual = Some(k);
     }
-    bucket * longest
+    runs
+}
+
+/// The longest stretch during which two or more MACs answered for `addr` ([`dual_runs`]).
+pub fn longest_dual(heard: &[Heard], addr: Ipv4Addr, bucket: Duration) -> Duration {
+    dual_runs(heard, addr, bucket)
+        .iter()
+        .map(DualRun::length)
+        .max()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -250,6 +294,16 @@ mod tests {
         ];
         assert_eq!(longest_dual(&heard, vip, bucket), bucket * 2);
         assert_eq!(longest_dual(&heard[..2], vip, bucket), Duration::ZERO);
+        let runs = dual_runs(&heard, vip, bucket);
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].answers, [2, 2]);
+        assert_eq!(runs[0].start, t0 + bucket);
+        assert_eq!(
+            runs[0].answers_beyond(bucket),
+            2,
+            "the second bucket is beyond one"
+        );
+        assert_eq!(runs[0].answers_beyond(bucket * 2), 0);
     }
 
     #[test]

@@ -23,6 +23,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The cluster protocol's UDP port (the configs leave `[cluster] port` at its default).
+pub const CLUSTER_PORT: u16 = gateway::config::DEFAULT_PORT;
+
 /// The HMAC key every node of the test cluster shares (key id 1).
 pub const KEY: &str = "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
@@ -470,6 +473,23 @@ impl Cluster {
                 .ip(&["route", "replace", "default", "via", &router])?;
         }
         Ok(())
+    }
+
+    /// Installs `chains` (nftables chain definitions) as table `inet gwtest` in node `i`'s
+    /// namespace: the tests' loss and partitions (there is no netem).
+    pub fn nft(&self, i: usize, chains: &str) -> Result<()> {
+        let file = self.bed.dir().join(format!("{}-gwtest.nft", NODES[i]));
+        std::fs::write(&file, format!("table inet gwtest {{\n{chains}\n}}\n"))?;
+        self.ns(i)
+            .exec("nft", &["-f", &file.to_string_lossy()])
+            .map(drop)
+    }
+
+    /// Removes node `i`'s table `inet gwtest` ([`Cluster::nft`]).
+    pub fn nft_clear(&self, i: usize) -> Result<()> {
+        self.ns(i)
+            .exec("nft", &["delete", "table", "inet", "gwtest"])
+            .map(drop)
     }
 
     /// The UDP echo service of `vip`.

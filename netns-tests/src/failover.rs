@@ -108,6 +108,32 @@ impl ProbeLog {
     }
 }
 
+impl ProbeLog {
+    /// The longest outage among the datagrams sent in `[from, to)`: for each run of unanswered
+    /// datagrams, the time from the send of its first to the send of the next answered one (or
+    /// `to`, if none was answered by then). Measured between sends of lost datagrams, so a
+    /// stall of the prober's own sender between two answered datagrams is no outage.
+    pub fn longest_gap(&self, from: Duration, to: Duration) -> Duration {
+        let start = self.sent.partition_point(|&sent| sent < from);
+        let end = self.sent.partition_point(|&sent| sent < to);
+        let (mut longest, mut lost_since) = (Duration::ZERO, None);
+        for i in start..end {
+            match (self.replies[i], lost_since) {
+                (None, None) => lost_since = Some(self.sent[i]),
+                (Some(_), Some(first)) => {
+                    longest = longest.max(self.sent[i] - first);
+                    lost_since = None;
+                }
+                _ => {}
+            }
+        }
+        match lost_since {
+            Some(first) => longest.max(to.saturating_sub(first)),
+            None => longest,
+        }
+    }
+}
+
 /// Counts of a finished prober.
 #[derive(Clone, Copy, Debug)]
 pub struct ProbeTotals {
@@ -185,6 +211,13 @@ impl Prober {
             self.check_threads()?;
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// The longest outage seen by the datagrams sent between `from` and `to`
+    /// ([`ProbeLog::longest_gap`]).
+    pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        let (from, to) = (self.since_epoch(from), self.since_epoch(to));
+        self.log.lock().expect("probe log").longest_gap(from, to)
     }
 
     /// The share of the datagrams sent in the `window` that ended `grace` ago (one round
@@ -544,6 +577,17 @@ mod tests {
         assert_eq!(log.answered_fraction(ms(0), ms(4)), Some(1.0));
         assert_eq!(log.answered_fraction(ms(2), ms(6)), Some(0.5));
         assert_eq!(log.answered_fraction(ms(20), ms(30)), None);
+    }
+
+    #[test]
+    fn the_longest_gap_runs_from_the_first_lost_send_to_the_next_answered_one() {
+        // Datagrams 0-9; 2, 3, 4 and 8 are lost.
+        let log = log(&[(0, 1), (1, 2), (5, 6), (6, 7), (7, 8), (9, 10)]);
+        assert_eq!(log.longest_gap(ms(0), ms(10)), ms(3));
+        assert_eq!(log.longest_gap(ms(5), ms(10)), ms(1));
+        // A window that ends inside an outage counts it up to its end.
+        assert_eq!(log.longest_gap(ms(0), ms(4)), ms(2));
+        assert_eq!(log.longest_gap(ms(5), ms(8)), Duration::ZERO);
     }
 
     #[test]

@@ -15,12 +15,14 @@ pub struct CpuHog {
     threads: Vec<JoinHandle<()>>,
 }
 
-/// Pins the calling thread, or the thread `tid`, to `cpu`.
-fn pin(tid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
+/// Pins the calling thread, or the thread `tid`, to `cpus`.
+fn pin(tid: libc::pid_t, cpus: &[usize]) -> std::io::Result<()> {
     // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; sched_setaffinity reads it.
     let ok = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
         libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
     };
     if ok == 0 {
@@ -30,16 +32,30 @@ fn pin(tid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
     }
 }
 
-/// Pins every thread of process `pid` to `cpu` (threads it starts later inherit it from the
+/// Pins every thread of process `pid` to `cpus` (threads it starts later inherit it from the
 /// thread that starts them).
-pub fn pin_process(pid: u32, cpu: usize) -> Result<()> {
+fn pin_threads(pid: u32, cpus: &[usize]) -> Result<()> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .with_context(|| format!("listing the threads of {pid}"))?;
     for task in tasks {
         let tid: libc::pid_t = task?.file_name().to_string_lossy().parse()?;
-        pin(tid, cpu).with_context(|| format!("pinning thread {tid} of {pid} to CPU {cpu}"))?;
+        pin(tid, cpus)
+            .with_context(|| format!("pinning thread {tid} of {pid} to CPUs {cpus:?}"))?;
     }
     Ok(())
+}
+
+/// Pins every thread of process `pid` to `cpu`.
+pub fn pin_process(pid: u32, cpu: usize) -> Result<()> {
+    pin_threads(pid, &[cpu])
+}
+
+/// Lets every thread of process `pid` run on every online CPU again, as before
+/// [`pin_process`] (a chaos run hogs one daemon for a while and then goes on with it).
+pub fn unpin_process(pid: u32) -> Result<()> {
+    // SAFETY: sysconf has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    pin_threads(pid, &(0..online).collect::<Vec<_>>())
 }
 
 impl CpuHog {
@@ -52,7 +68,7 @@ impl CpuHog {
                 std::thread::Builder::new()
                     .name(format!("hog-{i}"))
                     .spawn(move || {
-                        pin(0, cpu).expect("pinning a hog thread");
+                        pin(0, &[cpu]).expect("pinning a hog thread");
                         let mut x = 0u64;
                         while !stop.load(Ordering::Relaxed) {
                             x = std::hint::black_box(x.wrapping_mul(6364136223846793005) + 1);

@@ -289,6 +289,24 @@ impl Testbed {
         &self.dir
     }
 
+    /// Copies the logs and configs of the scratch directory (which a clean drop removes) to
+    /// `to`, so that a run that went on after something broke keeps the daemons' account of
+    /// it; returns how many files were copied.
+    pub fn save_logs(&self, to: &Path) -> Result<usize> {
+        std::fs::create_dir_all(to).with_context(|| format!("create {}", to.display()))?;
+        let mut copied = 0;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "log" || e == "toml") {
+                let target = to.join(path.file_name().unwrap_or_default());
+                std::fs::copy(&path, &target)
+                    .with_context(|| format!("copy {} to {}", path.display(), to.display()))?;
+                copied += 1;
+            }
+        }
+        Ok(copied)
+    }
+
     /// Starts `program args...` in `host`; its output goes to `<dir>/<log_name>.log`.
     pub fn spawn(
         &self,

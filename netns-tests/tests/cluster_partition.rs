@@ -8,32 +8,12 @@
 //! 3. 15 % random loss of the cluster protocol on every node (nftables) for 15 s: the
 //!    membership must not flap; false removals are counted and reported (and must be none).
 use netns_tests::arp::longest_dual;
-use netns_tests::cluster::{Cluster, ClusterOptions};
+use netns_tests::cluster::{Cluster, ClusterOptions, CLUSTER_PORT as PORT};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use std::time::{Duration, Instant};
 
 /// Split-brain resolution time (docs/architecture.md, "Split brain").
 const RESOLUTION: Duration = Duration::from_secs(1);
-/// The cluster protocol's port.
-const PORT: u16 = 7400;
-
-/// Installs `rules` (an nftables table body) as table `inet gwtest` in node `i`.
-fn nft(cluster: &Cluster, i: usize, chains: &str) {
-    let file = cluster.bed.dir().join(format!("{}-gwtest.nft", NODES[i]));
-    std::fs::write(&file, format!("table inet gwtest {{\n{chains}\n}}\n")).unwrap();
-    cluster
-        .ns(i)
-        .exec("nft", &["-f", &file.to_string_lossy()])
-        .unwrap();
-}
-
-fn nft_clear(cluster: &Cluster, i: usize) {
-    cluster
-        .ns(i)
-        .exec("nft", &["delete", "table", "inet", "gwtest"])
-        .unwrap();
-}
-
 #[test]
 fn partitions_and_loss_never_leave_two_answering_owners() {
     let cluster = Cluster::start(&ClusterOptions::default()).unwrap();
@@ -62,14 +42,15 @@ fn partitions_and_loss_never_leave_two_answering_owners() {
     cluster.wait_settled(Duration::from_secs(10)).unwrap();
     let y = cluster.owner(EXTERNAL_VIPS[1]).unwrap();
     println!("2. {} cut off the cluster protocol", NODES[y]);
-    nft(
-        &cluster,
-        y,
-        &format!(
-            "chain in {{ type filter hook input priority 0; udp dport {PORT} drop; }}\n\
+    cluster
+        .nft(
+            y,
+            &format!(
+                "chain in {{ type filter hook input priority 0; udp dport {PORT} drop; }}\n\
              chain out {{ type filter hook output priority 0; udp dport {PORT} drop; }}"
-        ),
-    );
+            ),
+        )
+        .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let lone = cluster.view(y).unwrap();
     println!(
@@ -79,7 +60,7 @@ fn partitions_and_loss_never_leave_two_answering_owners() {
         lone.state,
         cluster.owned(y).unwrap()
     );
-    nft_clear(&cluster, y);
+    cluster.nft_clear(y).unwrap();
     let healed = Instant::now();
     cluster.wait_converged(Duration::from_secs(15)).unwrap();
     println!("   healed, one ring again in {:.2?}", healed.elapsed());
@@ -91,14 +72,15 @@ fn partitions_and_loss_never_leave_two_answering_owners() {
         .map(|i| cluster.view(i).unwrap().transport.unreachable)
         .sum();
     for i in 0..NODES.len() {
-        nft(
-            &cluster,
-            i,
-            &format!(
-                "chain in {{ type filter hook input priority 0; \
-                 udp dport {PORT} numgen random mod 100 < 15 drop; }}"
-            ),
-        );
+        cluster
+            .nft(
+                i,
+                &format!(
+                    "chain in {{ type filter hook input priority 0; \
+                     udp dport {PORT} numgen random mod 100 < 15 drop; }}"
+                ),
+            )
+            .unwrap();
     }
     println!("3. 15 % loss on the cluster protocol for 15 s");
     let started = Instant::now();
@@ -129,7 +111,7 @@ fn partitions_and_loss_never_leave_two_answering_owners() {
         .map(|i| cluster.view(i).unwrap().transport.resent)
         .sum();
     for i in 0..NODES.len() {
-        nft_clear(&cluster, i);
+        cluster.nft_clear(i).unwrap();
     }
     println!(
         "   {samples} samples: {false_removals} false removals, {owner_changes} owner changes, \

@@ -2,6 +2,7 @@
 //! machine (or CI) needs nothing but `cargo xtask test`.
 mod bench;
 mod build;
+mod chaos;
 mod demo;
 mod setup;
 mod sim;
@@ -32,6 +33,9 @@ enum Command {
     /// XDP per-packet costs and end-to-end throughput against nftables; writes
     /// target/bench/results.json.
     Bench,
+    /// Random faults from a seed against the three-node cluster under load; reports what
+    /// broke, fails on a broken kept-alive connection or two answering owners.
+    Chaos(chaos::Args),
     /// Replay one seeded scenario of the ring simulator with a trace.
     Sim {
         /// The scenario's seed (a failing test prints it).
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Test => test::run(&mut steps),
         Command::Demo => demo::run(&mut steps),
         Command::Bench => bench::run(&mut steps),
+        Command::Chaos(args) => chaos::run(&mut steps, &args),
         Command::Sim { seed, family } => sim::run(&mut steps, seed, &family),
     });
     steps.summary();
