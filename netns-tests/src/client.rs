@@ -356,95 +356,117 @@ impl Traffic {
     }
 }
 
-/// One connection of a [`Storm`].
+/// A [`Storm`] connection that failed.
 #[derive(Clone, Debug)]
-pub struct Held {
-    /// When its connect began.
+pub struct StormFailure {
+    /// When it was opened.
     pub opened: Instant,
-    /// Why it failed (its connect, its first request or its last), if it did.
-    pub error: Option<String>,
+    /// The client address.
+    pub src: Ipv4Addr,
+    /// At open (connect or first request) or at close (the second request).
+    pub phase: &'static str,
+    /// What went wrong.
+    pub error: String,
 }
 
-/// New connections at a steady rate, each held open for a while: a request when it opens and
-/// one more before it closes, so a connection opened just before a fault still has a request
-/// to make after it (issue 11, item 6: the connections opened in the last copy interval).
+/// What a [`Storm`] saw.
+#[derive(Clone, Debug)]
+pub struct StormOutcome {
+    /// When each connection was opened, in order.
+    pub opened: Vec<Instant>,
+    /// The ones that failed.
+    pub failures: Vec<StormFailure>,
+}
+
+/// New connections at a steady rate, each on a thread of its own and held open for a while: a
+/// request when it opens and one more before it closes (answered by the same back-end), so a
+/// connection opened just before a fault still has a request to make after it (issue 11, item
+/// 6: the connections opened after the last copy). A connection that hangs delays no other.
 pub struct Storm {
     stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<Result<Vec<Held>>>>,
+    spawner: JoinHandle<Result<Vec<Instant>>>,
+    outcomes: std::sync::mpsc::Receiver<Option<StormFailure>>,
 }
+
+/// Stack of a storm connection's thread: it only connects, asks twice and sleeps.
+const STORM_STACK: usize = 128 * 1024;
 
 impl Storm {
     /// Opens `per_s` connections per second to `dst` from the client addresses in turn, each
-    /// held for `hold`, over `threads` threads inside `netns`, until [`Storm::stop`].
+    /// held for `hold`, inside `netns`, until [`Storm::stop`].
     pub fn start(
         netns: &Netns,
         srcs: &[Ipv4Addr],
         dst: SocketAddrV4,
-        per_s: u32,
+        per_s: u64,
         hold: Duration,
-        threads: u32,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let every = Duration::from_secs(1) * threads / per_s.max(1);
-        let threads = (0..threads as usize)
-            .map(|t| {
-                let (stop, srcs) = (stop.clone(), srcs.to_vec());
-                netns.spawn(move || {
-                    let mut done = Vec::new();
-                    // Open connections, oldest first, with when their last request is due.
-                    let mut open: std::collections::VecDeque<(Instant, Held, KeepAlive)> =
-                        Default::default();
-                    let mut next_open = Instant::now();
-                    let mut i = t;
-                    loop {
-                        let now = Instant::now();
-                        let stopping = stop.load(Ordering::Relaxed);
-                        if open
-                            .front()
-                            .is_some_and(|(due, ..)| *due <= now || stopping)
-                        {
-                            let (_, mut held, mut conn) = open.pop_front().expect("front");
-                            if let Err(e) = conn.get() {
-                                held.error = Some(format!("last request: {e:#}"));
-                            }
-                            done.push(held);
-                        } else if stopping {
-                            return Ok(done);
-                        } else if now >= next_open {
-                            next_open += every;
-                            let mut held = Held {
-                                opened: now,
-                                error: None,
-                            };
-                            let src = srcs[i % srcs.len()];
-                            i += 1;
-                            match KeepAlive::connect(src, dst).and_then(|mut c| c.get().map(|_| c))
-                            {
-                                Ok(conn) => open.push_back((now + hold, held, conn)),
-                                Err(e) => {
-                                    held.error = Some(format!("opening: {e:#}"));
-                                    done.push(held);
-                                }
-                            }
-                        } else {
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self { stop, threads }
+        let (tx, outcomes) = std::sync::mpsc::channel();
+        let (stopping, srcs) = (stop.clone(), srcs.to_vec());
+        // The spawner runs in the client namespace; the threads it starts share it.
+        let spawner = netns.spawn(move || {
+            let started = Instant::now();
+            let mut opened = Vec::new();
+            while !stopping.load(Ordering::Relaxed) {
+                let n = opened.len() as u64;
+                let due = started + Duration::from_micros(n * 1_000_000 / per_s.max(1));
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let src = srcs[n as usize % srcs.len()];
+                let tx = tx.clone();
+                let at = Instant::now();
+                std::thread::Builder::new()
+                    .stack_size(STORM_STACK)
+                    .spawn(move || {
+                        let failure =
+                            hold_one(src, dst, hold)
+                                .err()
+                                .map(|(phase, error)| StormFailure {
+                                    opened: at,
+                                    src,
+                                    phase,
+                                    error,
+                                });
+                        let _ = tx.send(failure);
+                    })
+                    .context("starting a storm connection")?;
+                opened.push(at);
+            }
+            Ok(opened)
+        });
+        Self {
+            stop,
+            spawner,
+            outcomes,
+        }
     }
 
-    /// Closes every connection after its last request and reports them all.
-    pub fn stop(self) -> Result<Vec<Held>> {
+    /// Stops opening connections, waits for every one to end, and reports.
+    pub fn stop(self) -> Result<StormOutcome> {
         self.stop.store(true, Ordering::Relaxed);
-        let mut all = Vec::new();
-        for t in self.threads {
-            all.extend(t.join().expect("storm thread panicked")?);
-        }
-        all.sort_by_key(|h| h.opened);
-        Ok(all)
+        let opened = self.spawner.join().expect("storm spawner panicked")?;
+        // Every connection's thread sends once; the channel ends when the last one has.
+        let mut failures: Vec<StormFailure> = self.outcomes.iter().flatten().collect();
+        failures.sort_by_key(|f| f.opened);
+        Ok(StormOutcome { opened, failures })
+    }
+}
+
+/// One storm connection: open and ask, hold, ask again, close.
+fn hold_one(
+    src: Ipv4Addr,
+    dst: SocketAddrV4,
+    hold: Duration,
+) -> Result<(), (&'static str, String)> {
+    let mut conn = KeepAlive::connect(src, dst).map_err(|e| ("open", format!("{e:#}")))?;
+    let backend = conn.get().map_err(|e| ("open", format!("{e:#}")))?;
+    std::thread::sleep(hold);
+    match conn.get() {
+        Ok(body) if body == backend => Ok(()),
+        Ok(body) => Err(("close", format!("answered by {body}, opened on {backend}"))),
+        Err(e) => Err(("close", format!("{e:#}"))),
     }
 }
 

@@ -15,7 +15,7 @@ use netns_tests::topology::{client_addrs, EXT_IF, INT_IF};
 use std::time::{Duration, Instant};
 
 /// New connections per second.
-const RATE: u32 = 150;
+const RATE: u64 = 150;
 /// How long each is held open.
 const HOLD: Duration = Duration::from_secs(1);
 /// The copy stream's interval (`cluster::copies::COPY_INTERVAL`): connections opened within it
@@ -34,7 +34,6 @@ fn connections_opened_just_before_their_home_dies_go_on() {
         Cluster::web(vip),
         RATE,
         HOLD,
-        4,
     );
     std::thread::sleep(Duration::from_secs(3));
 
@@ -47,26 +46,28 @@ fn connections_opened_just_before_their_home_dies_go_on() {
     println!("{vip} now on {}", NODES[owner]);
     std::thread::sleep(Duration::from_secs(3));
 
-    let held = storm.stop().unwrap();
-    let before = |h: &&netns_tests::client::Held| h.opened < death;
-    let last = held
+    let outcome = storm.stop().unwrap();
+    let before: Vec<&Instant> = outcome.opened.iter().filter(|at| **at < death).collect();
+    let last = before
         .iter()
-        .filter(before)
-        .filter(|h| death - h.opened <= COPY_INTERVAL)
+        .filter(|at| death - ***at <= COPY_INTERVAL)
         .count();
-    let failed: Vec<String> = held
+    let failed: Vec<String> = outcome
+        .failures
         .iter()
-        .filter_map(|h| {
-            let e = h.error.as_ref()?;
-            let at = h.opened.saturating_duration_since(death).as_millis() as i128
-                - death.saturating_duration_since(h.opened).as_millis() as i128;
-            Some(format!("opened at {at} ms from the death: {e}"))
+        .map(|f| {
+            let at = f.opened.saturating_duration_since(death).as_millis() as i128
+                - death.saturating_duration_since(f.opened).as_millis() as i128;
+            format!(
+                "opened at {at} ms from the death, failed at {}: {}",
+                f.phase, f.error
+            )
         })
         .collect();
     println!(
         "{} connections, {} opened before the death, {last} in its last {COPY_INTERVAL:?}, {} failed",
-        held.len(),
-        held.iter().filter(before).count(),
+        outcome.opened.len(),
+        before.len(),
         failed.len()
     );
     for f in &failed {

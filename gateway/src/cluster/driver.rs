@@ -212,7 +212,12 @@ impl Takeovers {
         }
         let new: Vec<Takeover> = blocks
             .iter()
-            .filter(|b| (!b.returned && !self.blocks.contains(b)) || b.is_news(&self.blocks))
+            .filter(|b| {
+                let followed = |o: &BlockHolder| {
+                    (o.block, o.holder, o.returned) == (b.block, b.holder, b.returned)
+                };
+                (!b.returned && !self.blocks.iter().any(followed)) || b.is_news(&self.blocks)
+            })
             .map(|b| Takeover {
                 gone: b.block,
                 holder: b.holder,
@@ -349,6 +354,7 @@ mod tests {
             block: NodeId(block),
             holder,
             returned,
+            leftovers: None,
         };
         let taken = |t: &[Takeover]| t.iter().map(|t| (t.gone.0, t.holder)).collect::<Vec<_>>();
         let mut store = CopyStore::new(10);

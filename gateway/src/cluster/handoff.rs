@@ -171,6 +171,7 @@ mod tests {
             block: NodeId(0),
             holder: NodeId(2),
             returned: false,
+            leftovers: None,
         }];
         let moved = table(&[(Some(1), Some(0))]);
         let died = t.update(&moved, &[NodeId(1), NodeId(2)], &blocks);
@@ -207,6 +208,7 @@ mod tests {
             block: NodeId(0),
             holder: NodeId(2),
             returned: true,
+            leftovers: None,
         }];
         let news = t.update(&moved, &all, &back);
         assert_eq!(news[0].1, holders(1, Some(2), true));

@@ -68,7 +68,9 @@
 //!                 node)
 //! 6 NAT blocks    per block not with its own node: u8 block's node, u8 holder, u8 returned
 //!                 (0: the node is gone and the holder serves its block; 1: the node is back
-//!                 and the holder serves only what it took over), u8 0
+//!                 and the holder serves only what it took over), u8 leftovers (0: none; 1 +
+//!                 the node that held the block before this holder and still serves what it
+//!                 took over then)
 //! 7 VIP loads     per VIP: u32 address, u32 packets/s its owner translated for it (last
 //!                 measured by the owner)
 //! 8 configuration 32 bytes: SHA-256 digest of the configuration the ring runs; then, while
@@ -293,12 +295,17 @@ pub struct BlockHolder {
     /// The block's node is back and translates with its block again; the holder keeps
     /// serving the connections it took over until they end.
     pub returned: bool,
+    /// The node that held the block before this holder (while its node was away before)
+    /// and still serves the connections it took over then: a reply of the block that the
+    /// holder does not know goes there.
+    pub leftovers: Option<NodeId>,
 }
 
 impl BlockHolder {
     /// Whether `before` (the list as a node followed it last) does not name this holder for
     /// this block at all: news of a take-over, even when the block's node is back already.
     pub fn is_news(&self, before: &[BlockHolder]) -> bool {
+        // (`leftovers` is no news: it changes nothing this holder took over.)
         !before
             .iter()
             .any(|b| (b.block, b.holder) == (self.block, self.holder))
@@ -655,7 +662,13 @@ impl Message {
                 carriage(&mut out, CARRIAGE_DONE, &body);
                 body.clear();
                 for b in &t.blocks {
-                    body.extend_from_slice(&[b.block.0, b.holder.0, u8::from(b.returned), 0]);
+                    let leftovers = b.leftovers.map_or(0, |n| n.0 + 1);
+                    body.extend_from_slice(&[
+                        b.block.0,
+                        b.holder.0,
+                        u8::from(b.returned),
+                        leftovers,
+                    ]);
                 }
                 carriage(&mut out, CARRIAGE_BLOCKS, &body);
                 body.clear();
@@ -807,13 +820,19 @@ impl Message {
                         }
                         CARRIAGE_BLOCKS => {
                             t.blocks = body.records(4, |r| {
-                                let holder = BlockHolder {
-                                    block: r.node()?,
-                                    holder: r.node()?,
-                                    returned: r.flag("returned flag")?,
+                                let (block, holder) = (r.node()?, r.node()?);
+                                let returned = r.flag("returned flag")?;
+                                let leftovers = match r.u8()? {
+                                    0 => None,
+                                    n if usize::from(n) <= MAX_NODES => Some(NodeId(n - 1)),
+                                    _ => return Err(DecodeError::Invalid("leftovers node")),
                                 };
-                                r.u8()?;
-                                Ok(holder)
+                                Ok(BlockHolder {
+                                    block,
+                                    holder,
+                                    returned,
+                                    leftovers,
+                                })
                             })?
                         }
                         CARRIAGE_VIP_LOADS => {
@@ -1056,6 +1075,7 @@ mod tests {
                 block: NodeId(4),
                 holder: NodeId(0),
                 returned: true,
+                leftovers: None,
             }],
             vip_loads: vec![VipLoad {
                 address: Ipv4Addr::new(10, 0, 0, 100),

@@ -1278,12 +1278,27 @@ fn hand_over_blocks(blocks: &mut Vec<BlockHolder>, gone: NodeId, successor: Node
         if b.holder == gone {
             b.holder = successor;
         }
+        // What the gone node served of another block went to its successor with its copies.
+        if b.leftovers == Some(gone) {
+            b.leftovers = Some(successor);
+        }
+        if b.leftovers == Some(b.holder) {
+            b.leftovers = None;
+        }
     }
+    // The node that held the block while its node was away before still serves what it took
+    // then: the new holder sends on the replies it does not know.
+    let earlier = blocks
+        .iter()
+        .find(|b| b.block == gone && b.returned)
+        .map(|b| b.holder)
+        .filter(|&h| h != successor);
     blocks.retain(|b| b.block != gone && b.block != b.holder);
     blocks.push(BlockHolder {
         block: gone,
         holder: successor,
         returned: false,
+        leftovers: earlier,
     });
     blocks.sort_by_key(|b| b.block);
 }
@@ -1376,6 +1391,7 @@ mod tests {
             block: NodeId(block),
             holder: NodeId(holder),
             returned,
+            leftovers: None,
         }
     }
 
@@ -1521,5 +1537,24 @@ mod tests {
             blocks,
             vec![held(1, 0, false), held(2, 0, false), held(3, 0, false)]
         );
+    }
+
+    #[test]
+    fn a_block_away_again_keeps_the_node_that_serves_what_it_took_the_first_time() {
+        // Node 2 was away before and is back; node 1 still serves what it took then.
+        let mut blocks = vec![held(2, 1, true)];
+        hand_over_blocks(&mut blocks, NodeId(2), NodeId(0));
+        let again = BlockHolder {
+            leftovers: Some(NodeId(1)),
+            ..held(2, 0, false)
+        };
+        assert_eq!(blocks, vec![again]);
+        // Node 1 dies: its successor, node 0, has its copies, leftovers among them.
+        hand_over_blocks(&mut blocks, NodeId(1), NodeId(0));
+        assert_eq!(blocks, vec![held(1, 0, false), held(2, 0, false)]);
+        // Away again with its successor the earlier holder: nothing else to ask.
+        let mut blocks = vec![held(2, 0, true)];
+        hand_over_blocks(&mut blocks, NodeId(2), NodeId(0));
+        assert_eq!(blocks, vec![held(2, 0, false)]);
     }
 }

@@ -333,7 +333,8 @@ impl ControlMaps {
 
     /// Writes the distributed NAT: for every port of another node's NAT block, the node that
     /// serves it (`NAT_HOMES`: the block's node, or the node that took it over while that one
-    /// is gone; this node's leftovers of a returned block are marked), and for every other node
+    /// is gone; where this node serves leftovers of the block, or holds it with another
+    /// node's leftovers, the ports are marked `LEFTOVERS` and name where a miss goes), and for every other node
     /// and NIC of this node, the node's primary address on that NIC's subnet (`HOME_HOPS`), so
     /// a back-end's reply that reaches this node (it owns the back-ends' gateway VIP) goes on
     /// to the node that translates it. `nics` are in `[[interface]]` order, as the node map's
@@ -352,8 +353,17 @@ impl ControlMaps {
             let id = NodeId(i as u8);
             let away = blocks.iter().find(|b| b.block == id);
             let home = match away {
-                Some(b) if !b.returned => index(b.holder),
-                Some(b) if b.holder == me => index(id) | nat_home::LEFTOVERS,
+                // The holder looks a reply up and sends what it does not know on to the
+                // node that held the block before (it still serves what it took then), and
+                // that node the other way round.
+                Some(b) if !b.returned => match b.leftovers {
+                    Some(earlier) if b.holder == me => index(earlier) | nat_home::LEFTOVERS,
+                    Some(earlier) if earlier == me => index(b.holder) | nat_home::LEFTOVERS,
+                    _ => index(b.holder),
+                },
+                Some(b) if b.holder == me || b.leftovers == Some(me) => {
+                    index(id) | nat_home::LEFTOVERS
+                }
                 _ => index(id),
             };
             if let (Some((first, last)), true) = (node.nat_ports, id != me) {

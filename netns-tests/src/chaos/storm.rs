@@ -4,16 +4,13 @@
 //! measures issue 11's item 6: a connection opened shortly before its home dies must survive on
 //! the successor, which took it over from the copy stream (or rebuilt it).
 use super::report::Clock;
-use crate::client::KeepAlive;
+use crate::client::{Storm, StormFailure};
 use crate::cluster::Cluster;
 use crate::cluster_topology::{EXTERNAL_VIPS, NODES};
 use crate::host_death;
 use crate::topology::{client_addrs, EXT_IF, INT_IF};
-use anyhow::{Context, Result};
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::Arc;
+use anyhow::Result;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 /// New connections a second.
@@ -22,21 +19,6 @@ pub const RATE_PER_S: u64 = 300;
 pub const HOLD: Duration = Duration::from_secs(1);
 /// How long the storm runs before the kill, and after it.
 const AROUND_KILL: Duration = Duration::from_secs(3);
-/// Stack of a connection's thread: it only connects, asks twice and sleeps.
-const STACK: usize = 128 * 1024;
-
-/// A storm connection that failed.
-#[derive(Clone, Debug)]
-pub struct StormFailure {
-    /// When it was opened.
-    pub opened: Instant,
-    /// The client address.
-    pub src: Ipv4Addr,
-    /// At open (connect or first request) or at close (the second request).
-    pub phase: &'static str,
-    /// What went wrong.
-    pub error: String,
-}
 
 /// What the storm saw.
 #[derive(Clone, Debug)]
@@ -69,50 +51,13 @@ pub fn per_1000(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// One storm connection: open and ask, hold, ask again, close.
-fn hold_one(src: Ipv4Addr, dst: SocketAddrV4) -> Result<(), (&'static str, String)> {
-    let mut conn = KeepAlive::connect(src, dst).map_err(|e| ("open", format!("{e:#}")))?;
-    let backend = conn.get().map_err(|e| ("open", format!("{e:#}")))?;
-    std::thread::sleep(HOLD);
-    match conn.get() {
-        Ok(body) if body == backend => Ok(()),
-        Ok(body) => Err(("close", format!("answered by {body}, opened on {backend}"))),
-        Err(e) => Err(("close", format!("{e:#}"))),
-    }
-}
-
 /// Runs the storm through the first external VIP, kills its owner mid-storm, brings it back
 /// and waits until the cluster has settled.
 pub fn run(cluster: &mut Cluster, clock: &Clock) -> Result<StormReport> {
     let vip = EXTERNAL_VIPS[0];
     let dst = Cluster::web(vip);
     let home = cluster.owner(vip)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
-    let stopping = stop.clone();
-    // The spawner runs in the client namespace; the threads it starts share it.
-    let spawner = cluster.client().spawn(move || {
-        let started = Instant::now();
-        let srcs = client_addrs();
-        let mut opened = 0u64;
-        while !stopping.load(Ordering::Relaxed) {
-            let due = started + Duration::from_micros(opened * 1_000_000 / RATE_PER_S);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            let src = srcs[opened as usize % srcs.len()];
-            let tx = tx.clone();
-            std::thread::Builder::new()
-                .stack_size(STACK)
-                .spawn(move || {
-                    let at = Instant::now();
-                    let _ = tx.send((at, src, hold_one(src, dst)));
-                })
-                .context("starting a storm connection")?;
-            opened += 1;
-        }
-        Ok(opened)
-    });
+    let storm = Storm::start(cluster.client(), &client_addrs(), dst, RATE_PER_S, HOLD);
     println!(
         "{} storm: {RATE_PER_S} new connections/s to {dst}, each held {HOLD:?}; {} is home",
         clock.stamp(Instant::now()),
@@ -128,20 +73,7 @@ pub fn run(cluster: &mut Cluster, clock: &Clock) -> Result<StormReport> {
     );
     cluster.kill_daemon(home)?;
     std::thread::sleep(AROUND_KILL);
-    stop.store(true, Ordering::Relaxed);
-    let opened = spawner.join().expect("storm spawner panicked")?;
-    // Every connection's thread sends once; the channel ends when the last one has.
-    let failures = rx
-        .iter()
-        .filter_map(|(opened, src, outcome)| {
-            outcome.err().map(|(phase, error)| StormFailure {
-                opened,
-                src,
-                phase,
-                error,
-            })
-        })
-        .collect();
+    let outcome = storm.stop()?;
     dead.revive(&cluster.bed)?;
     cluster.start_daemon(home)?;
     cluster.wait_settled(Duration::from_secs(30))?;
@@ -149,7 +81,7 @@ pub fn run(cluster: &mut Cluster, clock: &Clock) -> Result<StormReport> {
         vip,
         killed: home,
         died,
-        opened,
-        failures,
+        opened: outcome.opened.len() as u64,
+        failures: outcome.failures,
     })
 }
