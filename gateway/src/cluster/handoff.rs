@@ -86,13 +86,19 @@ impl HolderTable {
                 now.previous = Some(b.holder);
             }
             now.previous_live = now.previous.is_some_and(|p| members.contains(&p));
+            // Only while the holder holds no other block: a connection of the VIP might then
+            // be of either, and a rebuild with the wrong one would take it from the node that
+            // serves it (simulator seed 8417).
             now.rebuilds_for = entry.previous.filter(|&dead| {
+                let holder = blocks.iter().find(|b| b.block == dead).map(|b| b.holder);
                 blocks.iter().any(|b| {
                     b.block == dead
                         && !b.returned
                         && !members.contains(&dead)
                         && now.previous == Some(b.holder)
-                })
+                }) && blocks
+                    .iter()
+                    .all(|b| b.block == dead || Some(b.holder) != holder)
             });
             self.vips.insert(entry.address, (entry.previous, now));
             if now != before || known.is_none() {
@@ -189,6 +195,19 @@ mod tests {
             returned: true,
             ..blocks[0]
         }];
+        // Were node 2 also holding another block, a connection might be of either: no
+        // rebuild.
+        let two = [
+            blocks[0],
+            BlockHolder {
+                block: NodeId(3),
+                ..blocks[0]
+            },
+        ];
+        let mut both = HolderTable::default();
+        both.update(&table(&[(Some(0), None)]), &all, &[]);
+        let died_too = both.update(&moved, &[NodeId(1), NodeId(2)], &two);
+        assert_eq!(died_too[0].1, holders(1, Some(2), true));
         let returned = t.update(&moved, &all, &back);
         assert_eq!(returned[0].1, holders(1, Some(2), true));
         assert!(t.update(&moved, &all, &back).is_empty());

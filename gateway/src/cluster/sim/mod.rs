@@ -286,8 +286,6 @@ struct Crash {
     at: Instant,
     node: usize,
     serving: BTreeSet<ConnId>,
-    /// The connections its data path translated, with their NAT ports (copied or not).
-    table: BTreeMap<ConnId, u16>,
 }
 
 /// Connections a node took over from a dead node's copies.
@@ -1038,19 +1036,10 @@ impl Sim {
                     .filter(|f| matches!(f.last, Some(Fate::Translated { node, .. }) if node == i))
                     .map(|f| f.id)
                     .collect();
-                let table = self
-                    .host(i)
-                    .datapath
-                    .conns
-                    .values()
-                    .filter(|c| c.home.is_none())
-                    .map(|c| (c.id, c.nat_port))
-                    .collect();
                 self.crashes.push(Crash {
                     at: self.now,
                     node: i,
                     serving,
-                    table,
                 });
                 let now = self.now;
                 let host = self.host_mut(i);
@@ -1238,13 +1227,12 @@ impl Sim {
         }
     }
 
-    /// Every connection a crashed node was serving is served after the take-over of its
-    /// block: its TCP packets are translated with the dead node's NAT port (by the node that
-    /// took it over from its copy, or rebuilt it with no copy, or by one that kept it through a
-    /// pause or took it over before), its datagrams are translated. Excused: take-overs from a
-    /// node that did not crash (removed while paused or cut off, it may serve them itself), any
-    /// fault after the crash but the node's restart, and an uncopied TCP connection whose port
-    /// a rebuild may not find (`rebuild_uncertain`).
+    /// Every connection a crashed node was serving that a node took over from its copies is
+    /// served after the take-over: its TCP packets are translated with the dead node's NAT port
+    /// (by the node that took it over, or by one that kept it through a pause or took it over
+    /// before), its datagrams are translated. Excused: take-overs from a node that did not crash
+    /// (removed while paused or cut off, it may serve them itself), and any fault after the
+    /// crash but the node's restart.
     fn check_takeovers(&self) {
         let flows: BTreeMap<ConnId, &traffic::Flow> =
             self.clients.flows.iter().map(|f| (f.id, f)).collect();
@@ -1264,14 +1252,7 @@ impl Sim {
             if excused {
                 continue;
             }
-            let copied: BTreeSet<ConnId> = t.conns.iter().map(|&(id, _)| id).collect();
-            let uncopied = crash
-                .table
-                .iter()
-                .filter(|(id, _)| !copied.contains(id))
-                .filter(|&(id, &port)| id.proto != TCP || !rebuild_uncertain(id, port, crash, t))
-                .map(|(&id, &port)| (id, port));
-            for (id, nat_port) in t.conns.iter().copied().chain(uncopied) {
+            for &(id, nat_port) in &t.conns {
                 let flow = flows
                     .get(&id)
                     .filter(|f| !f.closed && crash.serving.contains(&id));
@@ -1444,22 +1425,4 @@ impl Sim {
             self.report()
         );
     }
-}
-
-/// Whether a rebuild of the uncopied TCP connection `id` may not find the NAT `port` the dead
-/// node of `crash` gave it: that node did not find the port its probe starts at free, or
-/// another of its connections (or a copy the holder of `t` took over, maybe of one since
-/// closed) uses or starts at that port, so the holder's probe may end elsewhere.
-fn rebuild_uncertain(id: &ConnId, port: u16, crash: &Crash, t: &TakenOver) -> bool {
-    let dead = NodeId(crash.node as u8);
-    let start = traffic::first_probe(id, dead);
-    port != start
-        || crash
-            .table
-            .iter()
-            .map(|(&other, &p)| (other, p))
-            .chain(t.conns.iter().copied())
-            .any(|(other, p)| {
-                other != *id && (p == start || traffic::first_probe(&other, dead) == start)
-            })
 }
