@@ -183,6 +183,42 @@ pub unsafe fn close(key: &FlowKey, conn: *const Conn) {
     ));
 }
 
+/// Forgets the connection whose `REPLIES` key is `reply_key` if it is over: a FIN or RST seen
+/// in either direction, or no `CONNS` entry of its own left. Both entries go; a `CONNS` entry
+/// of the same client ports that is another connection stays.
+///
+/// # Safety
+/// Reads and removes table entries only; safe to call on any key.
+#[inline(always)]
+pub unsafe fn forget_finished(reply_key: &FlowKey) {
+    let Some(reply) = REPLIES.get(reply_key) else {
+        return;
+    };
+    let client = FlowKey {
+        src_addr: reply_key.dst_addr,
+        dst_addr: reply.vip,
+        src_port: reply.client_port,
+        dst_port: reply.vip_port,
+        proto: reply_key.proto,
+        _pad: [0; 3],
+    };
+    let conn = CONNS.get(&client).filter(|c| {
+        (c.backend_addr, c.backend_port, c.nat_port)
+            == (reply_key.src_addr, reply_key.src_port, reply_key.dst_port)
+    });
+    let over = match conn {
+        Some(conn) => conn.state != tcp_state::OPEN || reply.state != tcp_state::OPEN,
+        None => true,
+    };
+    if !over {
+        return;
+    }
+    if conn.is_some() {
+        let _ = CONNS.remove(&client);
+    }
+    let _ = REPLIES.remove(reply_key);
+}
+
 /// Moves a direction's TCP state on with the packet's flags (RST wins over FIN).
 #[inline(always)]
 pub fn track(state: &mut u8, tcp_flags: u8) {

@@ -444,7 +444,9 @@ unsafe fn from_backend(
     }
     let node = home & !nat_home::LEFTOVERS;
     if home & nat_home::LEFTOVERS != 0 || node == u32::from(settings.node) {
-        // A block this node took over, or whose connections it still serves.
+        // A block this node took over, or whose connections it still serves; a back-end's
+        // SYN on the ports of one that is over answers a new connection another node opened.
+        reply.forget_reopened();
         if let Some(action) = reply.translate() {
             return action;
         }
@@ -475,6 +477,18 @@ struct Reply<'a> {
 }
 
 impl Reply<'_> {
+    /// Forgets the connection this reply's ports belong to here if the reply is a SYN and
+    /// that connection is over: the back-end accepted a new connection on them, which the
+    /// block's node (back from being away, or a holder rebuilding) opened without knowing
+    /// this node still remembers the old one. The reply, and the new connection's later
+    /// ones, then go on to the block's node instead of to the old connection's client.
+    #[inline(always)]
+    unsafe fn forget_reopened(&self) {
+        if (*self.ip).proto == proto::TCP && self.tcp_flags & TCP_SYN != 0 {
+            conntrack::forget_finished(&flow_key(self.ip, self.l4));
+        }
+    }
+
     /// Translates the reply back and sends it to the client, if `REPLIES` knows it.
     #[inline(always)]
     unsafe fn translate(&self) -> Option<u32> {

@@ -9,7 +9,7 @@ use crate::cluster_topology::{
 };
 use crate::daemon::{Daemon, ServiceConfig, ECHO_PORT, WEB_PORT};
 use crate::failover;
-use crate::host_death::DeadHost;
+use crate::host_death::{self, DeadHost};
 use crate::netns::Netns;
 use crate::packet;
 use crate::process::Process;
@@ -448,6 +448,15 @@ impl Cluster {
     /// The MAC of node `i`'s external NIC.
     pub fn mac(&self, i: usize, ifname: &str) -> Result<Mac> {
         Ok(packet::link_identity(self.ns(i), ifname)?.0)
+    }
+
+    /// Node `i` dies as a host dies ([`host_death::kill`]), its daemon with it; returns once
+    /// the others have converged without it.
+    pub fn die(&mut self, i: usize) -> Result<DeadHost> {
+        let dead = host_death::kill(&self.bed, NODES[i], &[EXT_IF, INT_IF])?;
+        self.gateways.kill_daemon(i)?;
+        self.wait_converged(Duration::from_secs(5))?;
+        Ok(dead)
     }
 
     /// Node `i` dies as a host dies: its daemon is killed with SIGKILL and its links go down.

@@ -8,19 +8,16 @@
 use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use netns_tests::host_death;
-use netns_tests::topology::{EXT_IF, INT_IF};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 /// Kept-alive HTTP connections through the VIP.
 const LONG_LIVED: usize = 8;
 
-/// Node `i` dies as a host dies; returns once the others have taken its place.
+/// Node `i` dies as a host dies; returns a second after the others have taken its place.
 fn die(cluster: &mut Cluster, i: usize) -> host_death::DeadHost {
     println!("killing host {}", NODES[i]);
-    let dead = host_death::kill(&cluster.bed, NODES[i], &[EXT_IF, INT_IF]).unwrap();
-    cluster.kill_daemon(i).unwrap();
-    cluster.wait_converged(Duration::from_secs(5)).unwrap();
+    let dead = cluster.die(i).unwrap();
     std::thread::sleep(Duration::from_secs(1));
     dead
 }

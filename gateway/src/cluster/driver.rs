@@ -176,6 +176,9 @@ impl Rivals {
 pub struct Takeovers {
     blocks: Vec<BlockHolder>,
     in_progress: usize,
+    /// Whether this process has followed a list as a member of a ring with others: until
+    /// then a block whose node is back is no news (see [`Takeovers::follow`]).
+    in_ring_before: bool,
 }
 
 /// A block newly away from its node.
@@ -196,7 +199,12 @@ impl Takeovers {
     /// when the list is the one followed last. A block whose node is back already when this
     /// node first sees it held (the token reached this node only after the node rejoined) is
     /// taken over too: this node's forwarding entries to it must still point at the holder,
-    /// which serves its old connections. Each of those that `me` holds is in progress until
+    /// which serves its old connections. Not so in the first list this process follows in a
+    /// ring with others: a daemon restarted on its pins cannot tell the block's old
+    /// connections from those its node opened since it is back, and the forwarding entries it
+    /// kept were made by a process that followed the block (pointing them at the holder broke
+    /// every connection the returned node served for a VIP this node had: chaos run, seed 2).
+    /// Each of those that `me` holds is in progress until
     /// [`Takeovers::finished`]. A node that is a member again (two rings merged, one of which
     /// had removed it, or it rejoined) keeps its copies: they are its live stream, not its
     /// remains.
@@ -207,6 +215,8 @@ impl Takeovers {
         members: &[NodeId],
         store: &mut CopyStore,
     ) -> Option<Vec<Takeover>> {
+        let in_ring_before = self.in_ring_before;
+        self.in_ring_before |= members.iter().any(|&m| m != me);
         if blocks == self.blocks.as_slice() {
             return None;
         }
@@ -216,7 +226,8 @@ impl Takeovers {
                 let followed = |o: &BlockHolder| {
                     (o.block, o.holder, o.returned) == (b.block, b.holder, b.returned)
                 };
-                (!b.returned && !self.blocks.iter().any(followed)) || b.is_news(&self.blocks)
+                (!b.returned && !self.blocks.iter().any(followed))
+                    || (in_ring_before && b.is_news(&self.blocks))
             })
             .map(|b| Takeover {
                 gone: b.block,
@@ -387,8 +398,20 @@ mod tests {
         // A node that sees a block held only once its node is back still re-points its
         // forwarding entries: the block is taken over (and the node's copies stay).
         let mut late = Takeovers::default();
+        assert!(late.follow(NodeId(3), &[], &members, &mut store).is_none());
         let first = late.follow(NodeId(3), &back, &members, &mut store).unwrap();
         assert_eq!(taken(&first), [(0, me), (3, other)]);
+        // Not in the first list a process follows in a ring (a daemon restarted on its pins
+        // keeps forwarding entries its earlier process made): only blocks still away.
+        let mut restarted = Takeovers::default();
+        let alone = [NodeId(3)];
+        assert!(restarted
+            .follow(NodeId(3), &[], &alone, &mut store)
+            .is_none());
+        let first = restarted
+            .follow(NodeId(3), &back, &members, &mut store)
+            .unwrap();
+        assert_eq!(taken(&first), [(3, other)]);
         // The same holder's block away again is a new take-over; returned again is not.
         let again = [away(0, me, false), away(3, other, false)];
         assert_eq!(
@@ -401,5 +424,17 @@ mod tests {
             .follow(NodeId(3), &back, &members, &mut store)
             .unwrap()
             .is_empty());
+        // The holder of the returned block dies: its own block is taken over (with what it
+        // served of node 0's), the returned block's new holder is no take-over (node 0's
+        // connections since its return stay with it).
+        let holder_died = [
+            away(0, other, true),
+            away(1, other, false),
+            away(3, other, false),
+        ];
+        let died = late
+            .follow(NodeId(3), &holder_died, &members, &mut store)
+            .unwrap();
+        assert_eq!(taken(&died), [(1, other)]);
     }
 }

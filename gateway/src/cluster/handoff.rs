@@ -236,6 +236,26 @@ mod tests {
         t.update(&table(&[(Some(0), Some(1))]), &all, &back);
         let again = t.update(&table(&[(Some(1), Some(0))]), &all, &back);
         assert_eq!(again[0].1, holders(1, Some(0), true));
+        // The block's holder dies: node 0 still serves what it opened since its return (node
+        // 2's own block says where node 2's connections went).
+        let holder_died = [
+            BlockHolder {
+                holder: NodeId(1),
+                ..back[0]
+            },
+            BlockHolder {
+                block: NodeId(2),
+                holder: NodeId(1),
+                returned: false,
+                leftovers: None,
+            },
+        ];
+        let died = t.update(
+            &table(&[(Some(1), Some(0))]),
+            &[NodeId(0), NodeId(1)],
+            &holder_died,
+        );
+        assert!(died.is_empty(), "{died:?}");
         // Nor on a node that learns of the VIP only now (it just started).
         let mut fresh = HolderTable::default();
         let first = fresh.update(&table(&[(Some(1), Some(0))]), &all, &back);

@@ -302,13 +302,14 @@ pub struct BlockHolder {
 }
 
 impl BlockHolder {
-    /// Whether `before` (the list as a node followed it last) does not name this holder for
-    /// this block at all: news of a take-over, even when the block's node is back already.
+    /// Whether `before` (the list as a node followed it last) does not name this block at
+    /// all: news of a take-over, even when the block's node is back already. A new holder of
+    /// a block whose node is back is no news: the holder before it died, and what it served
+    /// follows its own block's entry (re-pointing what went to the block's node sent the
+    /// connections that node opened since its return to a holder that has none of them).
     pub fn is_news(&self, before: &[BlockHolder]) -> bool {
-        // (`leftovers` is no news: it changes nothing this holder took over.)
-        !before
-            .iter()
-            .any(|b| (b.block, b.holder) == (self.block, self.holder))
+        // (`leftovers` is no news either: it changes nothing this holder took over.)
+        !before.iter().any(|b| b.block == self.block)
     }
 }
 

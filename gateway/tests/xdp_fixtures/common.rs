@@ -63,7 +63,7 @@ pub fn arp_request(tpa: [u8; 4]) -> Vec<u8> {
     )
 }
 
-fn client_key(flow: &Flow, l4: u8) -> FlowKey {
+pub fn client_key(flow: &Flow, l4: u8) -> FlowKey {
     FlowKey {
         src_addr: be(flow.src),
         dst_addr: be(flow.dst),

@@ -1,0 +1,101 @@
+//! A block back with its node while another node still serves its old connections: the
+//! connections the returned node opens since are its own, and two events must not send the
+//! forwarding entries to it over to the holder, which has none of them (the chaos run broke
+//! every kept-alive connection of a VIP so):
+//! 1. a daemon restarted on its pins, whose first view of the ring names the block held, and
+//! 2. the death of the holder, which names a new holder of the returned block.
+//!
+//! gw1 dies and gw2 takes its block; gw1 comes back. Kept-alive connections are opened by gw1
+//! through a VIP that then moves to gw3, whose forwarding entries send them to gw1.
+use netns_tests::client::Traffic;
+use netns_tests::cluster::Cluster;
+use netns_tests::cluster::ClusterOptions;
+use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Kept-alive HTTP connections through the VIP.
+const LONG_LIVED: usize = 8;
+/// The block's node.
+const BACK: usize = 0;
+/// Its successor: the holder of its block while it was away.
+const HOLDER: usize = 1;
+/// The node that forwards to it.
+const FORWARDER: usize = 2;
+
+/// Moves `vip` to node `to` unless it is there.
+fn place(cluster: &Cluster, vip: Ipv4Addr, to: usize) {
+    let owner = cluster.owner(vip).unwrap();
+    if owner != to {
+        cluster
+            .daemon(owner)
+            .unwrap()
+            .cli(&["vip", "move", &vip.to_string(), NODES[to]])
+            .unwrap();
+    }
+    cluster.wait_converged(Duration::from_secs(5)).unwrap();
+}
+
+/// Kept-alive connections through `vip` opened by the returned node, then forwarded to it
+/// by `FORWARDER`, which owns the VIP now.
+fn forwarded_connections(cluster: &Cluster, vip: Ipv4Addr) -> Traffic {
+    place(cluster, vip, BACK);
+    let (traffic, _) = cluster.traffic(vip, LONG_LIVED, 0).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    place(cluster, vip, FORWARDER);
+    // Long enough for every connection to have a forwarding entry and be copied.
+    std::thread::sleep(Duration::from_millis(600));
+    traffic
+}
+
+/// Stops `traffic` and fails on any kept-alive connection that broke.
+fn none_broke(traffic: Traffic, when: &str) {
+    let report = traffic.stop().unwrap();
+    println!("{when}: {report}");
+    for (k, l) in report.long_lived.iter().enumerate() {
+        assert_eq!(
+            l.failures, 0,
+            "{when}: kept-alive connection #{k} broke: {:?}",
+            l.first_error
+        );
+    }
+}
+
+#[test]
+fn a_returned_nodes_connections_stay_with_it() {
+    let mut cluster = Cluster::start(&ClusterOptions::default()).unwrap();
+    cluster.wait_settled(Duration::from_secs(20)).unwrap();
+    let vip = EXTERNAL_VIPS[0];
+
+    println!("killing host {}", NODES[BACK]);
+    let dead = cluster.die(BACK).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    dead.revive(&cluster.bed).unwrap();
+    cluster.start_daemon(BACK).unwrap();
+    cluster.wait_settled(Duration::from_secs(20)).unwrap();
+    let blocks = cluster.view(FORWARDER).unwrap().blocks;
+    println!("{} is back: {blocks:?}", NODES[BACK]);
+
+    let traffic = forwarded_connections(&cluster, vip);
+    let stopped = cluster.stop_daemon(FORWARDER, true).unwrap();
+    println!(
+        "{} stopped with --keep-datapath in {stopped:?}",
+        NODES[FORWARDER]
+    );
+    cluster.wait_converged(Duration::from_secs(5)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.start_daemon(FORWARDER).unwrap();
+    cluster.wait_settled(Duration::from_secs(20)).unwrap();
+    // The restarted node serves the VIP again, with the forwarding entries it kept.
+    place(&cluster, vip, FORWARDER);
+    std::thread::sleep(Duration::from_secs(2));
+    none_broke(traffic, "after the restart on its pins");
+
+    let traffic = forwarded_connections(&cluster, vip);
+    println!("killing host {}", NODES[HOLDER]);
+    let _dead = cluster.die(HOLDER).unwrap();
+    let blocks = cluster.view(FORWARDER).unwrap().blocks;
+    println!("the holder is dead: {blocks:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    none_broke(traffic, "after the holder's death");
+}
