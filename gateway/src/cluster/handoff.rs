@@ -11,12 +11,25 @@
 //! move is remembered:
 //! connections opened two owners ago are reached only through the forwarding entries the
 //! owner in between made for them.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
 use crate::cluster::{
+    copies::COPY_INTERVAL,
     message::BlockHolder,
     types::{NodeId, VipEntry},
 };
+
+/// How long after a change of another block's entry held by the same node a rebuild waits:
+/// the forwarding entries and connections that change made or moved are in the copies by
+/// then (two copy intervals and the time to send them), so a connection of that other block
+/// that reaches the holder with no entry there is no longer likely. Before, a rebuild could
+/// take a connection another node serves (simulator seed 8417: three blocks moved to one
+/// holder at once, one of their nodes alive).
+pub const REBUILD_QUIET: Duration = Duration::from_millis(5 * COPY_INTERVAL.as_millis() as u64);
 
 /// Where a VIP's connections are, for the data path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,19 +57,38 @@ pub struct HolderTable {
     vips: BTreeMap<Ipv4Addr, (Option<NodeId>, Holders)>,
     /// The NAT blocks away from their nodes in the latest update.
     blocks: Vec<BlockHolder>,
+    /// When each block's entry last changed (appeared, changed or went), as this node saw it.
+    block_changed: BTreeMap<NodeId, Instant>,
 }
 
 impl HolderTable {
-    /// Takes in the latest VIP table, member list and NAT blocks away from their nodes;
-    /// returns the VIPs whose holders changed, which the data path must be told.
+    /// Takes in the latest VIP table, member list and NAT blocks away from their nodes, seen
+    /// at `at`; returns the VIPs whose holders changed, which the data path must be told.
     pub fn update(
         &mut self,
+        at: Instant,
         table: &[VipEntry],
         members: &[NodeId],
         blocks: &[BlockHolder],
     ) -> Vec<(Ipv4Addr, Holders)> {
         let mut changed = Vec::new();
         let followed_before = !self.vips.is_empty();
+        let unchanged = |b: &BlockHolder, list: &[BlockHolder]| {
+            list.iter()
+                .any(|o| (o.block, o.holder, o.returned) == (b.block, b.holder, b.returned))
+        };
+        for b in blocks.iter().filter(|b| !unchanged(b, &self.blocks)) {
+            self.block_changed.insert(b.block, at);
+        }
+        for b in self.blocks.iter().filter(|b| !unchanged(b, blocks)) {
+            self.block_changed.insert(b.block, at);
+        }
+        let block_changed = &self.block_changed;
+        let quiet = |block: NodeId| {
+            block_changed
+                .get(&block)
+                .is_none_or(|&changed| at >= changed + REBUILD_QUIET)
+        };
         for entry in table {
             if entry.owner.is_none() {
                 continue; // an unowned spell changes nothing
@@ -86,9 +118,12 @@ impl HolderTable {
                 now.previous = Some(b.holder);
             }
             now.previous_live = now.previous.is_some_and(|p| members.contains(&p));
-            // Only while the holder holds no other block: a connection of the VIP might then
-            // be of either, and a rebuild with the wrong one would take it from the node that
-            // serves it (simulator seed 8417).
+            // Only while the holder holds no other block away from its node, nor one whose
+            // node is back that changed within `REBUILD_QUIET`: a connection of the VIP might
+            // then be of either, and a rebuild with the wrong one would take it from the node
+            // that serves it (simulator seed 8417). A block long back is no such doubt: what
+            // its holder serves of it has entries there, and what its node opened since was
+            // copied wherever it was forwarded from.
             now.rebuilds_for = entry.previous.filter(|&dead| {
                 let holder = blocks.iter().find(|b| b.block == dead).map(|b| b.holder);
                 blocks.iter().any(|b| {
@@ -96,9 +131,9 @@ impl HolderTable {
                         && !b.returned
                         && !members.contains(&dead)
                         && now.previous == Some(b.holder)
-                }) && blocks
-                    .iter()
-                    .all(|b| b.block == dead || Some(b.holder) != holder)
+                }) && blocks.iter().all(|b| {
+                    b.block == dead || Some(b.holder) != holder || (b.returned && quiet(b.block))
+                })
             });
             self.vips.insert(entry.address, (entry.previous, now));
             if now != before || known.is_none() {
@@ -114,6 +149,7 @@ impl HolderTable {
 mod tests {
     use super::*;
     use crate::cluster::types::Persistence;
+    use std::time::Instant;
 
     /// A table of VIPs 10.0.0.100 and on, each with its owner and previous owner.
     fn table(owners: &[(Option<u8>, Option<u8>)]) -> Vec<VipEntry> {
@@ -144,27 +180,47 @@ mod tests {
     fn the_tables_previous_owner_is_the_previous_holder() {
         let all = [NodeId(0), NodeId(1), NodeId(2)];
         let mut t = HolderTable::default();
-        let first = t.update(&table(&[(Some(0), None), (Some(1), None)]), &all, &[]);
+        let first = t.update(
+            Instant::now(),
+            &table(&[(Some(0), None), (Some(1), None)]),
+            &all,
+            &[],
+        );
         assert_eq!(first.len(), 2, "every VIP is told once");
         let same = table(&[(Some(0), None), (Some(1), None)]);
-        assert!(t.update(&same, &all, &[]).is_empty());
-        let moved = t.update(&table(&[(Some(2), Some(0)), (Some(1), None)]), &all, &[]);
+        assert!(t.update(Instant::now(), &same, &all, &[]).is_empty());
+        let moved = t.update(
+            Instant::now(),
+            &table(&[(Some(2), Some(0)), (Some(1), None)]),
+            &all,
+            &[],
+        );
         assert_eq!(
             moved,
             vec![(Ipv4Addr::new(10, 0, 0, 100), holders(2, Some(0), true))]
         );
         // A node that joins after a move knows the previous holder from its first table.
         let mut joined = HolderTable::default();
-        let first = joined.update(&table(&[(Some(2), Some(0))]), &all, &[]);
+        let first = joined.update(Instant::now(), &table(&[(Some(2), Some(0))]), &all, &[]);
         assert_eq!(first[0].1, holders(2, Some(0), true));
     }
 
     #[test]
     fn a_previous_holder_that_leaves_the_ring_is_kept_but_not_live() {
         let mut t = HolderTable::default();
-        let died = t.update(&table(&[(Some(1), Some(0))]), &[NodeId(1)], &[]);
+        let died = t.update(
+            Instant::now(),
+            &table(&[(Some(1), Some(0))]),
+            &[NodeId(1)],
+            &[],
+        );
         assert_eq!(died[0].1, holders(1, Some(0), false));
-        let rejoined = t.update(&table(&[(Some(1), Some(0))]), &[NodeId(1), NodeId(0)], &[]);
+        let rejoined = t.update(
+            Instant::now(),
+            &table(&[(Some(1), Some(0))]),
+            &[NodeId(1), NodeId(0)],
+            &[],
+        );
         assert_eq!(rejoined[0].1, holders(1, Some(0), true));
     }
 
@@ -172,7 +228,7 @@ mod tests {
     fn a_dead_previous_holder_is_replaced_by_the_node_that_took_its_connections() {
         let mut t = HolderTable::default();
         let all = [NodeId(0), NodeId(1), NodeId(2)];
-        t.update(&table(&[(Some(0), None)]), &all, &[]);
+        t.update(Instant::now(), &table(&[(Some(0), None)]), &all, &[]);
         let blocks = [BlockHolder {
             block: NodeId(0),
             holder: NodeId(2),
@@ -180,7 +236,7 @@ mod tests {
             leftovers: None,
         }];
         let moved = table(&[(Some(1), Some(0))]);
-        let died = t.update(&moved, &[NodeId(1), NodeId(2)], &blocks);
+        let died = t.update(Instant::now(), &moved, &[NodeId(1), NodeId(2)], &blocks);
         let rebuilding = Holders {
             rebuilds_for: Some(NodeId(0)),
             ..holders(1, Some(2), true)
@@ -205,14 +261,14 @@ mod tests {
             },
         ];
         let mut both = HolderTable::default();
-        both.update(&table(&[(Some(0), None)]), &all, &[]);
-        let died_too = both.update(&moved, &[NodeId(1), NodeId(2)], &two);
+        both.update(Instant::now(), &table(&[(Some(0), None)]), &all, &[]);
+        let died_too = both.update(Instant::now(), &moved, &[NodeId(1), NodeId(2)], &two);
         assert_eq!(died_too[0].1, holders(1, Some(2), true));
-        let returned = t.update(&moved, &all, &back);
+        let returned = t.update(Instant::now(), &moved, &all, &back);
         assert_eq!(returned[0].1, holders(1, Some(2), true));
-        assert!(t.update(&moved, &all, &back).is_empty());
+        assert!(t.update(Instant::now(), &moved, &all, &back).is_empty());
         // The VIP moves again: its new previous holder is the one the table names.
-        let again = t.update(&table(&[(Some(0), Some(1))]), &all, &back);
+        let again = t.update(Instant::now(), &table(&[(Some(0), Some(1))]), &all, &back);
         assert_eq!(again[0].1, holders(0, Some(1), true));
     }
 
@@ -221,7 +277,7 @@ mod tests {
         let all = [NodeId(0), NodeId(1), NodeId(2)];
         let mut t = HolderTable::default();
         let moved = table(&[(Some(1), Some(0))]);
-        t.update(&moved, &all, &[]);
+        t.update(Instant::now(), &moved, &all, &[]);
         // Node 0 died and restarted before the token brought this node the news.
         let back = [BlockHolder {
             block: NodeId(0),
@@ -229,12 +285,15 @@ mod tests {
             returned: true,
             leftovers: None,
         }];
-        let news = t.update(&moved, &all, &back);
+        let news = t.update(Instant::now(), &moved, &all, &back);
         assert_eq!(news[0].1, holders(1, Some(2), true));
-        assert!(t.update(&moved, &all, &back).is_empty(), "news once");
+        assert!(
+            t.update(Instant::now(), &moved, &all, &back).is_empty(),
+            "news once"
+        );
         // A move back to node 0 and away again names the restarted node: it is not replaced.
-        t.update(&table(&[(Some(0), Some(1))]), &all, &back);
-        let again = t.update(&table(&[(Some(1), Some(0))]), &all, &back);
+        t.update(Instant::now(), &table(&[(Some(0), Some(1))]), &all, &back);
+        let again = t.update(Instant::now(), &table(&[(Some(1), Some(0))]), &all, &back);
         assert_eq!(again[0].1, holders(1, Some(0), true));
         // The block's holder dies: node 0 still serves what it opened since its return (node
         // 2's own block says where node 2's connections went).
@@ -251,6 +310,7 @@ mod tests {
             },
         ];
         let died = t.update(
+            Instant::now(),
             &table(&[(Some(1), Some(0))]),
             &[NodeId(0), NodeId(1)],
             &holder_died,
@@ -258,17 +318,60 @@ mod tests {
         assert!(died.is_empty(), "{died:?}");
         // Nor on a node that learns of the VIP only now (it just started).
         let mut fresh = HolderTable::default();
-        let first = fresh.update(&table(&[(Some(1), Some(0))]), &all, &back);
+        let first = fresh.update(Instant::now(), &table(&[(Some(1), Some(0))]), &all, &back);
         assert_eq!(first[0].1, holders(1, Some(0), true));
+    }
+
+    #[test]
+    fn a_rebuild_waits_while_another_block_of_its_holder_changed_lately() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let all = [NodeId(0), NodeId(1), NodeId(2), NodeId(3)];
+        let alive = [NodeId(1), NodeId(2), NodeId(3)];
+        let owned = table(&[(Some(0), None)]);
+        let moved = table(&[(Some(1), Some(0))]);
+        // Node 3 was away and is back; node 2 still serves what it took of node 3's block.
+        let back = BlockHolder {
+            block: NodeId(3),
+            holder: NodeId(2),
+            returned: true,
+            leftovers: None,
+        };
+        let away = BlockHolder {
+            returned: false,
+            ..back
+        };
+        // Node 0 dies: node 2 takes its block.
+        let dead = BlockHolder {
+            block: NodeId(0),
+            ..away
+        };
+        let mut long_back = HolderTable::default();
+        long_back.update(t0, &owned, &all, &[back]);
+        let died = long_back.update(t0 + REBUILD_QUIET, &moved, &alive, &[dead, back]);
+        assert_eq!(
+            died[0].1.rebuilds_for,
+            Some(NodeId(0)),
+            "long back: no doubt"
+        );
+        // The same death just after node 3 came back: no rebuild until it is quiet.
+        let mut just_back = HolderTable::default();
+        just_back.update(t0, &owned, &all, &[away]);
+        let died = just_back.update(t0 + ms(100), &moved, &alive, &[dead, back]);
+        assert_eq!(died[0].1.rebuilds_for, None);
+        let quiet = just_back.update(t0 + ms(100) + REBUILD_QUIET, &moved, &alive, &[dead, back]);
+        assert_eq!(quiet[0].1.rebuilds_for, Some(NodeId(0)));
     }
 
     #[test]
     fn an_unowned_spell_changes_nothing() {
         let all = [NodeId(0), NodeId(1)];
         let mut t = HolderTable::default();
-        t.update(&table(&[(Some(0), None)]), &all, &[]);
-        assert!(t.update(&table(&[(None, Some(0))]), &all, &[]).is_empty());
-        let taken = t.update(&table(&[(Some(1), Some(0))]), &all, &[]);
+        t.update(Instant::now(), &table(&[(Some(0), None)]), &all, &[]);
+        assert!(t
+            .update(Instant::now(), &table(&[(None, Some(0))]), &all, &[])
+            .is_empty());
+        let taken = t.update(Instant::now(), &table(&[(Some(1), Some(0))]), &all, &[]);
         assert_eq!(taken[0].1, holders(1, Some(0), true));
     }
 }

@@ -891,9 +891,12 @@ impl Shell {
         let status = self.node.status();
         self.copy_pacing.follow(&status, self.node.id());
         self.take_over_blocks(&status.blocks, &status.members);
-        let changed = self
-            .holders
-            .update(&status.vips, &status.members, &status.blocks);
+        let changed = self.holders.update(
+            Instant::now(),
+            &status.vips,
+            &status.members,
+            &status.blocks,
+        );
         if !changed.is_empty() {
             self.host.set_holders(&self.cluster, &changed);
         }

@@ -719,9 +719,9 @@ impl Sim {
             }
             host.datapath.apply(changes, holder);
         }
-        for (vip, holders) in host
-            .holders
-            .update(&status.vips, &status.members, &status.blocks)
+        for (vip, holders) in
+            host.holders
+                .update(self.now, &status.vips, &status.members, &status.blocks)
         {
             host.datapath.holders.insert(vip, holders);
         }
