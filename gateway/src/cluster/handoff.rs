@@ -57,8 +57,19 @@ pub struct HolderTable {
     vips: BTreeMap<Ipv4Addr, (Option<NodeId>, Holders)>,
     /// The NAT blocks away from their nodes in the latest update.
     blocks: Vec<BlockHolder>,
-    /// When each block's entry last changed (appeared, changed or went), as this node saw it.
-    block_changed: BTreeMap<NodeId, Instant>,
+    /// The latest change of each block's entry (appeared, changed or went), as this node saw
+    /// it.
+    block_changed: BTreeMap<NodeId, BlockChange>,
+}
+
+/// A change of a block's entry in the list of blocks away from their nodes.
+#[derive(Clone, Copy, Debug)]
+struct BlockChange {
+    at: Instant,
+    /// The holder before, when the change was a new holder of a block whose node is back (its
+    /// holder left): what that holder served of the block is among its own copies, so its
+    /// death is no doubt about a rebuild of its own connections.
+    holder_left: Option<NodeId>,
 }
 
 impl HolderTable {
@@ -78,16 +89,27 @@ impl HolderTable {
                 .any(|o| (o.block, o.holder, o.returned) == (b.block, b.holder, b.returned))
         };
         for b in blocks.iter().filter(|b| !unchanged(b, &self.blocks)) {
-            self.block_changed.insert(b.block, at);
+            let before = self.blocks.iter().find(|o| o.block == b.block);
+            let holder_left = before
+                .filter(|o| o.returned && b.returned && o.holder != b.holder)
+                .map(|o| o.holder);
+            let change = BlockChange { at, holder_left };
+            self.block_changed.insert(b.block, change);
         }
-        for b in self.blocks.iter().filter(|b| !unchanged(b, blocks)) {
-            self.block_changed.insert(b.block, at);
+        for b in &self.blocks {
+            if !blocks.iter().any(|n| n.block == b.block) {
+                let change = BlockChange {
+                    at,
+                    holder_left: None,
+                };
+                self.block_changed.insert(b.block, change);
+            }
         }
         let block_changed = &self.block_changed;
-        let quiet = |block: NodeId| {
+        let quiet = |block: NodeId, dead: NodeId| {
             block_changed
                 .get(&block)
-                .is_none_or(|&changed| at >= changed + REBUILD_QUIET)
+                .is_none_or(|c| at >= c.at + REBUILD_QUIET || c.holder_left == Some(dead))
         };
         for entry in table {
             if entry.owner.is_none() {
@@ -119,7 +141,8 @@ impl HolderTable {
             }
             now.previous_live = now.previous.is_some_and(|p| members.contains(&p));
             // Only while the holder holds no other block away from its node, nor one whose
-            // node is back that changed within `REBUILD_QUIET`: a connection of the VIP might
+            // node is back that changed within `REBUILD_QUIET` (other than by the dead node
+            // leaving as its holder): a connection of the VIP might
             // then be of either, and a rebuild with the wrong one would take it from the node
             // that serves it (simulator seed 8417). A block long back is no such doubt: what
             // its holder serves of it has entries there, and what its node opened since was
@@ -132,7 +155,9 @@ impl HolderTable {
                         && !members.contains(&dead)
                         && now.previous == Some(b.holder)
                 }) && blocks.iter().all(|b| {
-                    b.block == dead || Some(b.holder) != holder || (b.returned && quiet(b.block))
+                    b.block == dead
+                        || Some(b.holder) != holder
+                        || (b.returned && quiet(b.block, dead))
                 })
             });
             self.vips.insert(entry.address, (entry.previous, now));
@@ -361,6 +386,16 @@ mod tests {
         assert_eq!(died[0].1.rebuilds_for, None);
         let quiet = just_back.update(t0 + ms(100) + REBUILD_QUIET, &moved, &alive, &[dead, back]);
         assert_eq!(quiet[0].1.rebuilds_for, Some(NodeId(0)));
+        // A block back whose holder was the dead node is no doubt: the dead node's copies have
+        // what it served of it.
+        let mut held_by_dead = HolderTable::default();
+        let back_at_0 = BlockHolder {
+            holder: NodeId(0),
+            ..back
+        };
+        held_by_dead.update(t0, &owned, &all, &[back_at_0]);
+        let died = held_by_dead.update(t0 + ms(100), &moved, &alive, &[dead, back]);
+        assert_eq!(died[0].1.rebuilds_for, Some(NodeId(0)));
     }
 
     #[test]
