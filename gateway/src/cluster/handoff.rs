@@ -25,10 +25,10 @@ use crate::cluster::{
 
 /// How long after a change of another block's entry held by the same node a rebuild waits:
 /// the forwarding entries and connections that change made or moved are in the copies by
-/// then (two copy intervals and the time to send them), so a connection of that other block
-/// that reaches the holder with no entry there is no longer likely. Before, a rebuild could
-/// take a connection another node serves (simulator seed 8417: three blocks moved to one
-/// holder at once, one of their nodes alive).
+/// then (five copy intervals: they go out at the next interval, or at once after a take-over),
+/// so a connection of that other block that reaches the holder with no entry there is no
+/// longer likely. Before, a rebuild could take a connection another node serves (simulator
+/// seed 8417: three blocks moved to one holder at once, one of their nodes alive).
 pub const REBUILD_QUIET: Duration = Duration::from_millis(5 * COPY_INTERVAL.as_millis() as u64);
 
 /// Where a VIP's connections are, for the data path.
@@ -142,11 +142,11 @@ impl HolderTable {
             now.previous_live = now.previous.is_some_and(|p| members.contains(&p));
             // Only while the holder holds no other block away from its node, nor one whose
             // node is back that changed within `REBUILD_QUIET` (other than by the dead node
-            // leaving as its holder): a connection of the VIP might
-            // then be of either, and a rebuild with the wrong one would take it from the node
-            // that serves it (simulator seed 8417). A block long back is no such doubt: what
-            // its holder serves of it has entries there, and what its node opened since was
-            // copied wherever it was forwarded from.
+            // leaving as its holder): a connection of the VIP might then be of either, and a
+            // rebuild with the wrong one would take it from the node that serves it
+            // (simulator seed 8417). A block long back is no such doubt: what its holder
+            // serves of it has entries there, and what its node opened since was copied
+            // wherever it was forwarded from.
             now.rebuilds_for = entry.previous.filter(|&dead| {
                 let holder = blocks.iter().find(|b| b.block == dead).map(|b| b.holder);
                 blocks.iter().any(|b| {
@@ -174,7 +174,6 @@ impl HolderTable {
 mod tests {
     use super::*;
     use crate::cluster::types::Persistence;
-    use std::time::Instant;
 
     /// A table of VIPs 10.0.0.100 and on, each with its owner and previous owner.
     fn table(owners: &[(Option<u8>, Option<u8>)]) -> Vec<VipEntry> {
