@@ -32,8 +32,9 @@ const HOLDER: usize = 1;
 /// The node that forwards to it.
 const FORWARDER: usize = 2;
 
-/// Moves `vip` to node `to` unless it is there.
+/// Moves `vip` to node `to` unless it is there, once the ring has converged.
 fn place(cluster: &Cluster, vip: Ipv4Addr, to: usize) {
+    cluster.wait_converged(Duration::from_secs(5)).unwrap();
     let owner = cluster.owner(vip).unwrap();
     if owner != to {
         cluster
