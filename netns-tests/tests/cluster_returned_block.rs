@@ -58,6 +58,12 @@ fn forwarded_connections(cluster: &Cluster, vip: Ipv4Addr) -> Traffic {
     traffic
 }
 
+/// Prints the VIP table and the blocks away from their nodes.
+fn show(cluster: &Cluster) {
+    println!("owners: {:?}", cluster.converged().unwrap());
+    println!("blocks: {:?}", cluster.view(FORWARDER).unwrap().blocks);
+}
+
 /// Stops `traffic` and fails on any kept-alive connection that broke.
 fn none_broke(traffic: Traffic, when: &str) {
     let report = traffic.stop().unwrap();
@@ -137,8 +143,7 @@ fn a_holder_of_leftovers_whose_links_go_down_breaks_none() {
     // The VIP stays away from the returned node: its connections are the holder's.
     place(&cluster, vip, FORWARDER);
     cluster.wait_settled(Duration::from_secs(20)).unwrap();
-    println!("owners: {:?}", cluster.converged().unwrap());
-    println!("blocks: {:?}", cluster.view(FORWARDER).unwrap().blocks);
+    show(&cluster);
     // The holder's VIPs go to the returned node, the least loaded, when it is cut off.
     place(&cluster, gateway, HOLDER);
     place(&cluster, EXTERNAL_VIPS[2], HOLDER);
@@ -151,8 +156,7 @@ fn a_holder_of_leftovers_whose_links_go_down_breaks_none() {
     std::thread::sleep(Duration::from_millis(2200));
     cluster.set_links(HOLDER, "up").unwrap();
     cluster.wait_settled(Duration::from_secs(20)).unwrap();
-    println!("owners: {:?}", cluster.converged().unwrap());
-    println!("blocks: {:?}", cluster.view(FORWARDER).unwrap().blocks);
+    show(&cluster);
     std::thread::sleep(Duration::from_secs(2));
     none_broke(traffic, "after the holder's links were down");
 }
@@ -173,8 +177,7 @@ fn a_holder_of_leftovers_that_stops_breaks_none() {
     cluster.wait_settled(Duration::from_secs(20)).unwrap();
     // The returned node serves the VIP of its connections again.
     place(&cluster, vip, BACK);
-    println!("owners: {:?}", cluster.converged().unwrap());
-    println!("blocks: {:?}", cluster.view(FORWARDER).unwrap().blocks);
+    show(&cluster);
     std::thread::sleep(Duration::from_secs(3));
 
     println!("stopping {}", NODES[HOLDER]);
@@ -182,8 +185,7 @@ fn a_holder_of_leftovers_that_stops_breaks_none() {
     std::thread::sleep(Duration::from_millis(1800));
     cluster.resume(HOLDER).unwrap();
     cluster.wait_settled(Duration::from_secs(20)).unwrap();
-    println!("owners: {:?}", cluster.converged().unwrap());
-    println!("blocks: {:?}", cluster.view(FORWARDER).unwrap().blocks);
+    show(&cluster);
     std::thread::sleep(Duration::from_secs(2));
     none_broke(traffic, "after the holder stopped");
 }

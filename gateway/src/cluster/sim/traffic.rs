@@ -236,7 +236,7 @@ fn block_first(node: NodeId) -> u16 {
 
 /// The port of `node`'s block where the probe for connection `id` starts: a hash of the flow,
 /// the same on every node.
-pub fn first_probe(id: &ConnId, node: NodeId) -> u16 {
+fn first_probe(id: &ConnId, node: NodeId) -> u16 {
     let mut h: u32 = 0x811c_9dc5;
     let bytes = id
         .client
