@@ -1,8 +1,8 @@
 //! Balancing by load (docs/architecture.md, "Load balancing"): two VIPs that start on gw1 both
 //! carry steady traffic (short UDP flows) while the third external VIP and the back-ends' gateway
 //! VIP are on gw2 and gw3; counts are even (2, 1, 1), so only the traffic can make the ring move
-//! one of them. It must, to another node, and then stay put: no more moves for a few hold periods
-//! while the traffic goes on.
+//! one of them. It must, to the idle node (gw3 carries the replies), and then stay put: no more
+//! moves for a few hold periods while the traffic goes on.
 use netns_tests::client::UdpBlast;
 use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
@@ -79,6 +79,16 @@ fn a_busy_node_gives_one_vip_away_and_the_placement_holds() {
     for m in &view.members {
         println!("  {} load {:?}", m.name, m.load);
     }
+    // gw3 carries every reply (it owns the back-ends' gateway VIP): the idle node is gw2.
+    // Measured while the traffic still ramped, gw3 looked as idle and took the VIP (CI).
+    let to_gw2 = busy
+        .iter()
+        .filter(|v| moved.iter().any(|(t, o)| t == *v && *o == 1))
+        .count();
+    assert_eq!(
+        to_gw2, 1,
+        "the VIP did not go to the idle node gw2: {moved:?}"
+    );
 
     // Two hold periods and more: nothing moves back and forth.
     let watch = Instant::now();

@@ -222,8 +222,8 @@ pub struct Node {
     my_load: Option<Load>,
     /// This node's traffic per VIP as last measured, written onto the token at every pass.
     my_vip_loads: Vec<VipLoad>,
-    /// When this node last moved a VIP for load.
-    last_load_move: Option<Instant>,
+    /// When this node moves VIPs for load (`balance_by_traffic`).
+    load_moves: LoadMoves,
     /// When this node last saw the members, the closed nodes or the VIPs an operator placed
     /// change: the count balance waits `arrange_hold` after it (`place`).
     last_arranged: Instant,
@@ -291,7 +291,7 @@ impl Node {
             owned: BTreeSet::new(),
             my_load: None,
             my_vip_loads: Vec::new(),
-            last_load_move: None,
+            load_moves: LoadMoves::default(),
             last_arranged: now,
             concessions: BTreeMap::new(),
             settled: BTreeMap::new(),
@@ -1189,7 +1189,8 @@ impl Node {
     /// id: when the busiest member is over the mean by a quarter, it moves the busiest's free,
     /// settled VIP with the most traffic that is at most three quarters of the gap to the least
     /// busy member (so the gap between the two at least halves: moves cannot swing back and
-    /// forth), and then waits `balance_hold`.
+    /// forth). Each decision waits `balance_hold` after the last move and after the traffic
+    /// began (`LoadMoves`).
     fn balance_by_traffic(&mut self, now: Instant, candidates: &[NodeId]) -> bool {
         let min = self.config.balance_min_pps;
         let pps = |n: NodeId| {
@@ -1206,14 +1207,13 @@ impl Node {
         else {
             return false;
         };
-        if min == 0 || loads.iter().all(|(p, _)| *p < min) {
+        let busy = min > 0 && loads.iter().any(|(p, _)| *p >= min);
+        self.load_moves.busy(now, busy);
+        if !busy {
             return false;
         }
         let decider = candidates.iter().min() == Some(&self.me);
-        let held = self
-            .last_load_move
-            .is_some_and(|at| now < at + self.config.balance_hold);
-        if !decider || held {
+        if !decider || !self.load_moves.due(now, self.config.balance_hold) {
             return true;
         }
         let settled = |a: Ipv4Addr| {
@@ -1227,7 +1227,7 @@ impl Node {
             // Moved for load, it is no longer where an operator put it.
             self.token.vips[i].placed = false;
             self.settled.insert(vip, 0);
-            self.last_load_move = Some(now);
+            self.load_moves.moved(now);
         }
         true
     }
@@ -1256,6 +1256,40 @@ impl Node {
                 out.push(Action::Garp(new));
             }
         }
+    }
+}
+
+/// When moves for load are due. A decision waits `balance_hold` after the cluster became busy
+/// as well as after the last move: loads are measured every second, and the first measurements
+/// of traffic that just began are of its ramp, not of where it settles. A node that will carry
+/// the replies (the back-ends' gateway VIP) looked idle there, took a busy VIP, and that VIP
+/// moved on again once the replies were counted (CI, `cluster_balance`).
+#[derive(Debug, Default)]
+struct LoadMoves {
+    /// Since when some open member has carried `balance_min_pps` or more without a break.
+    busy_since: Option<Instant>,
+    /// When this node last moved a VIP for load.
+    last_move: Option<Instant>,
+}
+
+impl LoadMoves {
+    /// Records whether the cluster is busy at `now`.
+    fn busy(&mut self, now: Instant, busy: bool) {
+        if !busy {
+            self.busy_since = None;
+        } else if self.busy_since.is_none() {
+            self.busy_since = Some(now);
+        }
+    }
+
+    /// Whether a move may be decided at `now`.
+    fn due(&self, now: Instant, hold: Duration) -> bool {
+        let waited = |since: Instant| now >= since + hold;
+        self.busy_since.is_some_and(waited) && self.last_move.is_none_or(waited)
+    }
+
+    fn moved(&mut self, now: Instant) {
+        self.last_move = Some(now);
     }
 }
 
@@ -1520,6 +1554,26 @@ mod tests {
         // Within a quarter of the mean: balanced enough.
         let even = [(3500, NodeId(0)), (3000, NodeId(1)), (3300, NodeId(2))];
         assert_eq!(traffic_move(&even, &vips, &rates, |_| true), None);
+    }
+
+    #[test]
+    fn a_move_for_load_waits_the_hold_after_the_traffic_began_and_after_each_move() {
+        let t0 = Instant::now();
+        let hold = Duration::from_secs(3);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut moves = LoadMoves::default();
+        moves.busy(at(0), true);
+        assert!(!moves.due(at(2), hold), "traffic still ramping");
+        moves.busy(at(3), true);
+        assert!(moves.due(at(3), hold));
+        moves.moved(at(3));
+        assert!(!moves.due(at(5), hold), "just moved");
+        assert!(moves.due(at(6), hold));
+        // A quiet spell starts the wait again.
+        moves.busy(at(7), false);
+        moves.busy(at(8), true);
+        assert!(!moves.due(at(10), hold));
+        assert!(moves.due(at(11), hold));
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub struct Balance {
     /// Packets per second through a member's data path from which VIPs are balanced by
     /// traffic rather than by count; 0 balances by count only.
     pub min_packets_per_s: u32,
-    /// Least time between two moves for traffic.
+    /// Least time between two moves for traffic, and from the traffic's start to the first.
     pub hold: Duration,
 }
 
