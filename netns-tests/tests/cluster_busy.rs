@@ -260,10 +260,13 @@ fn a_busy_table_and_busy_operators_never_stall_the_ring() {
             "{}: a shell iteration did {work} ms of its own work",
             NODES[i]
         );
+        // An iteration the hypervisor did not run for is no iteration of the daemon's making
+        // (CI: 30 ms, 1.4 ms of it on CPU, while one CPU lost 150 ms of 200 to steal).
         let elapsed = latency["longest_shell_iteration_ms"].as_f64().unwrap();
         assert!(
-            elapsed < patience / 2.0,
-            "{}: a shell iteration took {elapsed} ms, a peer gives up after {patience} ms",
+            elapsed < patience / 2.0 || steal_ms >= elapsed,
+            "{}: a shell iteration took {elapsed} ms, a peer gives up after {patience} ms \
+             (steal time {steal_ms} ms)",
             NODES[i]
         );
     }

@@ -3,7 +3,8 @@
 //! split-brain resolution time (1 s):
 //! 1. a node's NICs go down, then up again: it leaves, the others take its VIPs, it rejoins;
 //! 2. a partition of the cluster protocol alone (nftables drops it on one node) while every
-//!    node still reaches the router: the lone node forms a ring of one and claims every VIP,
+//!    node still reaches the router: the lone node forms a ring of one and, hearing nothing of
+//!    the others for the quorum window (docs/architecture.md, "Quorum"), claims every VIP,
 //!    and the dual-claim rule makes it give them up; after the heal the rings merge;
 //! 3. 15 % random loss of the cluster protocol on every node (nftables) for 15 s: the
 //!    membership must not flap; false removals are counted and reported (and must be none).

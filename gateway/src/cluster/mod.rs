@@ -10,6 +10,7 @@ pub mod events;
 pub mod handoff;
 pub mod keys;
 pub mod message;
+pub mod quorum;
 pub mod replay;
 pub mod sim;
 pub mod token_ring;

@@ -19,6 +19,10 @@
 //!   owns every VIP and announces them; unless a ring asked it to join just now (it answers at
 //!   once and waits to be taken in), or a node of lower id that waits too did (it waits up to
 //!   another `startup`): `wait_for_ring`.
+//! - Last man standing (`takes_over`, `quorum.rs`): a ring that lost a majority of the size
+//!   it kept takes the lost members' VIPs only once its size has held `quorum_window`, never
+//!   while a better ring asks for this node, and a node's own removals wait for a token of
+//!   another member: a node cut off cannot tell the others' deaths from its own.
 //! - A member that no other member reaches for `removed_after` (its passes fail, no token
 //!   arrives) while its ring has others is the one cut off: it leaves.
 //! - A removed node drops all its VIPs at once: a member that has not held the token for
@@ -52,6 +56,7 @@ use super::{
         AdminAsk, AdminDone, AdminOp, AdminResult, BlockHolder, ConfigId, ConfigState, Join, Load,
         Message, Probe, Token, VipLoad,
     },
+    quorum::Quorum,
     types::{NodeId, Persistence, VipEntry},
 };
 
@@ -175,6 +180,9 @@ pub struct RingStatus {
     pub ring_config: ConfigState,
     /// The version the ring runs, as of the last token seen.
     pub ring_config_version: u32,
+    /// At its last pass this node's ring took over no VIP of the members it lost
+    /// (`quorum.rs`): it lost its majority at once, or a better ring asked for it.
+    pub quorum_wait: bool,
 }
 
 /// One node's protocol state.
@@ -216,6 +224,16 @@ pub struct Node {
     /// a ring, last asked this one to join. Either defers running alone (`wait_for_ring`).
     heard_lower: Option<Instant>,
     heard_ring: Option<Instant>,
+    /// While a member: when a node of a better ring last asked this one to join. That ring is
+    /// alive and took over the VIPs of the members this one lost (`takes_over`).
+    heard_better: Option<Instant>,
+    /// The ring's size against the size it kept (`takes_over`).
+    quorum: Quorum,
+    /// Whether the last pass took over no VIP of the members the ring lost.
+    quorum_wait: bool,
+    /// This node removed members itself (a pass or its 911 failed) and no token of another
+    /// member reached it since: its ring may be this node alone, cut off (`takes_over`).
+    removed_unconfirmed: bool,
     asks: Vec<AdminAsk>,
     owned: BTreeSet<Ipv4Addr>,
     /// This node's load as last measured, written onto the token at every pass.
@@ -287,6 +305,10 @@ impl Node {
             joins: BTreeSet::new(),
             heard_lower: None,
             heard_ring: None,
+            heard_better: None,
+            quorum: Quorum::new(now),
+            quorum_wait: false,
+            removed_unconfirmed: false,
             asks: Vec::new(),
             owned: BTreeSet::new(),
             my_load: None,
@@ -338,6 +360,7 @@ impl Node {
             config_rejected: self.config_change.rejected(),
             ring_config: (*self.token.config).clone(),
             ring_config_version: self.token.config_version,
+            quorum_wait: self.is_member() && self.quorum_wait,
         }
     }
 
@@ -540,6 +563,7 @@ impl Node {
             self.joins.insert(j.from);
         } else {
             // Their ring is the better one: ask them to take this node instead.
+            self.heard_better = Some(now);
             self.send_join(j.from, out);
         }
     }
@@ -570,6 +594,28 @@ impl Node {
         };
         recent(self.heard_ring)
             || (now < since + self.config.startup * 2 && recent(self.heard_lower))
+    }
+
+    /// Whether this node's ring takes over the VIPs of members it lost (`quorum.rs`): not
+    /// while it lacks a majority of the size it kept, unless its size has held for
+    /// `quorum_window`; nor while a better ring asked it to join in the last three join
+    /// intervals (that ring is alive and serves them); nor, in a ring of several, until a
+    /// token of another member shows the removals this node made were not its own cut-off
+    /// (that member takes them over when it passes the token, a hop later).
+    fn takes_over(&self, now: Instant) -> bool {
+        let better = self
+            .heard_better
+            .is_some_and(|at| now < at + self.config.join_interval * 3);
+        let confirmed = self.members().len() == 1 || !self.removed_unconfirmed;
+        self.quorum.holds(now, self.quorum_window()) && !better && confirmed
+    }
+
+    /// How long a ring that lost its majority at once waits before it takes the VIPs of the
+    /// members it lost: were they alive, they would have regenerated their token without this
+    /// node by then (a 911 after `loss_after`, its give-up on this node after
+    /// `unreachable_after`) and asked it to join (three join intervals, for one lost join).
+    fn quorum_window(&self) -> Duration {
+        self.loss_after() + self.config.unreachable_after + self.config.join_interval * 3
     }
 
     /// After a stall past the moment the others could have removed this node, it assumes they
@@ -650,6 +696,7 @@ impl Node {
         }
         self.membership = Membership::Member;
         self.token = t;
+        self.removed_unconfirmed = false;
         // A concession holds while the ring still names this node the owner (a rival ring
         // claims the VIP); once the table gives the VIP to another node it is over, so a
         // later assignment back here is answered, and never released and re-placed with this
@@ -871,6 +918,7 @@ impl Node {
 
     fn token_undeliverable(&mut self, now: Instant, to: NodeId, out: &mut Vec<Action>) {
         self.remove_member(to);
+        self.removed_unconfirmed = true;
         // The next generation: the token may have reached `to` after all (its ack lost), and
         // `to` passes its copy on; whoever saw this one drops that one. And should the cluster
         // network be split, each side's token is a generation of its own, two rings that merge
@@ -890,6 +938,7 @@ impl Node {
         for gone in std::mem::take(&mut self.probe_skipped) {
             if gone != self.me {
                 self.remove_member(gone);
+                self.removed_unconfirmed = true;
             }
         }
         self.admit_joins();
@@ -1102,6 +1151,10 @@ impl Node {
     /// The placement rules, applied by the holder (see the module doc).
     fn place(&mut self, now: Instant) {
         let members: Vec<NodeId> = self.token.members.clone();
+        self.quorum
+            .observe(now, members.len(), self.quorum_window());
+        let takes_over = self.takes_over(now);
+        self.quorum_wait = !takes_over;
         let closed = self.token.closed.clone();
         let open = |n: NodeId| members.contains(&n) && !closed.contains(&n);
         let candidates: Vec<NodeId> = members.iter().copied().filter(|&n| open(n)).collect();
@@ -1129,10 +1182,14 @@ impl Node {
                 self.settled.insert(v.address, 0);
             }
         }
-        // VIPs whose owner is gone: to the preferred owner if alive, else the least loaded.
+        // VIPs whose owner is gone: to the preferred owner if alive, else the least loaded;
+        // none while the ring may not take them over (they may be served still).
         for i in 0..self.token.vips.len() {
             let v = self.token.vips[i];
             if v.owner.is_some_and(open) {
+                continue;
+            }
+            if !takes_over && v.owner.is_none_or(|o| !members.contains(&o)) {
                 continue;
             }
             if v.owner

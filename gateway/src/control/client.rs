@@ -309,7 +309,12 @@ fn render_cluster(c: &Value) -> String {
         "cluster: {} (id {}) {}  token seq {}  round {}  config {}  faults: {}\n",
         text(&c["node"]),
         c["node_id"],
-        text(&c["state"]),
+        text(&c["state"])
+            + if c["quorum_wait"].as_bool() == Some(true) {
+                " (takes over no VIP of the members it lost yet)"
+            } else {
+                ""
+            },
         c["token"]["seq"],
         round,
         config,

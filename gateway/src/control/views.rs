@@ -136,6 +136,10 @@ pub struct ClusterView {
     pub node_id: u8,
     /// Its membership: `alone`, `member` or `removed` (as the ring reports it).
     pub state: String,
+    /// Its ring lost a majority of its members at once (or a better ring asks for this node):
+    /// it takes over none of their VIPs yet (docs/architecture.md, "Quorum").
+    #[serde(default)]
+    pub quorum_wait: bool,
     /// The members in ring order.
     pub members: Vec<MemberView>,
     /// The token as last seen here.

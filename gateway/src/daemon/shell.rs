@@ -924,6 +924,7 @@ impl Shell {
             node: name(NodeId(self.cluster.me as u8)),
             node_id: self.cluster.me as u8,
             state: format!("{:?}", status.membership).to_lowercase(),
+            quorum_wait: status.quorum_wait,
             members: status
                 .members
                 .iter()

@@ -345,6 +345,10 @@ pub struct Sim {
     disruptions: Vec<(Instant, Disruption)>,
     /// The one-way loss in force (`Fault::SendLoss`).
     send_loss: Option<(usize, Option<usize>, u64)>,
+    /// A node of a ring of three or more whose datagrams are all lost, and the VIPs it may
+    /// answer for: those it answered for when the loss began, and those a token of another
+    /// member gave it since (`check_muted`).
+    muted: Option<(usize, BTreeSet<Ipv4Addr>)>,
     /// Whether the ring has converged once (from then on `check_removals` applies).
     settled: bool,
 }
@@ -401,6 +405,7 @@ impl Sim {
             crashes: Vec::new(),
             disruptions: Vec::new(),
             send_loss: None,
+            muted: None,
             settled: false,
         };
         for i in 0..sim.scenario.nodes {
@@ -653,6 +658,7 @@ impl Sim {
                         }
                         Ok(msg) => {
                             host.rivals.hear(self.now, &msg);
+                            self.given_while_muted(i, &msg);
                             Event::Received { from, msg }
                         }
                         Err(e) => {
@@ -938,6 +944,7 @@ impl Sim {
         }
         self.check_conflicts();
         self.check_safety();
+        self.check_muted();
         if self.scenario.family.never_removes_live() {
             // Before the first convergence, rings of the start merge: a node leaves a worse
             // ring for the better one.
@@ -1094,6 +1101,8 @@ impl Sim {
                 self.log(|| format!("{percent} % loss of what node {from} sends to {to:?}"));
                 self.disruptions.push((self.now, Disruption::Other));
                 self.send_loss = (percent > 0).then_some((from, to, percent));
+                self.muted = (percent == 100 && to.is_none() && self.hosts.len() >= 3)
+                    .then(|| (from, self.host(from).owned.clone()));
             }
             Fault::Heal => {
                 self.log(|| "heal".to_owned());
@@ -1190,6 +1199,37 @@ impl Sim {
             } else {
                 self.double_since.remove(&v.address);
             }
+        }
+    }
+
+    /// A VIP a token gives the muted node: the giver could not know the token would be the last
+    /// it delivers there (the ack lost, it removes the node and places the VIP again).
+    fn given_while_muted(&mut self, i: usize, msg: &Message) {
+        let (Some((x, allowed)), Message::Token(t)) = (&mut self.muted, msg) else {
+            return;
+        };
+        if *x == i {
+            let me = Some(NodeId(i as u8));
+            allowed.extend(t.vips.iter().filter(|v| v.owner == me).map(|v| v.address));
+        }
+    }
+
+    /// A node whose datagrams are all lost takes no VIP: it cannot tell the others' deaths
+    /// from its own cut-off, and they, alive, serve their VIPs (`quorum.rs`). It answers for
+    /// those it answered for when the loss began and those a token gave it since. A ring of
+    /// two is exempt (either node takes the other's VIPs at once, corosync's `two_node`).
+    fn check_muted(&self) {
+        let Some((x, before)) = &self.muted else {
+            return;
+        };
+        for vip in self.host(*x).owned.difference(before) {
+            assert!(
+                !self.answering(*vip).contains(x),
+                "seed {} ({}): node {x}, whose datagrams are all lost, answers for {vip}\n{}",
+                self.scenario.seed,
+                self.scenario.family.name(),
+                self.report()
+            );
         }
     }
 
