@@ -21,8 +21,9 @@
 //!   another `startup`): `wait_for_ring`.
 //! - Last man standing (`takes_over`, `quorum.rs`): a ring that lost a majority of the size
 //!   it kept takes the lost members' VIPs only once its size has held `quorum_window`, never
-//!   while a better ring asks for this node, and a node's own removals wait for a token of
-//!   another member: a node cut off cannot tell the others' deaths from its own.
+//!   while a better ring asks for this node, and a node takes what its own removals lost for
+//!   itself only after a token of another member: a node cut off cannot tell the others'
+//!   deaths from its own.
 //! - A member that no other member reaches for `removed_after` (its passes fail, no token
 //!   arrives) while its ring has others is the one cut off: it leaves.
 //! - A removed node drops all its VIPs at once: a member that has not held the token for
@@ -232,7 +233,7 @@ pub struct Node {
     /// Whether the last pass took over no VIP of the members the ring lost.
     quorum_wait: bool,
     /// This node removed members itself (a pass or its 911 failed) and no token of another
-    /// member reached it since: its ring may be this node alone, cut off (`takes_over`).
+    /// member reached it since: its ring may be this node alone, cut off (`place`).
     removed_unconfirmed: bool,
     asks: Vec<AdminAsk>,
     owned: BTreeSet<Ipv4Addr>,
@@ -599,15 +600,12 @@ impl Node {
     /// Whether this node's ring takes over the VIPs of members it lost (`quorum.rs`): not
     /// while it lacks a majority of the size it kept, unless its size has held for
     /// `quorum_window`; nor while a better ring asked it to join in the last three join
-    /// intervals (that ring is alive and serves them); nor, in a ring of several, until a
-    /// token of another member shows the removals this node made were not its own cut-off
-    /// (that member takes them over when it passes the token, a hop later).
+    /// intervals (that ring is alive and serves them).
     fn takes_over(&self, now: Instant) -> bool {
         let better = self
             .heard_better
             .is_some_and(|at| now < at + self.config.join_interval * 3);
-        let confirmed = self.members().len() == 1 || !self.removed_unconfirmed;
-        self.quorum.holds(now, self.quorum_window()) && !better && confirmed
+        self.quorum.holds(now, self.quorum_window()) && !better
     }
 
     /// How long a ring that lost its majority at once waits before it takes the VIPs of the
@@ -1189,7 +1187,8 @@ impl Node {
             if v.owner.is_some_and(open) {
                 continue;
             }
-            if !takes_over && v.owner.is_none_or(|o| !members.contains(&o)) {
+            let lost = v.owner.is_none_or(|o| !members.contains(&o));
+            if lost && !takes_over {
                 continue;
             }
             if v.owner
@@ -1201,6 +1200,13 @@ impl Node {
                 .preferred
                 .filter(|&p| open(p))
                 .or_else(|| least_loaded(&self.token.vips, &candidates, count));
+            // This node's own removals may be its own cut-off: what they lost it hands to
+            // another member, but takes itself only once a token of another member showed
+            // they were not (that member places it, a hop later).
+            let unconfirmed = self.removed_unconfirmed && members.len() > 1;
+            if lost && unconfirmed && target == Some(self.me) {
+                continue;
+            }
             self.token.vips[i].hand_to(target);
             self.token.vips[i].placed = false;
             self.settled.insert(v.address, 0);
