@@ -1247,12 +1247,22 @@ impl Sim {
             }
             let members = self.host(i).node.status().members;
             // Each member with the boot it ran when it entered this node's ring: an entry that
-            // outlived its node's crash stands for the old boot, not the one running since.
+            // outlived its node's crash stands for the old boot, not the one running since,
+            // also while that node is down (forgetting it then took the entry for the new boot
+            // once the node was back: comeback seed 504).
             let seen = &self.host(i).seen_members;
             let now: BTreeMap<usize, u64> = members
                 .iter()
                 .map(|m| usize::from(m.0))
-                .filter_map(|j| boots[j].map(|b| (j, seen.get(&j).copied().unwrap_or(b))))
+                .filter_map(|j| {
+                    let kept = seen.get(&j).copied();
+                    let boot = if self.host(j).up {
+                        boots[j].map(|b| kept.unwrap_or(b))
+                    } else {
+                        kept
+                    };
+                    boot.map(|b| (j, b))
+                })
                 .collect();
             for (&j, &boot) in &self.host(i).seen_members {
                 assert!(
