@@ -1181,7 +1181,11 @@ impl Node {
             }
         }
         // VIPs whose owner is gone: to the preferred owner if alive, else the least loaded;
-        // none while the ring may not take them over (they may be served still).
+        // none while the ring may not take them over (they may be served still). This node's
+        // own removals may be its own cut-off: what they lost it hands to another member, but
+        // takes itself only once a token of another member showed they were not (that member
+        // places it, a hop later).
+        let unconfirmed = self.removed_unconfirmed && members.len() > 1;
         for i in 0..self.token.vips.len() {
             let v = self.token.vips[i];
             if v.owner.is_some_and(open) {
@@ -1200,10 +1204,6 @@ impl Node {
                 .preferred
                 .filter(|&p| open(p))
                 .or_else(|| least_loaded(&self.token.vips, &candidates, count));
-            // This node's own removals may be its own cut-off: what they lost it hands to
-            // another member, but takes itself only once a token of another member showed
-            // they were not (that member places it, a hop later).
-            let unconfirmed = self.removed_unconfirmed && members.len() > 1;
             if lost && unconfirmed && target == Some(self.me) {
                 continue;
             }
