@@ -47,6 +47,40 @@ pub fn successor(status: &RingStatus, me: NodeId) -> Option<NodeId> {
     Some(status.members[(at + 1) % status.members.len()]).filter(|&s| s != me)
 }
 
+/// The member before `me` in the ring, which streams its copies to it; `None` outside a
+/// ring or alone in one.
+pub fn predecessor(status: &RingStatus, me: NodeId) -> Option<NodeId> {
+    if status.membership != Membership::Member {
+        return None;
+    }
+    let at = status.members.iter().position(|&m| m == me)?;
+    let n = status.members.len();
+    Some(status.members[(at + n - 1) % n]).filter(|&p| p != me)
+}
+
+/// Whether a node that started has its tables whole, so the ring may give it VIPs
+/// (docs/architecture.md, "Readiness"): it is a member and holds its predecessor's whole
+/// table (or it is alone). Its own connections are in its data path already (kept across a
+/// restart, none after a fresh start), and the token brought it the VIPs' previous holders.
+/// Once whole it stays so: a later change of predecessor sends it a new table within a
+/// comparison, and holding VIPs back meanwhile would only slow a failover down.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    whole: bool,
+}
+
+impl Readiness {
+    /// Follows the ring's status and the copies held, on every status published; returns
+    /// true once, when the tables became whole (then tell the ring: `Event::TablesWhole`).
+    pub fn follow(&mut self, status: &RingStatus, me: NodeId, store: &CopyStore) -> bool {
+        if self.whole || status.membership != Membership::Member {
+            return false;
+        }
+        self.whole = predecessor(status, me).is_none_or(|p| store.whole_from(p));
+        self.whole
+    }
+}
+
 /// What the owner of the connection table must do for the stream now ([`CopyPacing::due`]).
 #[derive(Debug, PartialEq, Eq)]
 pub enum CopyStep {
@@ -243,17 +277,21 @@ impl CopyStream {
         if !reset && copies.is_empty() && gone.is_empty() {
             return Vec::new();
         }
-        let mut out = Vec::new();
+        let mut out: Vec<Copies> = Vec::new();
         let mut copies = copies.chunks(PER_MESSAGE);
         let mut gone = gone.chunks(PER_MESSAGE);
         loop {
             let (c, g) = (copies.next(), gone.next());
             if c.is_none() && g.is_none() && !out.is_empty() {
+                if let Some(last) = out.last_mut() {
+                    last.complete = true;
+                }
                 return out;
             }
             out.push(Copies {
                 from: me,
                 reset: reset && out.is_empty(),
+                complete: false,
                 stream: self.stream,
                 copies: c.unwrap_or_default().to_vec(),
                 gone: g.unwrap_or_default().to_vec(),
@@ -274,9 +312,18 @@ impl CopyStream {
 /// everything at once, milliseconds at a few hundred thousand copies, in the ring's loop).
 #[derive(Debug, Default)]
 pub struct CopyStore {
-    from: BTreeMap<NodeId, (u32, BTreeMap<ConnId, ConnCopy>)>,
+    from: BTreeMap<NodeId, Stream>,
     /// Most copies kept over all nodes; beyond it new copies are not kept.
     limit: usize,
+}
+
+/// What one node streamed to this one.
+#[derive(Debug, Default)]
+struct Stream {
+    number: u32,
+    /// A comparison came in whole since the stream began ([`Copies::complete`]).
+    whole: bool,
+    copies: BTreeMap<ConnId, ConnCopy>,
 }
 
 impl CopyStore {
@@ -299,27 +346,37 @@ impl CopyStore {
             return false;
         }
         let held: usize = self.len();
-        let entry = self
-            .from
-            .entry(msg.from)
-            .or_insert((msg.stream, BTreeMap::new()));
+        let entry = self.from.entry(msg.from).or_insert_with(|| Stream {
+            number: msg.stream,
+            ..Stream::default()
+        });
         if msg.reset {
-            *entry = (msg.stream, BTreeMap::new());
-        } else if msg.stream != entry.0 {
+            *entry = Stream {
+                number: msg.stream,
+                ..Stream::default()
+            };
+        } else if msg.stream != entry.number {
             return false;
         }
+        entry.whole |= msg.complete;
         for id in &msg.gone {
-            entry.1.remove(id);
+            entry.copies.remove(id);
         }
         let mut room = self.limit.saturating_sub(held);
         for copy in msg.copies {
-            if (entry.1.contains_key(&copy.id) || room > 0)
-                && entry.1.insert(copy.id, copy).is_none()
+            if (entry.copies.contains_key(&copy.id) || room > 0)
+                && entry.copies.insert(copy.id, copy).is_none()
             {
                 room = room.saturating_sub(1);
             }
         }
         true
+    }
+
+    /// Whether `node`'s whole table came in (all of it this store has room for), in the
+    /// stream it runs now.
+    pub fn whole_from(&self, node: NodeId) -> bool {
+        self.from.get(&node).is_some_and(|s| s.whole)
     }
 
     /// Takes every copy of `node`'s connections (it died; this node takes them over). Moves
@@ -329,14 +386,14 @@ impl CopyStore {
         HeldCopies(
             self.from
                 .remove(&node)
-                .map(|(_, copies)| copies)
+                .map(|s| s.copies)
                 .unwrap_or_default(),
         )
     }
 
     /// Copies held, over all nodes.
     pub fn len(&self) -> usize {
-        self.from.values().map(|(_, c)| c.len()).sum()
+        self.from.values().map(|s| s.copies.len()).sum()
     }
 
     /// Whether no copy is held.
@@ -349,12 +406,15 @@ impl CopyStore {
         self.from
             .get(&node)
             .into_iter()
-            .flat_map(|(_, c)| c.values())
+            .flat_map(|s| s.copies.values())
     }
 
     /// Copies held per node, for status.
     pub fn per_node(&self) -> Vec<(NodeId, usize)> {
-        self.from.iter().map(|(n, (_, c))| (*n, c.len())).collect()
+        self.from
+            .iter()
+            .map(|(n, s)| (*n, s.copies.len()))
+            .collect()
     }
 }
 
@@ -598,5 +658,33 @@ mod tests {
         msgs.into_iter()
             .for_each(|m| assert!(store.receive(m.from, m)));
         assert_eq!(store.len(), 3000);
+    }
+
+    #[test]
+    fn the_tables_are_whole_once_the_predecessors_first_comparison_came_in_whole() {
+        use crate::cluster::token_ring::{Node, RingConfig};
+        let (prev, me) = (NodeId(0), NodeId(1));
+        let config = RingConfig::new(vec![prev, me], Vec::new());
+        let mut status = Node::new(config, me, Instant::now()).0.status();
+        let mut readiness = Readiness::default();
+        let mut store = CopyStore::new(10_000);
+        assert!(!readiness.follow(&status, me, &store), "not a member yet");
+        (status.membership, status.members) = (Membership::Member, vec![prev, me]);
+        assert_eq!(predecessor(&status, me), Some(prev));
+        let table: Vec<ConnCopy> = (0..1200).map(|p| copy(p, 0)).collect();
+        let mut msgs = CopyStream::default().sync(prev, me, &table);
+        let complete: Vec<bool> = msgs.iter().map(|m| m.complete).collect();
+        assert_eq!(complete, vec![false, false, true]);
+        let last = msgs.pop().unwrap();
+        msgs.into_iter()
+            .for_each(|m| assert!(store.receive(m.from, m)));
+        assert!(!readiness.follow(&status, me, &store), "one batch to go");
+        assert!(store.receive(prev, last));
+        assert!(readiness.follow(&status, me, &store));
+        assert!(!readiness.follow(&status, me, &store), "said once");
+        // Alone, nothing is to come.
+        let mut alone = Readiness::default();
+        status.members = vec![me];
+        assert!(alone.follow(&status, me, &CopyStore::new(10)));
     }
 }

@@ -78,6 +78,9 @@ pub enum Event {
     LocalLoad(Load),
     /// This node's latest traffic per VIP it owns, carried on the token the same way.
     LocalVipLoads(Vec<VipLoad>),
+    /// This node's tables are whole: it holds a full copy of its predecessor's connections
+    /// (or has no predecessor), so the ring may give it VIPs. Fed once after start-up.
+    TablesWhole,
     /// The node cannot serve (witness unreachable, NIC down, XDP gone).
     LocalFault,
     /// The node can serve again.

@@ -25,7 +25,9 @@
 //!            7  u32  sender's config version
 //! copies     4  u8   sender
 //!            5  u8   flags: bit 0 set on the first message of a new stream (the receiver
-//!                    forgets every copy of the sender's it held)
+//!                    forgets every copy of the sender's it held); bit 1 set on the last
+//!                    message of a comparison (with it the receiver holds the sender's whole
+//!                    table as it was)
 //!            6  u32  stream number (rises with every new stream; older ones are ignored)
 //!           10  u16  n, copies that follow
 //!           12  u16  g, connections gone that follow
@@ -80,6 +82,9 @@
 //!                 staged, the one it rejected
 //! 10 placed VIPs  per VIP: u32 address (an operator moved it there: the count balance
 //!                 neither moves nor counts it)
+//! 11 unready      per node: u8 node (a member whose tables are not whole yet: it joined
+//!                 and holds no full copy of its predecessor's connections; it is given no
+//!                 VIP while an open member that is whole can take it)
 //! ```
 //!
 //! Decoding checks every length before reading and never panics (see the seeded random-input
@@ -107,6 +112,7 @@ const CARRIAGE_VIP_LOADS: u8 = 7;
 const CARRIAGE_CONFIG: u8 = 8;
 const CARRIAGE_MEMBER_CONFIGS: u8 = 9;
 const CARRIAGE_PLACED: u8 = 10;
+const CARRIAGE_UNREADY: u8 = 11;
 const KIND_COPIES: u8 = 4;
 const KIND_CONFIG_FETCH: u8 = 5;
 const KIND_CONFIG_DOC: u8 = 6;
@@ -119,7 +125,7 @@ const GONE_LEN: usize = 13;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// The token and its train.
-    Token(Token),
+    Token(Box<Token>),
     /// A 911: the token-loss probe.
     Probe(Probe),
     /// A non-member asks to join.
@@ -252,6 +258,9 @@ pub struct Token {
     pub loads: Vec<Load>,
     /// Nodes an operator closed: members that own nothing.
     pub closed: Vec<NodeId>,
+    /// Members whose tables are not whole yet (they joined, and hold no full copy of their
+    /// predecessor's connections): given a VIP only when no whole open member can take it.
+    pub unready: Vec<NodeId>,
     /// Operator commands waiting to be carried out.
     pub asks: Vec<AdminAsk>,
     /// Commands carried out (or refused), travelling back to the node that asked.
@@ -320,6 +329,9 @@ pub struct Copies {
     pub from: NodeId,
     /// The first batch of a new stream: forget the sender's earlier copies.
     pub reset: bool,
+    /// The last batch of a comparison: with it the receiver holds the sender's whole table
+    /// as it was then.
+    pub complete: bool,
     /// Which stream (a new one each time the sender's successor changes).
     pub stream: u32,
     /// Connections opened (or changed) since the last batch.
@@ -610,7 +622,7 @@ impl Message {
         match self {
             Message::Token(t) => {
                 out[1] = KIND_TOKEN;
-                out[2..4].copy_from_slice(&10u16.to_be_bytes());
+                out[2..4].copy_from_slice(&11u16.to_be_bytes());
                 out.extend_from_slice(&t.seq.to_be_bytes());
                 out.extend_from_slice(&t.epoch.to_be_bytes());
                 out.extend_from_slice(&t.config_version.to_be_bytes());
@@ -700,6 +712,9 @@ impl Message {
                     body.extend_from_slice(&v.address.octets());
                 }
                 carriage(&mut out, CARRIAGE_PLACED, &body);
+                body.clear();
+                body.extend(t.unready.iter().map(|n| n.0));
+                carriage(&mut out, CARRIAGE_UNREADY, &body);
             }
             Message::Probe(p) => {
                 out[1] = KIND_PROBE;
@@ -713,7 +728,7 @@ impl Message {
             }
             Message::Copies(c) => {
                 out[1] = KIND_COPIES;
-                out.extend_from_slice(&[c.from.0, u8::from(c.reset)]);
+                out.extend_from_slice(&[c.from.0, u8::from(c.reset) | u8::from(c.complete) << 1]);
                 out.extend_from_slice(&c.stream.to_be_bytes());
                 out.extend_from_slice(&(c.copies.len() as u16).to_be_bytes());
                 out.extend_from_slice(&(c.gone.len() as u16).to_be_bytes());
@@ -807,6 +822,7 @@ impl Message {
                             })?
                         }
                         CARRIAGE_CLOSED => t.closed = body.records(1, Reader::node)?,
+                        CARRIAGE_UNREADY => t.unready = body.records(1, Reader::node)?,
                         CARRIAGE_PLACED => placed = body.records(4, Reader::addr)?,
                         CARRIAGE_ASKS => t.asks = body.records(16, read_ask)?,
                         CARRIAGE_DONE => {
@@ -863,7 +879,7 @@ impl Message {
                 for v in t.vips.iter_mut() {
                     v.placed = placed.contains(&v.address);
                 }
-                Message::Token(t)
+                Message::Token(Box::new(t))
             }
             KIND_PROBE => Message::Probe(Probe {
                 origin: r.node()?,
@@ -954,7 +970,7 @@ fn read_conn_id(r: &mut Reader<'_>) -> Result<ConnId, DecodeError> {
 fn read_copies(r: &mut Reader<'_>) -> Result<Copies, DecodeError> {
     let from = r.node()?;
     let flags = r.u8()?;
-    if flags > 1 {
+    if flags > 3 {
         return Err(DecodeError::Invalid("copies flags"));
     }
     let stream = r.u32()?;
@@ -981,6 +997,7 @@ fn read_copies(r: &mut Reader<'_>) -> Result<Copies, DecodeError> {
     Ok(Copies {
         from,
         reset: flags & 1 != 0,
+        complete: flags & 2 != 0,
         stream,
         copies,
         gone,
@@ -1050,6 +1067,7 @@ mod tests {
                 bytes_per_s: 1 << 33,
             }],
             closed: vec![NodeId(5)],
+            unready: vec![NodeId(2)],
             asks: vec![
                 AdminAsk {
                     id: 7,
@@ -1107,7 +1125,7 @@ mod tests {
 
     fn samples() -> Vec<Message> {
         vec![
-            Message::Token(token()),
+            Message::Token(Box::new(token())),
             Message::Probe(Probe {
                 origin: NodeId(3),
                 permit: true,
@@ -1122,6 +1140,7 @@ mod tests {
             Message::Copies(Copies {
                 from: NodeId(2),
                 reset: true,
+                complete: true,
                 stream: 77,
                 copies: vec![ConnCopy {
                     id: ConnId {
@@ -1164,8 +1183,8 @@ mod tests {
 
     #[test]
     fn token_layout() {
-        let bytes = Message::Token(token()).encode();
-        assert_eq!(&bytes[..4], &[VERSION, KIND_TOKEN, 0, 10]);
+        let bytes = Message::Token(Box::new(token())).encode();
+        assert_eq!(&bytes[..4], &[VERSION, KIND_TOKEN, 0, 11]);
         assert_eq!(&bytes[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(&bytes[24..30], &[1, 2, 3, 0, 1, 2]);
         // The VIP table carriage: kind, reserved, length 16, then 10.0.0.100 owned by 1,
@@ -1189,21 +1208,24 @@ mod tests {
 
     #[test]
     fn unknown_carriages_are_skipped() {
-        let mut bytes = Message::Token(token()).encode();
+        let mut bytes = Message::Token(Box::new(token())).encode();
         bytes[3] += 1; // one more carriage
         bytes.extend_from_slice(&[200, 0, 0, 3, 1, 2, 3]);
-        assert_eq!(Message::decode(&bytes), Ok(Message::Token(token())));
+        assert_eq!(
+            Message::decode(&bytes),
+            Ok(Message::Token(Box::new(token())))
+        );
     }
 
     #[test]
     fn bad_fields_are_named() {
-        let mut bytes = Message::Token(token()).encode();
+        let mut bytes = Message::Token(Box::new(token())).encode();
         bytes[24] = 64;
         assert_eq!(
             Message::decode(&bytes),
             Err(DecodeError::Invalid("node id"))
         );
-        let mut bytes = Message::Token(token()).encode();
+        let mut bytes = Message::Token(Box::new(token())).encode();
         bytes[40] = 2;
         assert_eq!(
             Message::decode(&bytes),
@@ -1232,7 +1254,7 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let valid = Message::Token(token()).encode();
+        let valid = Message::Token(Box::new(token())).encode();
         for i in 0..20_000 {
             let bytes: Vec<u8> = if i % 2 == 0 {
                 let len = (next() % 96) as usize;

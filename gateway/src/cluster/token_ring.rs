@@ -159,6 +159,8 @@ pub struct RingStatus {
     pub faulted: bool,
     /// Nodes an operator closed.
     pub closed: Vec<NodeId>,
+    /// Members whose tables are not whole yet, as of the last token seen.
+    pub unready: Vec<NodeId>,
     /// Whether this node holds the token now.
     pub holding: bool,
     /// Time between this node's last two holds of the token: one round of the ring.
@@ -232,6 +234,8 @@ pub struct Node {
     quorum: Quorum,
     /// Whether the last pass took over no VIP of the members the ring lost.
     quorum_wait: bool,
+    /// This node's tables are whole (`Event::TablesWhole`): it may be given VIPs.
+    whole: bool,
     /// This node removed members itself (a pass or its 911 failed) and no token of another
     /// member reached it since: its ring may be this node alone, cut off (`place`).
     removed_unconfirmed: bool,
@@ -309,6 +313,7 @@ impl Node {
             heard_better: None,
             quorum: Quorum::new(now),
             quorum_wait: false,
+            whole: false,
             removed_unconfirmed: false,
             asks: Vec::new(),
             owned: BTreeSet::new(),
@@ -343,6 +348,7 @@ impl Node {
             owned: self.owned.clone(),
             faulted: self.faulted,
             closed: self.token.closed.clone(),
+            unready: self.token.unready.clone(),
             holding: self.holding,
             round: self.last_round,
             stale_tokens: self.stale_tokens,
@@ -393,7 +399,7 @@ impl Node {
         let mut out = Vec::new();
         match event {
             Event::Received { msg, .. } if !self.faulted => match msg {
-                Message::Token(t) => self.on_token(now, t, &mut out),
+                Message::Token(t) => self.on_token(now, *t, &mut out),
                 Message::Probe(p) => self.on_probe(p, &mut out),
                 Message::Join(j) => self.on_join(now, j, &mut out),
                 // The daemon's, not the ring's.
@@ -449,6 +455,7 @@ impl Node {
                 })
             }
             Event::LocalVipLoads(loads) => self.my_vip_loads = loads,
+            Event::TablesWhole => self.whole = true,
             Event::LocalFault => {
                 if !self.faulted {
                     self.faulted = true;
@@ -738,7 +745,7 @@ impl Node {
         t.to = next;
         out.push(Action::Send {
             to: next,
-            msg: Message::Token(t),
+            msg: Message::Token(Box::new(t)),
         });
     }
 
@@ -940,6 +947,7 @@ impl Node {
             }
         }
         self.admit_joins();
+        self.carry_readiness();
         self.release_conceded(now);
         self.carry_out_asks(out);
         self.place(now);
@@ -960,7 +968,7 @@ impl Node {
             self.in_flight = Some(next);
             out.push(Action::Send {
                 to: next,
-                msg: Message::Token(self.token.clone()),
+                msg: Message::Token(Box::new(self.token.clone())),
             });
         }
         out.push(self.timer(TimerKind::Loss, now + self.config.loss_timeout));
@@ -978,6 +986,19 @@ impl Node {
         if let Some(successor) = successor.filter(|&s| s != gone) {
             hand_over_blocks(&mut self.token.blocks, gone, successor);
         }
+    }
+
+    /// Writes onto the token whether this node's tables are whole, and drops the entries of
+    /// nodes no longer members.
+    fn carry_readiness(&mut self) {
+        let (me, members, whole) = (self.me, self.token.members.clone(), self.whole);
+        self.token
+            .unready
+            .retain(|&n| members.contains(&n) && (n != me || !whole));
+        if !whole && !self.token.unready.contains(&me) {
+            self.token.unready.push(me);
+        }
+        self.token.unready.sort();
     }
 
     /// Writes this node's load onto the token and drops the loads of nodes no longer members.
@@ -1033,6 +1054,12 @@ impl Node {
         for b in self.token.blocks.iter_mut() {
             if joining.contains(&b.block) {
                 b.returned = true;
+            }
+        }
+        // A node that joins has yet to take in its predecessor's connections.
+        for &n in &joining {
+            if !members.contains(&n) && !self.token.unready.contains(&n) {
+                self.token.unready.push(n);
             }
         }
         members.extend(joining);
@@ -1155,7 +1182,19 @@ impl Node {
         self.quorum_wait = !takes_over;
         let closed = self.token.closed.clone();
         let open = |n: NodeId| members.contains(&n) && !closed.contains(&n);
-        let candidates: Vec<NodeId> = members.iter().copied().filter(|&n| open(n)).collect();
+        // A member whose tables are not whole is given a VIP only when no open member that
+        // is whole can take it.
+        let whole_open: Vec<NodeId> = members
+            .iter()
+            .copied()
+            .filter(|&n| open(n) && !self.token.unready.contains(&n))
+            .collect();
+        let candidates: Vec<NodeId> = if whole_open.is_empty() {
+            members.iter().copied().filter(|&n| open(n)).collect()
+        } else {
+            whole_open
+        };
+        let eligible = |n: NodeId| candidates.contains(&n);
         for s in self.settled.values_mut() {
             *s = s.saturating_add(1);
         }
@@ -1171,7 +1210,7 @@ impl Node {
             let target = if !open(self.me) {
                 least_loaded(&self.token.vips, &candidates, count)
             } else if v.persistence == Persistence::Home {
-                v.preferred.filter(|&p| p != self.me && open(p))
+                v.preferred.filter(|&p| p != self.me && eligible(p))
             } else {
                 None
             };
@@ -1202,7 +1241,7 @@ impl Node {
             }
             let target = v
                 .preferred
-                .filter(|&p| open(p))
+                .filter(|&p| eligible(p))
                 .or_else(|| least_loaded(&self.token.vips, &candidates, count));
             if lost && unconfirmed && target == Some(self.me) {
                 continue;
@@ -1637,6 +1676,82 @@ mod tests {
         moves.busy(at(8), true);
         assert!(!moves.due(at(10), hold));
         assert!(moves.due(at(11), hold));
+    }
+
+    /// Node 1 of three, a member of the ring `members` whose token carries `vips`, in which
+    /// the members `unready` have not taken in their tables yet.
+    fn member(t0: Instant, members: &[u8], vips: Vec<VipEntry>, unready: &[u8]) -> Node {
+        let mut node = starting(t0);
+        node.membership = Membership::Member;
+        node.whole = true;
+        node.token.members = members.iter().map(|&n| NodeId(n)).collect();
+        node.token.vips = vips;
+        node.token.unready = unready.iter().map(|&n| NodeId(n)).collect();
+        node
+    }
+
+    fn owner(node: &Node, last: u8) -> Option<NodeId> {
+        let address = Ipv4Addr::new(10, 0, 0, last);
+        node.token.vips.iter().find(|v| v.address == address)?.owner
+    }
+
+    #[test]
+    fn a_member_whose_tables_are_not_whole_gets_no_vip_another_can_take() {
+        let t0 = Instant::now();
+        // Node 0 is gone; node 2, the least loaded, has just joined.
+        let vips = || {
+            vec![
+                vip(100, 0, Persistence::Free),
+                vip(101, 1, Persistence::Free),
+            ]
+        };
+        let mut node = member(t0, &[1, 2], vips(), &[2]);
+        node.place(t0);
+        assert_eq!(owner(&node, 100), Some(NodeId(1)));
+        let mut node = member(t0, &[1, 2], vips(), &[]);
+        node.place(t0);
+        assert_eq!(owner(&node, 100), Some(NodeId(2)));
+        // A VIP that goes home waits until its home is whole.
+        let mut home = vip(101, 1, Persistence::Home);
+        home.preferred = Some(NodeId(2));
+        let mut node = member(t0, &[1, 2], vec![home], &[2]);
+        node.place(t0);
+        assert_eq!(owner(&node, 101), Some(NodeId(1)));
+        node.token.unready.clear();
+        node.place(t0);
+        assert_eq!(owner(&node, 101), Some(NodeId(2)));
+    }
+
+    #[test]
+    fn a_member_whose_tables_are_not_whole_takes_a_vip_nobody_else_can() {
+        let t0 = Instant::now();
+        let mut node = member(t0, &[1], vec![vip(100, 0, Persistence::Free)], &[1]);
+        node.whole = false;
+        node.place(t0);
+        assert_eq!(owner(&node, 100), Some(NodeId(1)));
+    }
+
+    #[test]
+    fn a_node_that_joins_is_unready_until_it_says_its_tables_are_whole() {
+        let t0 = Instant::now();
+        let mut node = member(t0, &[1], Vec::new(), &[]);
+        node.joins.insert(NodeId(2));
+        node.admit_joins();
+        node.carry_readiness();
+        assert_eq!(node.token.unready, vec![NodeId(2)]);
+        // Node 2 writes itself off the list at its pass, once whole.
+        let mut joined = member(t0, &[1, 2], Vec::new(), &[2]);
+        joined.me = NodeId(2);
+        joined.whole = false;
+        joined.carry_readiness();
+        assert_eq!(joined.token.unready, vec![NodeId(2)]);
+        joined.handle(t0, Event::TablesWhole);
+        joined.carry_readiness();
+        assert!(joined.token.unready.is_empty());
+        // A member that left is dropped from it.
+        let mut node = member(t0, &[1], Vec::new(), &[2]);
+        node.carry_readiness();
+        assert!(node.token.unready.is_empty());
     }
 
     #[test]

@@ -330,6 +330,12 @@ fn render_cluster(c: &Value) -> String {
         .flatten()
         .filter_map(Value::as_str)
         .collect();
+    let unready: Vec<&str> = c["unready"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     let members: Vec<Vec<String>> = c["members"]
         .as_array()
         .into_iter()
@@ -341,6 +347,8 @@ fn render_cluster(c: &Value) -> String {
                 text(&m["id"]),
                 if closed.contains(&name.as_str()) {
                     format!("{name} (closed)")
+                } else if unready.contains(&name.as_str()) {
+                    format!("{name} (joining: no VIP until its tables are whole)")
                 } else {
                     name
                 },
@@ -437,11 +445,13 @@ mod tests {
             "cluster": {"node": "gw1", "node_id": 0, "state": "member",
                 "members": [{"id": 0, "name": "gw1", "load": null},
                             {"id": 1, "name": "gw2", "load": {"bytes_per_s": 10,
-                             "packets_per_s": 2, "cpu_permille": 55}}],
+                             "packets_per_s": 2, "cpu_permille": 55}},
+                            {"id": 2, "name": "gw3", "load": null}],
                 "token": {"seq": 77, "round_ms": 2.25}, "config_version": 1,
                 "vips": [{"address": "10.0.0.100", "owner": "gw2", "preferred": null,
                           "persistence": 0}],
-                "closed": ["gw2"], "faults": ["witness 10.0.0.1 unreachable"],
+                "closed": ["gw2"], "unready": ["gw3"],
+                "faults": ["witness 10.0.0.1 unreachable"],
                 "transport": {"sent": 5, "resent": 1, "acked": 4, "received": 6,
                               "bad_auth": 2, "replayed": 0},
                 "undecodable": 0}});
@@ -455,6 +465,10 @@ mod tests {
         );
         assert!(out.contains("token seq 77  round 2.2ms"), "{out}");
         assert!(out.contains("gw2 (closed)"), "{out}");
+        assert!(
+            out.contains("gw3 (joining: no VIP until its tables are whole)"),
+            "{out}"
+        );
         assert!(out.contains("10.0.0.100  gw2"), "{out}");
         assert!(
             out.contains("faults: witness 10.0.0.1 unreachable"),

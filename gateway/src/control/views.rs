@@ -134,7 +134,8 @@ pub struct ClusterView {
     pub node: String,
     /// Its node id (index in the node map).
     pub node_id: u8,
-    /// Its membership: `alone`, `member` or `removed` (as the ring reports it).
+    /// Its membership: `starting` (waiting for a token or to run alone), `member` (of a ring,
+    /// possibly alone) or `outside` (removed, or left after a local fault; asking to join).
     pub state: String,
     /// Its ring lost a majority of its members at once (or a better ring asks for this node):
     /// it takes over none of their VIPs yet (docs/architecture.md, "Quorum").
@@ -162,6 +163,11 @@ pub struct ClusterView {
     pub vips: Vec<VipView>,
     /// Nodes closed by an operator (they own no VIP).
     pub closed: Vec<String>,
+    /// Members whose tables are not whole yet (they just joined, and the copies of their
+    /// predecessor's connections are still coming in): given a VIP only when no other open
+    /// member can take it.
+    #[serde(default)]
+    pub unready: Vec<String>,
     /// What the local fault monitor reports now (empty = healthy).
     pub faults: Vec<String>,
     /// The reliable message layer's counters, drops by reason included.

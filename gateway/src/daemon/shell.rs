@@ -37,7 +37,7 @@ use super::{
 };
 use crate::{
     cluster::{
-        copies::{CopyPacing, CopyStep, CopyStore},
+        copies::{CopyPacing, CopyStep, CopyStore, Readiness},
         driver::{Outcomes, Rivals, Takeover, Takeovers, Timers},
         events::{Action, ConfigResult, Event, Sent, TimerKind},
         handoff::HolderTable,
@@ -261,6 +261,8 @@ pub struct Shell {
     /// When the copy stream to the successor is compared and sent (the worker owns the
     /// stream itself, beside the table it diffs).
     copy_pacing: CopyPacing,
+    /// Whether this node's tables are whole yet, so the ring may give it VIPs.
+    readiness: Readiness,
     /// The NAT blocks away from their nodes, as the ring last listed them, and this node's
     /// take-overs of their connections in progress.
     takeovers: Takeovers,
@@ -351,6 +353,7 @@ impl Shell {
             holders: HolderTable::default(),
             copy_store,
             copy_pacing: CopyPacing::new(now),
+            readiness: Readiness::default(),
             takeovers: Takeovers::default(),
             nics,
             sync,
@@ -798,7 +801,7 @@ impl Shell {
                 break;
             }
         }
-        self.publish();
+        self.publish(now);
         written
     }
 
@@ -887,9 +890,17 @@ impl Shell {
 
     /// Publishes the ring's status, in the daemon's terms, for the control socket, and logs
     /// every change of this node's standing or of the member list.
-    fn publish(&mut self) {
+    fn publish(&mut self, now: Instant) {
         let status = self.node.status();
         self.copy_pacing.follow(&status, self.node.id());
+        if self
+            .readiness
+            .follow(&status, self.node.id(), &self.copy_store)
+        {
+            info!("tables whole: the ring may give this node VIPs");
+            let actions = self.node.handle(now, Event::TablesWhole);
+            self.perform(now, actions);
+        }
         self.take_over_blocks(&status.blocks, &status.members);
         let changed = self.holders.update(
             Instant::now(),
@@ -970,6 +981,7 @@ impl Shell {
                 })
                 .collect(),
             closed: status.closed.iter().map(|id| name(*id)).collect(),
+            unready: status.unready.iter().map(|id| name(*id)).collect(),
             blocks: status
                 .blocks
                 .iter()

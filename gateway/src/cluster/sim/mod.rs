@@ -37,7 +37,7 @@ mod traffic;
 
 use self::traffic::{Clients, DataPath, Fate, Packet, Step, HOPS, TCP};
 use super::{
-    copies::{self, CopyPacing, CopyStep, CopyStore, CopyStream},
+    copies::{self, CopyPacing, CopyStep, CopyStore, CopyStream, Readiness},
     driver::{Outcomes, Rivals, Takeover, Takeovers, Timers},
     events::{Action, Event, TimerKind},
     handoff::HolderTable,
@@ -274,6 +274,8 @@ struct Host {
     copy_pacing: CopyPacing,
     /// The copies its predecessors streamed to it.
     copy_store: CopyStore,
+    /// Whether its tables are whole yet.
+    readiness: Readiness,
     /// The NAT blocks it follows away from their nodes.
     takeovers: Takeovers,
     /// Who holds each VIP's connections.
@@ -472,6 +474,7 @@ impl Sim {
             copy_stream: CopyStream::default(),
             copy_pacing: CopyPacing::new(self.now),
             copy_store: CopyStore::new(usize::MAX),
+            readiness: Readiness::default(),
             takeovers: Takeovers::default(),
             holders: HolderTable::default(),
         };
@@ -693,6 +696,11 @@ impl Sim {
         let me = NodeId(i as u8);
         let status = host.node.status();
         host.copy_pacing.follow(&status, me);
+        if host.readiness.follow(&status, me, &host.copy_store) {
+            self.log(|| format!("node {i} tables whole"));
+            let actions = host.node.handle(self.now, Event::TablesWhole);
+            self.perform(host, i, actions);
+        }
         let followed =
             host.takeovers
                 .follow(me, &status.blocks, &status.members, &mut host.copy_store);
@@ -1435,15 +1443,20 @@ impl Sim {
                     .eq(self.host(i).datapath.conns.values())
             })
         });
+        // Every member's tables became whole, and the ring knows it.
+        let ready_ok = statuses.iter().all(|s| s.unready.is_empty());
         match (
-            one_ring, owners_ok, same_table, blocks_ok, config_ok, copies_ok,
+            one_ring, owners_ok, same_table, blocks_ok, config_ok, copies_ok, ready_ok,
         ) {
             (false, ..) => Some("not one ring of every live node".into()),
             (_, false, ..) => Some("a VIP without exactly one answering owner".into()),
             (_, _, false, ..) => Some("members disagree on the VIP table".into()),
             (_, _, _, false, ..) => Some("a NAT block held by no live member".into()),
-            (_, _, _, _, false, _) => Some("members disagree on the configuration".into()),
-            (.., false) => Some("a successor's copies differ from its predecessor's table".into()),
+            (_, _, _, _, false, ..) => Some("members disagree on the configuration".into()),
+            (.., false, _) => {
+                Some("a successor's copies differ from its predecessor's table".into())
+            }
+            (.., false) => Some("a member's tables never became whole".into()),
             _ => None,
         }
     }
