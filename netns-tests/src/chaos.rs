@@ -95,6 +95,38 @@ fn drop_reasons(cluster: &Cluster) -> Vec<(&'static str, Vec<(String, u64)>)> {
         .collect()
 }
 
+/// What each node's connection table holds of one client connection (`gateway conns`): where
+/// a broken kept-alive connection's packets went after the fault.
+fn tables_of(cluster: &Cluster, client: std::net::SocketAddrV4) -> String {
+    let wanted = client.to_string();
+    let per_node: Vec<String> = NODES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let conns = cluster
+                .daemon(i)
+                .and_then(|d| d.json(&["conns", "--client", &client.ip().to_string()]));
+            let entries: Vec<String> = match conns {
+                Ok(list) => list
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c["client"].as_str() == Some(&wanted))
+                    .map(|c| {
+                        format!(
+                            "{} nat {} home {} {} idle {}s",
+                            c["backend"], c["nat_port"], c["home"], c["state"], c["idle_s"]
+                        )
+                    })
+                    .collect(),
+                Err(e) => vec![format!("unreadable: {e:#}")],
+            };
+            format!("{name}: [{}]", entries.join("; "))
+        })
+        .collect();
+    format!("broken {wanted} in the tables: {}", per_node.join(", "))
+}
+
 fn run_on(cluster: &mut Cluster, options: &Options) -> Result<Report> {
     let clock = Clock::start();
     let mut rng = Rng::new(options.seed);
@@ -128,6 +160,9 @@ fn run_on(cluster: &mut Cluster, options: &Options) -> Result<Report> {
             .with_context(|| format!("after fault #{}", done.len()))
             .err()
             .map(|e| format!("{e:#}"));
+        for client in load.broken() {
+            record.step(&clock, tables_of(cluster, client));
+        }
         done.push(record);
     }
     let ended = Instant::now();

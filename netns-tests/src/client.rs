@@ -56,6 +56,11 @@ impl KeepAlive {
         })
     }
 
+    /// The connection's local port.
+    pub fn local_port(&self) -> Result<u16> {
+        Ok(self.stream.local_addr()?.port())
+    }
+
     /// One request on the connection; returns the body.
     pub fn get(&mut self) -> Result<String> {
         self.stream

@@ -139,6 +139,15 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The strings of a JSON array (none for anything else).
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 fn rows(v: &Value, fields: &[&str]) -> Vec<Vec<String>> {
     v.as_array()
         .map(|list| {
@@ -324,18 +333,7 @@ fn render_cluster(c: &Value) -> String {
             faults.join(", ")
         }
     );
-    let closed: Vec<&str> = c["closed"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let unready: Vec<&str> = c["unready"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let (closed, unready) = (strings(&c["closed"]), strings(&c["unready"]));
     let members: Vec<Vec<String>> = c["members"]
         .as_array()
         .into_iter()

@@ -150,7 +150,7 @@ impl FaultRecord {
     }
 
     /// Records a step now and prints it, so a run that hangs shows how far it got.
-    fn step(&mut self, clock: &Clock, text: String) {
+    pub fn step(&mut self, clock: &Clock, text: String) {
         let now = Instant::now();
         println!("  {} {text}", clock.stamp(now));
         self.steps.push((now, text));

@@ -72,6 +72,8 @@ impl LoadReport {
 pub struct Load {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Result<LoadReport>>>,
+    /// Each kept-alive connection that broke, as it breaks: its client address and port.
+    broken: mpsc::Receiver<SocketAddrV4>,
 }
 
 impl Load {
@@ -81,16 +83,17 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let srcs = client_addrs();
         let (ready_tx, ready_rx) = mpsc::channel();
+        let (broken_tx, broken) = mpsc::channel();
         let mut threads = Vec::new();
         for (v, vip) in EXTERNAL_VIPS.into_iter().enumerate() {
             let dst = Cluster::web(vip);
             for k in 0..KEPT_PER_VIP {
                 let src = srcs[(v * KEPT_PER_VIP + k) % srcs.len()];
-                let (stop, ready) = (stop.clone(), ready_tx.clone());
+                let (stop, ready, broken) = (stop.clone(), ready_tx.clone(), broken_tx.clone());
                 threads.push(
                     cluster
                         .client()
-                        .spawn(move || kept_alive(src, dst, &stop, &ready)),
+                        .spawn(move || kept_alive(src, dst, &stop, &ready, &broken)),
                 );
             }
             let (stop, srcs) = (stop.clone(), srcs.clone());
@@ -100,7 +103,11 @@ impl Load {
                     .spawn(move || new_stream(&srcs, dst, &stop)),
             );
         }
-        let load = Self { stop, threads };
+        let load = Self {
+            stop,
+            threads,
+            broken,
+        };
         for _ in 0..EXTERNAL_VIPS.len() * KEPT_PER_VIP {
             if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
                 // Dropping the load stops what did start.
@@ -108,6 +115,11 @@ impl Load {
             }
         }
         Ok(load)
+    }
+
+    /// The kept-alive connections that broke since the last call (client address and port).
+    pub fn broken(&self) -> Vec<SocketAddrV4> {
+        self.broken.try_iter().collect()
     }
 
     /// Stops the load and reports what it saw.
@@ -145,6 +157,7 @@ fn kept_alive(
     dst: SocketAddrV4,
     stop: &AtomicBool,
     ready: &mpsc::Sender<()>,
+    broken: &mpsc::Sender<SocketAddrV4>,
 ) -> Result<LoadReport> {
     let mut report = LoadReport::default();
     let mut current = Some(open(src, dst)?);
@@ -164,6 +177,7 @@ fn kept_alive(
             continue;
         };
         let at = Instant::now();
+        let port = conn.local_port().unwrap_or(0);
         let error = match conn.get() {
             Ok(body) if body == *backend => {
                 report.kept_requests += 1;
@@ -176,8 +190,9 @@ fn kept_alive(
             at,
             vip: *dst.ip(),
             src,
-            error: format!("(on {backend}) {error}"),
+            error: format!("(port {port}, on {backend}) {error}"),
         });
+        let _ = broken.send(SocketAddrV4::new(src, port));
         current = None;
     }
     Ok(report)
