@@ -95,27 +95,45 @@ fn drop_reasons(cluster: &Cluster) -> Vec<(&'static str, Vec<(String, u64)>)> {
         .collect()
 }
 
-/// What each node's connection table holds of one client connection (`gateway conns`): where
-/// a broken kept-alive connection's packets went after the fault.
+/// What each node's connection table holds of one client connection (`gateway conns`), and
+/// of any other connection of its client address on the same NAT port (the back-end takes
+/// the two for one): where a broken kept-alive connection's packets went after the fault.
 fn tables_of(cluster: &Cluster, client: std::net::SocketAddrV4) -> String {
     let wanted = client.to_string();
+    let tables: Vec<Result<Vec<serde_json::Value>>> = (0..NODES.len())
+        .map(|i| {
+            let list = cluster
+                .daemon(i)?
+                .json(&["conns", "--client", &client.ip().to_string()])?;
+            Ok(list.as_array().cloned().unwrap_or_default())
+        })
+        .collect();
+    let ports: Vec<&serde_json::Value> = tables
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|c| c["client"].as_str() == Some(&wanted))
+        .map(|c| &c["nat_port"])
+        .collect();
     let per_node: Vec<String> = NODES
         .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let conns = cluster
-                .daemon(i)
-                .and_then(|d| d.json(&["conns", "--client", &client.ip().to_string()]));
-            let entries: Vec<String> = match conns {
+        .zip(&tables)
+        .map(|(name, table)| {
+            let entries: Vec<String> = match table {
                 Ok(list) => list
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|c| c["client"].as_str() == Some(&wanted))
+                    .iter()
+                    .filter(|c| {
+                        c["client"].as_str() == Some(&wanted) || ports.contains(&&c["nat_port"])
+                    })
                     .map(|c| {
                         format!(
-                            "{} nat {} home {} {} idle {}s",
-                            c["backend"], c["nat_port"], c["home"], c["state"], c["idle_s"]
+                            "{} -> {} nat {} home {} {} idle {}s",
+                            c["client"],
+                            c["backend"],
+                            c["nat_port"],
+                            c["home"],
+                            c["state"],
+                            c["idle_s"]
                         )
                     })
                     .collect(),

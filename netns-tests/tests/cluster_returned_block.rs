@@ -61,7 +61,8 @@ fn forwarded_connections(cluster: &Cluster, vip: Ipv4Addr) -> Traffic {
 /// Prints the VIP table and the blocks away from their nodes.
 fn show(cluster: &Cluster) {
     println!("owners: {:?}", cluster.converged().unwrap());
-    println!("blocks: {:?}", cluster.view(FORWARDER).unwrap().blocks);
+    let live = cluster.live()[0];
+    println!("blocks: {:?}", cluster.view(live).unwrap().blocks);
 }
 
 /// Stops `traffic` and fails on any kept-alive connection that broke.
@@ -188,4 +189,51 @@ fn a_holder_of_leftovers_that_stops_breaks_none() {
     show(&cluster);
     std::thread::sleep(Duration::from_secs(2));
     none_broke(traffic, "after the holder stopped");
+}
+
+/// The chaos run's case of a returned node that dies (seed 4, two deaths, one kept-alive
+/// connection broke, a request sent 20 ms before the second death): gw1's connections through
+/// a VIP went to gw2 while gw1 was dead, gw1 is back on its pins, and gw2 serves them and owns their
+/// VIP; then gw3, owner of the back-ends' gateway VIP, dies as a host dies (gw1 takes its
+/// block, gw2 the gateway VIP), and 1.4 s later gw1 dies too.
+#[test]
+fn a_returned_node_that_dies_while_its_leftovers_are_served_breaks_none() {
+    let gateway = Ipv4Addr::new(10, 1, 0, 1);
+    let options = ClusterOptions {
+        placements: vec![Placement {
+            vip: gateway,
+            preferred: HOLDER,
+            persistence: 0,
+        }],
+        ..ClusterOptions::default()
+    };
+    let mut cluster = Cluster::start(&options).unwrap();
+    cluster.wait_settled(Duration::from_secs(20)).unwrap();
+    let vip = EXTERNAL_VIPS[2];
+    place(&cluster, vip, BACK);
+    place(&cluster, gateway, FORWARDER);
+    let (traffic, _) = cluster.traffic(vip, LONG_LIVED, 0).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+
+    println!("killing host {}", NODES[BACK]);
+    let dead = cluster.die(BACK).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    dead.revive(&cluster.bed).unwrap();
+    cluster.start_daemon(BACK).unwrap();
+    cluster.wait_settled(Duration::from_secs(20)).unwrap();
+    place(&cluster, vip, HOLDER);
+    place(&cluster, gateway, FORWARDER);
+    show(&cluster);
+    std::thread::sleep(Duration::from_secs(1));
+
+    println!("killing host {}", NODES[FORWARDER]);
+    let _first = cluster.die(FORWARDER).unwrap();
+    std::thread::sleep(Duration::from_millis(1400));
+    println!("owners: {:?}", cluster.converged().unwrap());
+    println!("killing host {}", NODES[BACK]);
+    let _second = cluster.die(BACK).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    show(&cluster);
+    std::thread::sleep(Duration::from_secs(2));
+    none_broke(traffic, "after the returned node's death");
 }

@@ -433,7 +433,12 @@ impl HeldCopies {
 /// NAT block: the forwarding entries to `gone` point at the holder, and the holder itself (when
 /// that is this node, `me`) drops them and installs `gone`'s connections from its copies. A copy
 /// of a connection this node translates itself is left out; one it only forwarded somewhere is
-/// replaced (the dead node's copy is the newer word on it).
+/// replaced (the dead node's copy is the newer word on it). So is a copy whose back-end sees
+/// it as it sees an open connection this node translates (same client address, NAT port,
+/// back-end and protocol): the back-end holds one connection for them, the one this node
+/// serves (a leftover of `gone`'s block, which `gone`, back from an absence, opened again);
+/// installing the copy would send that connection's replies to the copy's client port (chaos
+/// run, seed 4: a kept-alive connection broke at the death of the block's node).
 pub fn take_over(
     me: NodeId,
     gone: NodeId,
@@ -457,15 +462,29 @@ pub fn take_over(
         .filter(|c| c.home.is_none())
         .map(|c| c.id)
         .collect();
+    let served: HashSet<ReplyId> = table
+        .iter()
+        .filter(|c| c.home.is_none() && c.state == 0)
+        .map(reply_id)
+        .collect();
     TableChanges {
         removed: stale,
         installed: copies
             .iter()
             .filter(|c| c.home != Some(me) && !translated.contains(&c.id))
+            .filter(|c| c.home.is_some() || !served.contains(&reply_id(c)))
             .copied()
             .collect(),
         ..TableChanges::default()
     }
+}
+
+/// A translated connection as its back-end sees it: client address, NAT port, back-end and
+/// protocol (the key of its reply entry).
+type ReplyId = (std::net::Ipv4Addr, u16, std::net::SocketAddrV4, u8);
+
+fn reply_id(c: &ConnCopy) -> ReplyId {
+    (*c.id.client.ip(), c.nat_port, c.backend, c.id.proto)
 }
 
 /// Changes to a connection table ([`take_over`]), in the order they apply.
@@ -658,6 +677,22 @@ mod tests {
         msgs.into_iter()
             .for_each(|m| assert!(store.receive(m.from, m)));
         assert_eq!(store.len(), 3000);
+    }
+
+    #[test]
+    fn a_copy_the_back_end_takes_for_a_connection_this_node_serves_is_not_installed() {
+        let (me, gone) = (NodeId(1), NodeId(0));
+        // This node serves a leftover of the gone node's block on NAT port 500; the gone node
+        // opened another connection of the same client address on that port since.
+        let ours = copy(500, 0);
+        let mut reopened = copy(501, 0);
+        reopened.nat_port = 500;
+        let other = copy(502, 0);
+        let changes = take_over(me, gone, me, &[ours], &[reopened, other]);
+        assert_eq!(changes.installed, vec![other]);
+        // Once ours is over, the copy is the live one.
+        let changes = take_over(me, gone, me, &[copy(500, 2)], &[reopened]);
+        assert_eq!(changes.installed, vec![reopened]);
     }
 
     #[test]
