@@ -84,6 +84,16 @@ fn gateway_testbed(preferred: usize, vip: Ipv4Addr, gateway_on: usize) -> (Clust
     (cluster, traffic)
 }
 
+/// The block's node dies as a host dies and comes back after `away`, its daemon on its pins.
+fn die_and_come_back(cluster: &mut Cluster, away: Duration) {
+    println!("killing host {}", NODES[BACK]);
+    let dead = cluster.die(BACK).unwrap();
+    std::thread::sleep(away);
+    dead.revive(&cluster.bed).unwrap();
+    cluster.start_daemon(BACK).unwrap();
+    cluster.wait_settled(Duration::from_secs(20)).unwrap();
+}
+
 /// Prints the VIP table and the blocks away from their nodes.
 fn show(cluster: &Cluster) {
     println!("owners: {:?}", cluster.converged().unwrap());
@@ -110,12 +120,7 @@ fn a_returned_nodes_connections_stay_with_it() {
     cluster.wait_settled(Duration::from_secs(20)).unwrap();
     let vip = EXTERNAL_VIPS[0];
 
-    println!("killing host {}", NODES[BACK]);
-    let dead = cluster.die(BACK).unwrap();
-    std::thread::sleep(Duration::from_secs(1));
-    dead.revive(&cluster.bed).unwrap();
-    cluster.start_daemon(BACK).unwrap();
-    cluster.wait_settled(Duration::from_secs(20)).unwrap();
+    die_and_come_back(&mut cluster, Duration::from_secs(1));
     let blocks = cluster.view(FORWARDER).unwrap().blocks;
     println!("{} is back: {blocks:?}", NODES[BACK]);
 
@@ -213,12 +218,7 @@ fn a_returned_node_that_dies_while_its_leftovers_are_served_breaks_none() {
     let vip = EXTERNAL_VIPS[2];
     let (mut cluster, traffic) = gateway_testbed(HOLDER, vip, FORWARDER);
 
-    println!("killing host {}", NODES[BACK]);
-    let dead = cluster.die(BACK).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    dead.revive(&cluster.bed).unwrap();
-    cluster.start_daemon(BACK).unwrap();
-    cluster.wait_settled(Duration::from_secs(20)).unwrap();
+    die_and_come_back(&mut cluster, Duration::from_secs(2));
     place(&cluster, vip, HOLDER);
     place(&cluster, GATEWAY, FORWARDER);
     show(&cluster);
