@@ -901,15 +901,21 @@ impl Shell {
             let actions = self.node.handle(now, Event::TablesWhole);
             self.perform(now, actions);
         }
-        self.take_over_blocks(&status.blocks, &status.members);
-        let changed = self.holders.update(
-            Instant::now(),
-            &status.vips,
-            &status.members,
-            &status.blocks,
-        );
-        if !changed.is_empty() {
-            self.host.set_holders(&self.cluster, &changed);
+        // A ring waiting for its quorum may be this node cut off: the blocks and connections
+        // of the members it lost are still served where they were, so its data path follows
+        // none of it (no take-over, no forwarding entry dropped, no rebuild) until the ring
+        // may take over their VIPs too.
+        if !status.quorum_wait {
+            self.take_over_blocks(&status.blocks, &status.members);
+            let changed = self.holders.update(
+                Instant::now(),
+                &status.vips,
+                &status.members,
+                &status.blocks,
+            );
+            if !changed.is_empty() {
+                self.host.set_holders(&self.cluster, &changed);
+            }
         }
         let view = self.view(&status);
         let standing: (String, Vec<String>) = (

@@ -691,7 +691,8 @@ impl Sim {
 
     /// What the shell does with every status it publishes: the copy stream follows the ring,
     /// the NAT blocks newly away from their nodes are taken over, and the data path learns
-    /// who holds each VIP's connections.
+    /// who holds each VIP's connections (the last two not while the ring waits for its
+    /// quorum).
     fn follow(&mut self, host: &mut Host, i: usize) {
         let me = NodeId(i as u8);
         let status = host.node.status();
@@ -700,6 +701,9 @@ impl Sim {
             self.log(|| format!("node {i} tables whole"));
             let actions = host.node.handle(self.now, Event::TablesWhole);
             self.perform(host, i, actions);
+        }
+        if status.quorum_wait {
+            return;
         }
         let followed =
             host.takeovers
