@@ -40,26 +40,26 @@ const IN_FLIGHT: usize = 1;
 /// The node `me` streams its copies to: the member after it in the ring; `None` outside a
 /// ring or alone in one.
 pub fn successor(status: &RingStatus, me: NodeId) -> Option<NodeId> {
-    if status.membership != Membership::Member {
-        return None;
-    }
-    let at = status.members.iter().position(|&m| m == me)?;
-    Some(status.members[(at + 1) % status.members.len()]).filter(|&s| s != me)
+    neighbour(status, me, 1)
 }
 
 /// The member before `me` in the ring, which streams its copies to it; `None` outside a
 /// ring or alone in one.
 pub fn predecessor(status: &RingStatus, me: NodeId) -> Option<NodeId> {
+    neighbour(status, me, status.members.len().saturating_sub(1))
+}
+
+/// The member `steps` places after `me` in ring order, if not `me` itself.
+fn neighbour(status: &RingStatus, me: NodeId, steps: usize) -> Option<NodeId> {
     if status.membership != Membership::Member {
         return None;
     }
     let at = status.members.iter().position(|&m| m == me)?;
-    let n = status.members.len();
-    Some(status.members[(at + n - 1) % n]).filter(|&p| p != me)
+    Some(status.members[(at + steps) % status.members.len()]).filter(|&n| n != me)
 }
 
 /// Whether a node that started has its tables whole, so the ring may give it VIPs
-/// (docs/architecture.md, "Readiness"): it is a member and holds its predecessor's whole
+/// (docs/architecture.md, "VIP placement and persistence", readiness): it is a member and holds its predecessor's whole
 /// table (or it is alone). Its own connections are in its data path already (kept across a
 /// restart, none after a fresh start), and the token brought it the VIPs' previous holders.
 /// Once whole it stays so: a later change of predecessor sends it a new table within a

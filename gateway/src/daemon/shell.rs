@@ -907,12 +907,9 @@ impl Shell {
         // may take over their VIPs too.
         if !status.quorum_wait {
             self.take_over_blocks(&status.blocks, &status.members);
-            let changed = self.holders.update(
-                Instant::now(),
-                &status.vips,
-                &status.members,
-                &status.blocks,
-            );
+            let changed = self
+                .holders
+                .update(now, &status.vips, &status.members, &status.blocks);
             if !changed.is_empty() {
                 self.host.set_holders(&self.cluster, &changed);
             }
