@@ -93,9 +93,20 @@ impl Entry {
     }
 }
 
-/// The reply direction's identity as seen from a `Conn`: backend address, backend port,
-/// NAT port and protocol (the NAT address is the data path's choice, so it is left out).
-type ReplyId = (u32, u16, u16, u8);
+/// The `REPLIES` key of the connection `key` translated as `conn` says: the back-end's
+/// packet as it arrives, from the back-end to the client's address on the NAT port (what
+/// the XDP program's `conntrack::reply_key` builds). The client's address is part of it:
+/// connections of two clients can share a back-end and a NAT port.
+fn reply_key(key: &FlowKey, conn: &Conn) -> FlowKey {
+    FlowKey {
+        src_addr: conn.backend_addr,
+        dst_addr: key.src_addr,
+        src_port: conn.backend_port,
+        dst_port: conn.nat_port,
+        proto: key.proto,
+        _pad: [0; 3],
+    }
+}
 
 /// Reply entries whose connection entry is gone (evicted by the LRU).
 pub type Orphans = Vec<(FlowKey, Reply)>;
@@ -103,27 +114,20 @@ pub type Orphans = Vec<(FlowKey, Reply)>;
 /// Every connection with its reply direction; also returns replies without a connection.
 /// Both tables are read in batches (a few syscalls for the whole table).
 pub fn walk(maps: &Tables) -> io::Result<(Vec<Entry>, Orphans)> {
-    let mut replies: foldhash::HashMap<ReplyId, (FlowKey, Reply)> = batch::entries(&maps.replies)?
-        .into_iter()
-        .map(|(k, r)| ((k.src_addr, k.src_port, k.dst_port, k.proto), (k, r)))
-        .collect();
+    let mut replies: foldhash::HashMap<FlowKey, Reply> =
+        batch::entries(&maps.replies)?.into_iter().collect();
     let entries = batch::entries(&maps.conns)?
         .into_iter()
         .map(|(key, conn)| {
-            let id = (
-                conn.backend_addr,
-                conn.backend_port,
-                conn.nat_port,
-                key.proto,
-            );
+            let reply_key = reply_key(&key, &conn);
             Entry {
                 key,
                 conn,
-                reply: replies.remove(&id),
+                reply: replies.remove(&reply_key).map(|r| (reply_key, r)),
             }
         })
         .collect();
-    Ok((entries, replies.into_values().collect()))
+    Ok((entries, replies.into_iter().collect()))
 }
 
 /// The copies of `conns` (the `CONNS` table) this node streams to its successor.
@@ -201,14 +205,7 @@ pub fn take_over(
         if c.home.is_some() {
             continue;
         }
-        reply_keys.push(FlowKey {
-            src_addr: conn.backend_addr,
-            dst_addr: key.src_addr,
-            src_port: conn.backend_port,
-            dst_port: conn.nat_port,
-            proto: key.proto,
-            _pad: [0; 3],
-        });
+        reply_keys.push(reply_key(&key, &conn));
         replies.push(Reply {
             vip: key.dst_addr,
             vip_port: key.dst_port,
@@ -269,8 +266,8 @@ pub struct Sweep {
     now_ns: u64,
     replies: Cursor,
     conns: Cursor,
-    /// Reply entries read so far, by the identity their connection names.
-    reply_of: foldhash::HashMap<ReplyId, (FlowKey, Reply)>,
+    /// Reply entries read so far, by key.
+    reply_of: foldhash::HashMap<FlowKey, Reply>,
     doomed_conns: Vec<FlowKey>,
     doomed_replies: Vec<FlowKey>,
     census: Census,
@@ -294,25 +291,16 @@ impl Sweep {
     /// census when the sweep is over.
     pub fn step(&mut self, maps: &Tables, timeouts: &Timeouts) -> io::Result<Option<Census>> {
         if let Some(chunk) = self.replies.next(&maps.replies)? {
-            self.reply_of.extend(
-                chunk
-                    .into_iter()
-                    .map(|(k, r)| ((k.src_addr, k.src_port, k.dst_port, k.proto), (k, r))),
-            );
+            self.reply_of.extend(chunk);
             return Ok(None);
         }
         if let Some(chunk) = self.conns.next(&maps.conns)? {
             for (key, conn) in chunk {
-                let id = (
-                    conn.backend_addr,
-                    conn.backend_port,
-                    conn.nat_port,
-                    key.proto,
-                );
+                let reply_key = reply_key(&key, &conn);
                 let entry = Entry {
                     key,
                     conn,
-                    reply: self.reply_of.remove(&id),
+                    reply: self.reply_of.remove(&reply_key).map(|r| (reply_key, r)),
                 };
                 let idle = self.now_ns.saturating_sub(entry.last_seen_ns());
                 if idle > entry.timeout(timeouts).as_nanos() as u64 {
@@ -336,8 +324,8 @@ impl Sweep {
         self.doomed_replies.extend(
             self.reply_of
                 .drain()
-                .filter(|(_, (_, r))| now.saturating_sub(r.last_seen_ns) > limit)
-                .map(|(_, (k, _))| k),
+                .filter(|(_, r)| now.saturating_sub(r.last_seen_ns) > limit)
+                .map(|(k, _)| k),
         );
         self.census.removed = batch::delete(&maps.conns, &self.doomed_conns)?;
         batch::delete(&maps.replies, &self.doomed_replies)?;
@@ -361,15 +349,27 @@ mod tests {
         u32::from(Ipv4Addr::from(a)).to_be()
     }
 
-    /// A TCP connection client:port -> 10.0.0.100:80 on backend 10.1.0.11:8080.
+    /// A TCP connection 192.0.2.7:port -> 10.0.0.100:80 on backend 10.1.0.11:8080.
     fn pair(
         client_port: u16,
         nat_port: u16,
         last_seen_ns: u64,
         state: u8,
     ) -> (FlowKey, Conn, FlowKey, Reply) {
+        pair_of([192, 0, 2, 7], client_port, nat_port, last_seen_ns, state)
+    }
+
+    /// A TCP connection client:port -> 10.0.0.100:80 on backend 10.1.0.11:8080, both
+    /// entries as the XDP program writes them.
+    fn pair_of(
+        client: [u8; 4],
+        client_port: u16,
+        nat_port: u16,
+        last_seen_ns: u64,
+        state: u8,
+    ) -> (FlowKey, Conn, FlowKey, Reply) {
         let key = FlowKey {
-            src_addr: ip([192, 0, 2, 7]),
+            src_addr: ip(client),
             dst_addr: ip([10, 0, 0, 100]),
             src_port: client_port.to_be(),
             dst_port: 80u16.to_be(),
@@ -387,7 +387,7 @@ mod tests {
         };
         let rkey = FlowKey {
             src_addr: conn.backend_addr,
-            dst_addr: ip([10, 1, 0, 1]),
+            dst_addr: key.src_addr,
             src_port: conn.backend_port,
             dst_port: conn.nat_port,
             proto: proto::TCP,
@@ -459,6 +459,65 @@ mod tests {
         assert_eq!(left, vec![fresh.0]);
         let left: Vec<FlowKey> = maps.replies.keys().map(Result::unwrap).collect();
         assert_eq!(left, vec![fresh.2]);
+    }
+
+    /// Two clients' connections to one back-end may share a NAT port (the reply key holds
+    /// the client's address). The sweep of one that is over used to take the other's reply
+    /// entry for its own and delete it, leaving a live connection whose replies nobody
+    /// translated (the chaos run, seed 10: a kept-alive connection broke after a death, on
+    /// the node whose own block its NAT port was in).
+    #[test]
+    fn the_sweep_of_a_connection_leaves_another_clients_on_the_same_nat_port() {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::CONNS, 1024)
+            .map_max_entries(names::REPLIES, 1024)
+            .load(crate::datapath::ebpf_object::BYTES)
+            .expect("loading the XDP object (needs root)");
+        let mut maps = Maps::take(&mut ebpf).unwrap().tables;
+        let s = 1_000_000_000u64;
+        let start = monotonic_ns();
+        let now = start + 400 * s;
+        // Many pairs, so that whatever order the tables are read in, a sweep that matched
+        // replies by back-end and NAT port alone would have deleted some live one's reply.
+        let mut live = Vec::new();
+        for i in 0..32u16 {
+            let over = pair_of([192, 0, 2, 8], 41000 + i, 20000 + i, start, tcp_state::FIN);
+            let open = pair_of(
+                [192, 0, 2, 9],
+                42000 + i,
+                20000 + i,
+                now - s,
+                tcp_state::OPEN,
+            );
+            for (k, c, rk, r) in [over, open] {
+                maps.conns.insert(k, c, 0).unwrap();
+                maps.replies.insert(rk, r, 0).unwrap();
+            }
+            live.push(open);
+        }
+        let (entries, orphans) = walk(&maps).unwrap();
+        assert!(orphans.is_empty());
+        for e in &entries {
+            let (reply_key, _) = e.reply.expect("every connection has its reply");
+            assert_eq!(reply_key.dst_addr, e.key.src_addr, "its own client's");
+        }
+        let timeouts = Timeouts {
+            tcp_established: Duration::from_secs(300),
+            tcp_closing: Duration::from_secs(10),
+            udp: Duration::from_secs(30),
+        };
+        let mut sweep = Sweep::new(now);
+        let census = loop {
+            if let Some(census) = sweep.step(&maps, &timeouts).unwrap() {
+                break census;
+            }
+        };
+        assert_eq!((census.removed, census.connections), (32, 32));
+        let mut left: Vec<FlowKey> = maps.replies.keys().map(Result::unwrap).collect();
+        let mut wanted: Vec<FlowKey> = live.iter().map(|(_, _, rk, _)| *rk).collect();
+        left.sort_by_key(|k| (k.dst_addr, k.dst_port));
+        wanted.sort_by_key(|k| (k.dst_addr, k.dst_port));
+        assert_eq!(left, wanted, "every live connection keeps its reply entry");
     }
 
     #[test]
