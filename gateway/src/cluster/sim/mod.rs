@@ -7,7 +7,8 @@
 //!
 //! "Answering" for a VIP, as the model's stand-in for XDP answering ARP: a node whose host is
 //! up, whose latest `ApplyVips` holds the VIP, and whose lease is valid. The daemon renews the
-//! lease (`LEASE`) every `LEASE_TICK` while its process runs; a paused process stops renewing,
+//! lease (`LEASE`, [`Lease`]) every `LEASE_TICK` while its process runs, and between ticks when
+//! a token lets a lapsed one run again; a paused process stops renewing,
 //! so its XDP stops answering when the lease runs out (the dead-man switch); a crashed host
 //! answers nothing.
 //!
@@ -38,7 +39,7 @@ mod traffic;
 use self::traffic::{Clients, DataPath, Fate, Packet, Step, HOPS, TCP};
 use super::{
     copies::{self, CopyPacing, CopyStep, CopyStore, CopyStream, Readiness},
-    driver::{Outcomes, Rivals, Takeover, Takeovers, Timers},
+    driver::{Lease, Outcomes, Rivals, Takeover, Takeovers, Timers},
     events::{Action, Event, TimerKind},
     handoff::HolderTable,
     keys::Keyring,
@@ -255,7 +256,7 @@ struct Host {
     rivals: Rivals,
     up: bool,
     paused: bool,
-    lease_until: Instant,
+    lease: Lease,
     next_lease: Instant,
     owned: BTreeSet<Ipv4Addr>,
     boots: u64,
@@ -454,6 +455,8 @@ impl Sim {
         .expect("a valid transport configuration");
         let config = self.ring_config(active);
         let (node, actions) = Node::new(config, NodeId(i as u8), self.now);
+        let mut lease = Lease::new(self.now, LEASE);
+        lease.renew(self.now, None);
         let mut host = Host {
             node,
             transport,
@@ -462,7 +465,7 @@ impl Sim {
             rivals: Rivals::default(),
             up: true,
             paused: false,
-            lease_until: self.now + LEASE,
+            lease,
             next_lease: self.now + LEASE_TICK,
             owned: BTreeSet::new(),
             boots,
@@ -686,6 +689,9 @@ impl Sim {
                 break;
             }
         }
+        // As the shell does: a token after a loss lets the lease run again at once.
+        let cap = host.node.answer_until();
+        host.lease.renew_early(self.now, cap, host.next_lease);
         self.follow(host, i);
     }
 
@@ -925,8 +931,7 @@ impl Sim {
                     self.perform(&mut host, i, actions);
                 }
                 if host.next_lease <= self.now {
-                    let cap = host.node.answer_until().unwrap_or(self.now + LEASE);
-                    host.lease_until = (self.now + LEASE).min(cap);
+                    host.lease.renew(self.now, host.node.answer_until());
                     host.next_lease = self.now + LEASE_TICK;
                 }
                 if host.copy_pacing.next() <= self.now {
@@ -1005,7 +1010,7 @@ impl Sim {
         };
         let mut came_from = None;
         for _ in 0..=HOPS {
-            let lease_valid = self.now < self.host(at).lease_until;
+            let lease_valid = self.now < self.host(at).lease.until();
             let host = self.host_mut(at);
             let owned = host.owned.contains(&vip);
             match host.datapath.handle(packet, came_from, owned, lease_valid) {
@@ -1155,7 +1160,7 @@ impl Sim {
         (0..self.hosts.len())
             .filter(|&i| {
                 let h = self.host(i);
-                h.up && h.owned.contains(&vip) && self.now < h.lease_until
+                h.up && h.owned.contains(&vip) && self.now < h.lease.until()
             })
             .collect()
     }
