@@ -14,10 +14,15 @@ pub mod load;
 pub mod report;
 pub mod storm;
 
+use crate::capture;
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::cluster_topology::{EXTERNAL_VIPS, NODES};
+use crate::daemon::{ECHO_PORT, WEB_PORT};
 use crate::failover::Prober;
-use crate::topology::client_addrs;
+use crate::process::Process;
+use crate::topology::{
+    client_addrs, BACKENDS, BACKEND_HTTP_PORT, BACKEND_UDP_PORT, CLIENT, EXT_IF, ROUTER,
+};
 use anyhow::{Context, Result};
 use faults::{Picker, Rng};
 use report::{Clock, Report};
@@ -36,6 +41,9 @@ pub struct Options {
     /// Where the daemons' logs and configs are copied at the end (the testbed's own
     /// directory goes with it).
     pub logs: Option<PathBuf>,
+    /// Whether the web traffic is captured (client, router and back-ends; kept with the
+    /// logs): the packets of a broken connection, hop by hop.
+    pub capture: bool,
 }
 
 /// How long the load runs before the first fault, so the probers and connections are steady.
@@ -60,7 +68,13 @@ pub fn run(options: &Options) -> Result<Report> {
         if options.storm { ", then a storm" } else { "" }
     );
     let mut cluster = Cluster::start(&ClusterOptions::default())?;
+    let captures = if options.capture {
+        capture_web(&cluster)?
+    } else {
+        Vec::new()
+    };
     let result = run_on(&mut cluster, options);
+    drop(captures);
     if let Some(dir) = &options.logs {
         // A replay of the seed replaces the last run's logs rather than mixing with them.
         let _ = std::fs::remove_dir_all(dir);
@@ -72,6 +86,29 @@ pub fn run(options: &Options) -> Result<Report> {
     let mut report = result?;
     report.logs = options.logs.as_ref().map(|d| d.display().to_string());
     Ok(report)
+}
+
+/// Captures the web traffic and the UDP probes where they enter and leave the cluster: the
+/// client's side (the web and echo ports), the router's side towards the nodes, and each
+/// back-end's (its HTTP and UDP echo ports); the last two with the MACs that name the node
+/// each packet came from or went to.
+fn capture_web(cluster: &Cluster) -> Result<Vec<Process>> {
+    let front = format!("tcp port {WEB_PORT} or udp port {ECHO_PORT}");
+    let mut captures = vec![
+        capture::start(&cluster.bed, CLIENT, "eth0", &front, "client")?,
+        capture::start(&cluster.bed, ROUTER, EXT_IF, &front, "router")?,
+    ];
+    for backend in BACKENDS {
+        let filter = format!("tcp port {BACKEND_HTTP_PORT} or udp port {BACKEND_UDP_PORT}");
+        captures.push(capture::start(
+            &cluster.bed,
+            backend,
+            "eth0",
+            &filter,
+            backend,
+        )?);
+    }
+    Ok(captures)
 }
 
 /// Each node's XDP drop counters by reason (`gateway stats`): where the packets of a failed

@@ -114,23 +114,35 @@ impl ProbeLog {
     /// `to`, if none was answered by then). Measured between sends of lost datagrams, so a
     /// stall of the prober's own sender between two answered datagrams is no outage.
     pub fn longest_gap(&self, from: Duration, to: Duration) -> Duration {
+        self.longest_outage(from, to)
+            .map_or(Duration::ZERO, |(_, gap)| gap)
+    }
+
+    /// The longest outage as [`ProbeLog::longest_gap`] measures it, with when it began (the
+    /// send of its first lost datagram); `None` when nothing was lost.
+    pub fn longest_outage(&self, from: Duration, to: Duration) -> Option<(Duration, Duration)> {
         let start = self.sent.partition_point(|&sent| sent < from);
         let end = self.sent.partition_point(|&sent| sent < to);
-        let (mut longest, mut lost_since) = (Duration::ZERO, None);
+        let (mut longest, mut lost_since) = (None, None);
+        let mut note = |first: Duration, gap: Duration| {
+            if longest.is_none_or(|(_, g)| gap > g) {
+                longest = Some((first, gap));
+            }
+        };
         for i in start..end {
             match (self.replies[i], lost_since) {
                 (None, None) => lost_since = Some(self.sent[i]),
                 (Some(_), Some(first)) => {
-                    longest = longest.max(self.sent[i] - first);
+                    note(first, self.sent[i] - first);
                     lost_since = None;
                 }
                 _ => {}
             }
         }
-        match lost_since {
-            Some(first) => longest.max(to.saturating_sub(first)),
-            None => longest,
+        if let Some(first) = lost_since {
+            note(first, to.saturating_sub(first));
         }
+        longest
     }
 }
 
@@ -216,8 +228,16 @@ impl Prober {
     /// The longest outage seen by the datagrams sent between `from` and `to`
     /// ([`ProbeLog::longest_gap`]).
     pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        self.longest_outage(from, to)
+            .map_or(Duration::ZERO, |(_, gap)| gap)
+    }
+
+    /// The longest outage between `from` and `to` with when it began
+    /// ([`ProbeLog::longest_outage`]).
+    pub fn longest_outage(&self, from: Instant, to: Instant) -> Option<(Instant, Duration)> {
         let (from, to) = (self.since_epoch(from), self.since_epoch(to));
-        self.log.lock().expect("probe log").longest_gap(from, to)
+        let outage = self.log.lock().expect("probe log").longest_outage(from, to);
+        outage.map(|(began, gap)| (self.epoch + began, gap))
     }
 
     /// The share of the datagrams sent in the `window` that ended `grace` ago (one round

@@ -5,6 +5,7 @@
 //! re-exported here as [`cmd`] and [`netns`].
 pub mod arp;
 pub mod binaries;
+pub mod capture;
 pub mod chaos;
 pub mod client;
 pub mod cluster;

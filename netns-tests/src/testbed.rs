@@ -297,7 +297,10 @@ impl Testbed {
         let mut copied = 0;
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "log" || e == "toml") {
+            if path
+                .extension()
+                .is_some_and(|e| e == "log" || e == "toml" || e == "pcap")
+            {
                 let target = to.join(path.file_name().unwrap_or_default());
                 std::fs::copy(&path, &target)
                     .with_context(|| format!("copy {} to {}", path.display(), to.display()))?;

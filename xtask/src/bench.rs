@@ -57,6 +57,7 @@ pub fn run(steps: &mut Steps) -> Result<()> {
             seed: None,
             json: Some(chaos.clone()),
             storm: true,
+            capture: false,
         };
         // A run that missed its targets still measured them: its rows are merged, and the
         // report above says what broke.

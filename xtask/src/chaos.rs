@@ -1,4 +1,4 @@
-//! `cargo xtask chaos --seconds N [--seed S] [--json FILE] [--storm]`: builds the binaries,
+//! `cargo xtask chaos --seconds N [--seed S] [--json FILE] [--storm] [--capture]`: builds the binaries,
 //! then runs the chaos run (netns-tests' `chaos` binary: random faults from a seed against the
 //! three-node cluster under load), which removes its testbed whatever happens and keeps the
 //! daemons' logs in target/chaos/seed-S.
@@ -22,6 +22,10 @@ pub struct Args {
     /// After the faults, a storm of new connections across a kill -9 of their home.
     #[arg(long)]
     pub storm: bool,
+    /// Capture the web traffic at the client, the router and the back-ends (pcap files in
+    /// target/chaos/seed-S).
+    #[arg(long)]
+    pub capture: bool,
 }
 
 /// Builds the debug binaries (the namespace tests' build) and runs the chaos run.
@@ -61,6 +65,9 @@ pub fn run_binary(profile: &str, args: &Args) -> Result<Outcome> {
     }
     if args.storm {
         command.arg("--storm");
+    }
+    if args.capture {
+        command.arg("--capture");
     }
     let status = command.status()?;
     match status.code() {

@@ -26,6 +26,10 @@ struct Args {
     /// Where to keep the daemons' logs and configs (a folder per seed is made inside).
     #[arg(long, default_value = "target/chaos")]
     logs: PathBuf,
+    /// Capture the web traffic at the client, the router and the back-ends (pcap files kept
+    /// with the logs).
+    #[arg(long)]
+    capture: bool,
 }
 
 fn run(args: Args) -> Result<bool> {
@@ -35,6 +39,7 @@ fn run(args: Args) -> Result<bool> {
         seed,
         storm: args.storm,
         logs: Some(args.logs.join(format!("seed-{seed}"))),
+        capture: args.capture,
     };
     let report = chaos::run(&options).with_context(|| format!("chaos run of seed {seed}"))?;
     print!("{report}");

@@ -23,6 +23,8 @@ const ARP_BUCKET: Duration = Duration::from_millis(10);
 pub const FAILOVER_TARGET: Duration = Duration::from_millis(300);
 /// Failures listed per fault (the rest are counted).
 const LISTED: usize = 8;
+/// UDP outages at least this long are listed with when they began.
+const LONG_GAP: Duration = FAILOVER_TARGET;
 
 /// The run's clock: times as seconds since the run began and as UTC wall-clock time, which is
 /// what the daemons' logs carry.
@@ -73,8 +75,8 @@ pub struct FaultFinding {
     pub fault: FaultRecord,
     /// Where its window ends (the next fault's start, or the end of the run).
     pub until: Instant,
-    /// The longest UDP outage per external VIP in the window.
-    pub gaps: Vec<(Ipv4Addr, Duration)>,
+    /// The longest UDP outage per external VIP in the window, with when it began.
+    pub gaps: Vec<(Ipv4Addr, Duration, Option<Instant>)>,
     /// Kept-alive connections that broke in the window.
     pub breaks: Vec<Failure>,
     /// New connections that failed in the window.
@@ -145,7 +147,11 @@ impl Report {
                 FaultFinding {
                     gaps: probers
                         .iter()
-                        .map(|p| (*p.target().ip(), p.longest_gap(fault.started, until)))
+                        .map(|p| {
+                            let outage = p.longest_outage(fault.started, until);
+                            let gap = outage.map_or(Duration::ZERO, |(_, gap)| gap);
+                            (*p.target().ip(), gap, outage.map(|(began, _)| began))
+                        })
                         .collect(),
                     breaks: load
                         .breaks
@@ -279,7 +285,13 @@ impl std::fmt::Display for Report {
             let gaps: Vec<String> = finding
                 .gaps
                 .iter()
-                .map(|(vip, gap)| format!("{vip} {:.0} ms", ms(*gap)))
+                .map(|(vip, gap, began)| match began {
+                    // When a long one began, to find it in the logs and captures.
+                    Some(began) if *gap >= LONG_GAP => {
+                        format!("{vip} {:.0} ms from {}Z", ms(*gap), clock.wall(*began))
+                    }
+                    _ => format!("{vip} {:.0} ms", ms(*gap)),
+                })
                 .collect();
             writeln!(f, "    longest UDP gap: {}", gaps.join(", "))?;
             for (vip, longest, beyond) in finding.duals.iter().filter(|d| !d.1.is_zero()) {
