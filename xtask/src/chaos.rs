@@ -33,10 +33,15 @@ pub fn run(steps: &mut Steps, args: &Args) -> Result<()> {
     steps.run("build: binaries", || {
         step::status(&mut step::cargo(&["build", "--workspace", "--bins"]))
     })?;
-    steps.run("chaos", || match run_binary("debug", args)? {
+    steps.run("chaos", || passes("debug", args))
+}
+
+/// Runs `target/<profile>/chaos` with `args`; an error unless nothing broke.
+pub fn passes(profile: &str, args: &Args) -> Result<()> {
+    match run_binary(profile, args)? {
         Outcome::Passed => Ok(()),
         Outcome::Missed => bail!("the chaos run missed its targets (see its report)"),
-    })
+    }
 }
 
 /// How a chaos run ended, when it ran to its report.

@@ -2,7 +2,8 @@
 use crate::step::{self, Steps};
 use anyhow::Result;
 
-/// Format, lints, build, unit tests, XDP fixtures, daemon tests, namespace end-to-end tests.
+/// Format, lints, build, unit tests, XDP fixtures, daemon tests, namespace end-to-end tests,
+/// the chaos run.
 pub fn run(steps: &mut Steps) -> Result<()> {
     steps.run("format", || {
         step::status(&mut step::cargo(&["fmt", "--all", "--", "--check"]))
@@ -62,6 +63,18 @@ pub fn run(steps: &mut Steps) -> Result<()> {
             "--test",
             "*",
         ]))
+    })?;
+    // Issue 11's chaos run, 120 s with a seed from the clock (each CI run tries other fault
+    // sequences; a failure prints the seed and the command that replays it).
+    steps.run("chaos run: 120 s of seeded faults under load", || {
+        let args = crate::chaos::Args {
+            seconds: 120,
+            seed: None,
+            json: None,
+            storm: false,
+            capture: false,
+        };
+        crate::chaos::passes("debug", &args)
     })
 }
 
