@@ -101,6 +101,11 @@ fn insert(
     let start = hash::finish(flow_hash ^ 0x5bd1_e995);
     let (mut reply_key, reply) = reply_entry(key, backend.addr, backend.port, 0, service.id, now);
     let mut nat_port = 0u16;
+    // The first probed port whose back-end closed its connection: its reply entry stays
+    // through the back-end's TIME_WAIT (the daemon's sweep, `tcp_time_wait`), as the back-end
+    // would refuse a new connection of the client's address on it; taken only when every
+    // probe found its port taken, rather than refuse the connection.
+    let mut closed = 0u16;
     for probe in 0..NAT_PORT_PROBES {
         let Some(offset) = start.wrapping_add(probe).checked_rem(block) else {
             break;
@@ -110,6 +115,17 @@ fn insert(
         if REPLIES.insert(reply_key, reply, BPF_NOEXIST as u64).is_ok() {
             nat_port = port.to_be();
             break;
+        }
+        // SAFETY: the entry is read at once and not kept.
+        let taken = unsafe { REPLIES.get(&reply_key) };
+        if closed == 0 && taken.is_some_and(|r| r.state == tcp_state::FIN) {
+            closed = port.to_be();
+        }
+    }
+    if nat_port == 0 && closed != 0 {
+        reply_key.dst_port = closed;
+        if REPLIES.insert(reply_key, reply, 0).is_ok() {
+            nat_port = closed;
         }
     }
     if nat_port == 0 {
@@ -175,12 +191,20 @@ fn reply_key(key: &FlowKey, backend_addr: u32, backend_port: u16, nat_port: u16)
 /// `conn` must point to a live `CONNS` value.
 #[inline(always)]
 pub unsafe fn close(key: &FlowKey, conn: *const Conn) {
-    let _ = REPLIES.remove(reply_key(
+    let reply_key = reply_key(
         key,
         (*conn).backend_addr,
         (*conn).backend_port,
         (*conn).nat_port,
-    ));
+    );
+    // Its port may serve another connection of the client's address by now (taken once the
+    // back-end had closed this one): that one's entry stays.
+    if REPLIES
+        .get(&reply_key)
+        .is_some_and(|r| r.client_port == key.src_port && r.vip == key.dst_addr)
+    {
+        let _ = REPLIES.remove(&reply_key);
+    }
 }
 
 /// Forgets the connection whose `REPLIES` key is `reply_key` if it is over: a FIN or RST seen

@@ -123,7 +123,8 @@ pub struct GatewayConfig {
     pub path: PathBuf,
     /// This node's NAT port block.
     pub nat_ports: &'static str,
-    /// `tcp_closing` idle timeout.
+    /// `tcp_closing` idle timeout, also written as `tcp_time_wait` (so a benchmark that sets
+    /// the kernel's conntrack TIME_WAIT to it compares like with like).
     pub tcp_closing: &'static str,
     /// The services.
     pub services: Vec<ServiceConfig>,
@@ -176,6 +177,7 @@ interface = "{INT_IF}"
 [timeouts]
 tcp_established = "300s"
 tcp_closing = "{closing}"
+tcp_time_wait = "{closing}"
 udp = "30s"
 "#,
             nat = self.nat_ports,

@@ -203,6 +203,10 @@ pub struct Timeouts {
     pub tcp_established: Duration,
     /// TCP after FIN or RST.
     pub tcp_closing: Duration,
+    /// How long the NAT port of a connection the back-end closed stays taken (its reply entry
+    /// kept) after the connection entry went: the back-end holds the 4-tuple in TIME_WAIT,
+    /// and refuses a new connection of the same client address on the same port until then.
+    pub tcp_time_wait: Duration,
     /// UDP flows.
     pub udp: Duration,
 }
@@ -366,6 +370,7 @@ struct RawBackend {
 struct RawTimeouts {
     tcp_established: Option<S<String>>,
     tcp_closing: Option<S<String>>,
+    tcp_time_wait: Option<S<String>>,
     udp: Option<S<String>>,
 }
 
@@ -641,6 +646,11 @@ fn check(loc: &Locator, raw: RawFile) -> Result<Config, ConfigError> {
             &t.and_then(|t| t.tcp_closing.clone()),
             "timeouts.tcp_closing",
             Duration::from_secs(10),
+        )?,
+        tcp_time_wait: loc.duration(
+            &t.and_then(|t| t.tcp_time_wait.clone()),
+            "timeouts.tcp_time_wait",
+            Duration::from_secs(60),
         )?,
         udp: loc.duration(
             &t.and_then(|t| t.udp.clone()),
@@ -934,6 +944,11 @@ mod tests {
             "service[0].health.interval",
         );
         expect_error("udp = \"30s\"", "udp = \"30\"", "timeouts.udp");
+        expect_error(
+            "tcp_time_wait = \"60s\"",
+            "tcp_time_wait = \"a minute\"",
+            "timeouts.tcp_time_wait",
+        );
         expect_error("rise = 2", "rise = 0", "service[0].health.rise");
         expect_error("name = \"int0\"", "name = \"ext0\"", "interface[1].name");
         expect_error(

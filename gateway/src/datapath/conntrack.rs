@@ -108,7 +108,24 @@ fn reply_key(key: &FlowKey, conn: &Conn) -> FlowKey {
     }
 }
 
-/// Reply entries whose connection entry is gone (evicted by the LRU).
+/// Takes the reply entry of the connection `key` translated as `conn` out of `replies`: the
+/// one its [`reply_key`] names, if it is that connection's (its client port and VIP). The
+/// XDP program gives a port whose back-end closed its connection to another connection of the
+/// client's address when every probe finds its port taken; the entry is the new one's then.
+fn take_reply(
+    replies: &mut foldhash::HashMap<FlowKey, Reply>,
+    key: &FlowKey,
+    conn: &Conn,
+) -> Option<(FlowKey, Reply)> {
+    let reply_key = reply_key(key, conn);
+    let reply = replies.get(&reply_key)?;
+    let ours = (reply.client_port, reply.vip, reply.vip_port)
+        == (key.src_port, key.dst_addr, key.dst_port);
+    ours.then(|| replies.remove(&reply_key).map(|r| (reply_key, r)))?
+}
+
+/// Reply entries whose connection entry is gone (evicted by the LRU, or swept while the
+/// back-end's TIME_WAIT keeps the reply).
 pub type Orphans = Vec<(FlowKey, Reply)>;
 
 /// Every connection with its reply direction; also returns replies without a connection.
@@ -118,13 +135,10 @@ pub fn walk(maps: &Tables) -> io::Result<(Vec<Entry>, Orphans)> {
         batch::entries(&maps.replies)?.into_iter().collect();
     let entries = batch::entries(&maps.conns)?
         .into_iter()
-        .map(|(key, conn)| {
-            let reply_key = reply_key(&key, &conn);
-            Entry {
-                key,
-                conn,
-                reply: replies.remove(&reply_key).map(|r| (reply_key, r)),
-            }
+        .map(|(key, conn)| Entry {
+            key,
+            conn,
+            reply: take_reply(&mut replies, &key, &conn),
         })
         .collect();
     Ok((entries, replies.into_iter().collect()))
@@ -258,6 +272,17 @@ pub struct Census {
     pub removed: usize,
 }
 
+/// Whether the back-end closed the connection of reply entry `reply` (a FIN of its own) within
+/// `tcp_time_wait` of `now_ns`: it still holds the 4-tuple, so the entry stays and keeps the
+/// NAT port from a new connection of the same client address to it, which it would refuse
+/// (the chaos run's failed new connections: a port reused 12-15 s after the last, answered
+/// with the old connection's ACK). The XDP program's `conntrack::open` probes past a taken
+/// port, and takes such a one only when every probe found its port taken.
+fn in_time_wait(reply: &Reply, now_ns: u64, timeouts: &Timeouts) -> bool {
+    reply.state == tcp_state::FIN
+        && now_ns.saturating_sub(reply.last_seen_ns) <= timeouts.tcp_time_wait.as_nanos() as u64
+}
+
 /// One sweep of the idle connections, a chunk of a table per [`Sweep::step`], so the owner of
 /// the tables can serve requests between chunks. Both tables are read first (replies, then
 /// connections), then what is idle at `now_ns` is deleted, both directions.
@@ -296,16 +321,21 @@ impl Sweep {
         }
         if let Some(chunk) = self.conns.next(&maps.conns)? {
             for (key, conn) in chunk {
-                let reply_key = reply_key(&key, &conn);
                 let entry = Entry {
                     key,
                     conn,
-                    reply: self.reply_of.remove(&reply_key).map(|r| (reply_key, r)),
+                    reply: take_reply(&mut self.reply_of, &key, &conn),
                 };
                 let idle = self.now_ns.saturating_sub(entry.last_seen_ns());
                 if idle > entry.timeout(timeouts).as_nanos() as u64 {
                     self.doomed_conns.push(key);
-                    self.doomed_replies.extend(entry.reply.map(|(k, _)| k));
+                    let now = self.now_ns;
+                    self.doomed_replies.extend(
+                        entry
+                            .reply
+                            .filter(|(_, r)| !in_time_wait(r, now, timeouts))
+                            .map(|(k, _)| k),
+                    );
                 } else {
                     self.census.connections += 1;
                     let backend = (
@@ -317,14 +347,21 @@ impl Sweep {
             }
             return Ok(None);
         }
-        // Replies left over have no connection (evicted by the LRU): gone once idle for the
-        // longest timeout.
+        // Replies left over have no connection: those of connections the back-end closed hold
+        // their NAT port through its TIME_WAIT; the others (their connection evicted by the
+        // LRU) go once idle for the longest timeout.
         let limit = timeouts.tcp_established.max(timeouts.udp).as_nanos() as u64;
         let now = self.now_ns;
         self.doomed_replies.extend(
             self.reply_of
                 .drain()
-                .filter(|(_, r)| now.saturating_sub(r.last_seen_ns) > limit)
+                .filter(|(_, r)| {
+                    if r.state == tcp_state::FIN {
+                        !in_time_wait(r, now, timeouts)
+                    } else {
+                        now.saturating_sub(r.last_seen_ns) > limit
+                    }
+                })
                 .map(|(k, _)| k),
         );
         self.census.removed = batch::delete(&maps.conns, &self.doomed_conns)?;
@@ -442,6 +479,7 @@ mod tests {
         let timeouts = Timeouts {
             tcp_established: Duration::from_secs(300),
             tcp_closing: Duration::from_secs(10),
+            tcp_time_wait: Duration::from_secs(60),
             udp: Duration::from_secs(30),
         };
         let mut sweep = Sweep::new(now);
@@ -504,6 +542,7 @@ mod tests {
         let timeouts = Timeouts {
             tcp_established: Duration::from_secs(300),
             tcp_closing: Duration::from_secs(10),
+            tcp_time_wait: Duration::from_secs(60),
             udp: Duration::from_secs(30),
         };
         let mut sweep = Sweep::new(now);
@@ -518,6 +557,72 @@ mod tests {
         left.sort_by_key(|k| (k.dst_addr, k.dst_port));
         wanted.sort_by_key(|k| (k.dst_addr, k.dst_port));
         assert_eq!(left, wanted, "every live connection keeps its reply entry");
+    }
+
+    #[test]
+    fn the_nat_port_of_a_connection_the_back_end_closed_stays_taken_through_its_time_wait() {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::CONNS, 1024)
+            .map_max_entries(names::REPLIES, 1024)
+            .load(crate::datapath::ebpf_object::BYTES)
+            .expect("loading the XDP object (needs root)");
+        let mut maps = Maps::take(&mut ebpf).unwrap().tables;
+        let s = 1_000_000_000u64;
+        // A moment late enough that nothing here subtracts from the clock.
+        let now = monotonic_ns() + 400 * s;
+        let closed_by_backend = |port: u16, idle_s: u64| {
+            let (k, c, rk, mut r) = pair(port, port, now - idle_s * s, tcp_state::FIN);
+            r.state = tcp_state::FIN;
+            (k, c, rk, r)
+        };
+        // Closed 20 s ago: past tcp_closing, within the back-end's TIME_WAIT.
+        let recent = closed_by_backend(40000, 20);
+        // Closed 70 s ago: past both.
+        let old = closed_by_backend(40001, 70);
+        // Reset 20 s ago: nobody holds a TIME_WAIT.
+        let (rk, rc, rrk, mut rr) = pair(40002, 40002, now - 20 * s, tcp_state::RST);
+        rr.state = tcp_state::RST;
+        for (k, c, rk, r) in [recent, old, (rk, rc, rrk, rr)] {
+            maps.conns.insert(k, c, 0).unwrap();
+            maps.replies.insert(rk, r, 0).unwrap();
+        }
+        let timeouts = Timeouts {
+            tcp_established: Duration::from_secs(300),
+            tcp_closing: Duration::from_secs(10),
+            tcp_time_wait: Duration::from_secs(60),
+            udp: Duration::from_secs(30),
+        };
+        let sweep = |maps: &Tables| {
+            let mut sweep = Sweep::new(now);
+            loop {
+                if let Some(census) = sweep.step(maps, &timeouts).unwrap() {
+                    break census;
+                }
+            }
+        };
+        assert_eq!(sweep(&maps).removed, 3, "every connection entry is over");
+        let left: Vec<FlowKey> = maps.replies.keys().map(Result::unwrap).collect();
+        assert_eq!(
+            left,
+            vec![recent.2],
+            "the port the back-end still holds stays taken"
+        );
+        // The next sweep finds it without its connection, and leaves it too.
+        sweep(&maps);
+        let left: Vec<FlowKey> = maps.replies.keys().map(Result::unwrap).collect();
+        assert_eq!(left, vec![recent.2]);
+        // XDP gives the port to a new connection of the client's address (every probe found
+        // its port taken) while the old connection's entry is still there: sweeping the old
+        // one leaves the new one's reply entry.
+        let new = pair(40100, 40000, now - s, tcp_state::OPEN);
+        assert_eq!(new.2, recent.2, "the same reply key");
+        maps.conns.insert(recent.0, recent.1, 0).unwrap();
+        maps.conns.insert(new.0, new.1, 0).unwrap();
+        maps.replies.insert(new.2, new.3, 0).unwrap();
+        let census = sweep(&maps);
+        assert_eq!((census.removed, census.connections), (1, 1));
+        let left: Vec<Reply> = maps.replies.iter().map(|e| e.unwrap().1).collect();
+        assert_eq!(left, vec![new.3], "the new connection's reply entry stays");
     }
 
     #[test]

@@ -39,8 +39,9 @@ struct Args {
     systems: Vec<String>,
 }
 
-/// Idle timeout of closed connections in both systems (gateway `tcp_closing`, conntrack
-/// TIME_WAIT), so the connection tables do not fill during the connections-per-second run.
+/// Idle timeout of closed connections in both systems (gateway `tcp_closing` and
+/// `tcp_time_wait`, conntrack TIME_WAIT), so the connection tables do not fill during the
+/// connections-per-second run.
 const CLOSING_SECONDS: u32 = 2;
 
 /// One measured run.
