@@ -440,14 +440,36 @@ mod tests {
         (key, conn, rkey, reply)
     }
 
-    #[test]
-    fn walk_view_and_sweep_real_maps() {
+    /// The tables of a freshly loaded XDP object (needs root).
+    fn tables() -> Tables {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::CONNS, 1024)
             .map_max_entries(names::REPLIES, 1024)
             .load(crate::datapath::ebpf_object::BYTES)
             .expect("loading the XDP object (needs root)");
-        let mut maps = Maps::take(&mut ebpf).unwrap().tables;
+        Maps::take(&mut ebpf).unwrap().tables
+    }
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        tcp_established: Duration::from_secs(300),
+        tcp_closing: Duration::from_secs(10),
+        tcp_time_wait: Duration::from_secs(60),
+        udp: Duration::from_secs(30),
+    };
+
+    /// A whole sweep at `now_ns` with [`TIMEOUTS`].
+    fn sweep_all(maps: &Tables, now_ns: u64) -> Census {
+        let mut sweep = Sweep::new(now_ns);
+        loop {
+            if let Some(census) = sweep.step(maps, &TIMEOUTS).unwrap() {
+                return census;
+            }
+        }
+    }
+
+    #[test]
+    fn walk_view_and_sweep_real_maps() {
+        let mut maps = tables();
         // The sweep runs at a moment 400 s after the idle entry's last packet, so nothing
         // here subtracts from the clock (it may read less than 400 s on a fresh machine).
         let s = 1_000_000_000u64;
@@ -476,18 +498,7 @@ mod tests {
         assert_eq!(view["state"], "open");
         assert!((view["idle_s"].as_f64().unwrap() - 1.0).abs() < 0.01);
 
-        let timeouts = Timeouts {
-            tcp_established: Duration::from_secs(300),
-            tcp_closing: Duration::from_secs(10),
-            tcp_time_wait: Duration::from_secs(60),
-            udp: Duration::from_secs(30),
-        };
-        let mut sweep = Sweep::new(now);
-        let census = loop {
-            if let Some(census) = sweep.step(&maps, &timeouts).unwrap() {
-                break census;
-            }
-        };
+        let census = sweep_all(&maps, now);
         assert_eq!((census.removed, census.connections), (2, 1));
         assert_eq!(
             census.per_backend,
@@ -506,12 +517,7 @@ mod tests {
     /// the node whose own block its NAT port was in).
     #[test]
     fn the_sweep_of_a_connection_leaves_another_clients_on_the_same_nat_port() {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(names::CONNS, 1024)
-            .map_max_entries(names::REPLIES, 1024)
-            .load(crate::datapath::ebpf_object::BYTES)
-            .expect("loading the XDP object (needs root)");
-        let mut maps = Maps::take(&mut ebpf).unwrap().tables;
+        let mut maps = tables();
         let s = 1_000_000_000u64;
         let start = monotonic_ns();
         let now = start + 400 * s;
@@ -539,18 +545,7 @@ mod tests {
             let (reply_key, _) = e.reply.expect("every connection has its reply");
             assert_eq!(reply_key.dst_addr, e.key.src_addr, "its own client's");
         }
-        let timeouts = Timeouts {
-            tcp_established: Duration::from_secs(300),
-            tcp_closing: Duration::from_secs(10),
-            tcp_time_wait: Duration::from_secs(60),
-            udp: Duration::from_secs(30),
-        };
-        let mut sweep = Sweep::new(now);
-        let census = loop {
-            if let Some(census) = sweep.step(&maps, &timeouts).unwrap() {
-                break census;
-            }
-        };
+        let census = sweep_all(&maps, now);
         assert_eq!((census.removed, census.connections), (32, 32));
         let mut left: Vec<FlowKey> = maps.replies.keys().map(Result::unwrap).collect();
         let mut wanted: Vec<FlowKey> = live.iter().map(|(_, _, rk, _)| *rk).collect();
@@ -561,12 +556,7 @@ mod tests {
 
     #[test]
     fn the_nat_port_of_a_connection_the_back_end_closed_stays_taken_through_its_time_wait() {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(names::CONNS, 1024)
-            .map_max_entries(names::REPLIES, 1024)
-            .load(crate::datapath::ebpf_object::BYTES)
-            .expect("loading the XDP object (needs root)");
-        let mut maps = Maps::take(&mut ebpf).unwrap().tables;
+        let mut maps = tables();
         let s = 1_000_000_000u64;
         // A moment late enough that nothing here subtracts from the clock.
         let now = monotonic_ns() + 400 * s;
@@ -586,20 +576,7 @@ mod tests {
             maps.conns.insert(k, c, 0).unwrap();
             maps.replies.insert(rk, r, 0).unwrap();
         }
-        let timeouts = Timeouts {
-            tcp_established: Duration::from_secs(300),
-            tcp_closing: Duration::from_secs(10),
-            tcp_time_wait: Duration::from_secs(60),
-            udp: Duration::from_secs(30),
-        };
-        let sweep = |maps: &Tables| {
-            let mut sweep = Sweep::new(now);
-            loop {
-                if let Some(census) = sweep.step(maps, &timeouts).unwrap() {
-                    break census;
-                }
-            }
-        };
+        let sweep = |maps: &Tables| sweep_all(maps, now);
         assert_eq!(sweep(&maps).removed, 3, "every connection entry is over");
         let left: Vec<FlowKey> = maps.replies.keys().map(Result::unwrap).collect();
         assert_eq!(
@@ -627,14 +604,7 @@ mod tests {
 
     #[test]
     fn copies_taken_over_by_another_node_are_the_same_connections() {
-        let load = || {
-            let mut ebpf = EbpfLoader::new()
-                .map_max_entries(names::CONNS, 1024)
-                .map_max_entries(names::REPLIES, 1024)
-                .load(crate::datapath::ebpf_object::BYTES)
-                .expect("loading the XDP object (needs root)");
-            Maps::take(&mut ebpf).unwrap().tables
-        };
+        let load = tables;
         let mut home = load();
         let now = monotonic_ns();
         for (k, c, rk, r) in [
