@@ -1,7 +1,6 @@
 //! What a driver of a ring [`Node`](super::token_ring::Node) keeps beside it: the ring's timers, the
-//! ring messages waiting for the transport's verdict, the dead-man lease it writes, the rival
-//! rings heard of, which name the other side of an ARP conflict, and the NAT blocks it
-//! follows away from their nodes. The daemon's shell and the simulator
+//! ring messages waiting for the transport's verdict, the rival rings heard of, which name
+//! the other side of an ARP conflict, and the NAT blocks it follows away from their nodes. The daemon's shell and the simulator
 //! both drive a node with these, so a seed exercises the bookkeeping the daemon runs
 //! (`docs/architecture.md`, "The ring's shell").
 use std::{
@@ -58,57 +57,6 @@ impl<K: Copy + Ord> Timers<K> {
     /// The earliest armed deadline.
     pub fn next(&self) -> Option<Instant> {
         self.at.values().min().copied()
-    }
-}
-
-/// The dead-man lease as last written: until when XDP answers ARP and opens connections
-/// (`docs/architecture.md`, "Dead-man lease"). It is renewed every tick, for one lease but
-/// never past the ring's [`Node::answer_until`](super::token_ring::Node::answer_until), and
-/// at once when the written one runs out before the next tick while the ring now allows more.
-/// The last case is the first token after a loss: the survivors' leases lapsed while the
-/// ring regenerated, and waiting for the tick refused the new ring's first connections for
-/// up to a tick (the chaos run's failed new connections right after a death).
-#[derive(Debug)]
-pub struct Lease {
-    length: Duration,
-    until: Instant,
-}
-
-impl Lease {
-    /// A lease of `length`, not yet written (run out at `now`).
-    pub fn new(now: Instant, length: Duration) -> Self {
-        Self { length, until: now }
-    }
-
-    /// Until when the lease written last runs.
-    pub fn until(&self) -> Instant {
-        self.until
-    }
-
-    /// Renews at a tick: one lease from `now`, never past `cap`. Returns the new end.
-    pub fn renew(&mut self, now: Instant, cap: Option<Instant>) -> Instant {
-        self.until = self.end(now, cap);
-        self.until
-    }
-
-    /// Renews between ticks when the written lease runs out before `next_tick` and `cap`
-    /// allows it to run longer; returns the new end when it did.
-    pub fn renew_early(
-        &mut self,
-        now: Instant,
-        cap: Option<Instant>,
-        next_tick: Instant,
-    ) -> Option<Instant> {
-        let until = self.end(now, cap);
-        (self.until < next_tick && until > self.until).then(|| {
-            self.until = until;
-            until
-        })
-    }
-
-    fn end(&self, now: Instant, cap: Option<Instant>) -> Instant {
-        let full = now + self.length;
-        cap.map_or(full, |cap| cap.min(full))
     }
 }
 
@@ -318,32 +266,6 @@ mod tests {
     use super::*;
     use crate::cluster::message::{Join, Probe};
     use std::time::Duration;
-
-    #[test]
-    fn a_lease_cut_short_by_the_ring_is_renewed_as_soon_as_the_ring_allows_more() {
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        let mut lease = Lease::new(t0, Duration::from_millis(500));
-        // A tick: the ring lets it run 66 ms (the cap), not the whole lease.
-        assert_eq!(lease.renew(ms(0), Some(ms(66))), ms(66));
-        let next_tick = ms(50);
-        // Between ticks, with the written lease outlasting the tick, nothing is written.
-        assert_eq!(lease.renew_early(ms(10), Some(ms(76)), next_tick), None);
-        // The token was lost: the next tick can only write a lapsed lease...
-        assert_eq!(lease.renew(ms(80), Some(ms(66))), ms(66));
-        assert!(lease.until() < ms(80));
-        let next_tick = ms(130);
-        // ...and nothing changes until the ring allows more.
-        assert_eq!(lease.renew_early(ms(90), Some(ms(66)), next_tick), None);
-        // The new ring's first token: renewed at once, not at the tick 40 ms later.
-        assert_eq!(
-            lease.renew_early(ms(90), Some(ms(156)), next_tick),
-            Some(ms(156))
-        );
-        assert_eq!(lease.until(), ms(156));
-        // Alone (no cap), a tick writes the whole lease.
-        assert_eq!(lease.renew(ms(130), None), ms(630));
-    }
 
     #[test]
     fn timers_replace_and_fire_in_order() {

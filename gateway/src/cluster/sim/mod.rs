@@ -7,8 +7,7 @@
 //!
 //! "Answering" for a VIP, as the model's stand-in for XDP answering ARP: a node whose host is
 //! up, whose latest `ApplyVips` holds the VIP, and whose lease is valid. The daemon renews the
-//! lease (`LEASE`, [`Lease`]) every `LEASE_TICK` while its process runs, and between ticks when
-//! a token lets a lapsed one run again; a paused process stops renewing,
+//! lease (`LEASE`) every `LEASE_TICK` while its process runs; a paused process stops renewing,
 //! so its XDP stops answering when the lease runs out (the dead-man switch); a crashed host
 //! answers nothing.
 //!
@@ -39,7 +38,7 @@ mod traffic;
 use self::traffic::{Clients, DataPath, Fate, Packet, Step, HOPS, TCP};
 use super::{
     copies::{self, CopyPacing, CopyStep, CopyStore, CopyStream, Readiness},
-    driver::{Lease, Outcomes, Rivals, Takeover, Takeovers, Timers},
+    driver::{Outcomes, Rivals, Takeover, Takeovers, Timers},
     events::{Action, Event, TimerKind},
     handoff::HolderTable,
     keys::Keyring,
@@ -256,7 +255,7 @@ struct Host {
     rivals: Rivals,
     up: bool,
     paused: bool,
-    lease: Lease,
+    lease_until: Instant,
     next_lease: Instant,
     owned: BTreeSet<Ipv4Addr>,
     boots: u64,
@@ -455,8 +454,6 @@ impl Sim {
         .expect("a valid transport configuration");
         let config = self.ring_config(active);
         let (node, actions) = Node::new(config, NodeId(i as u8), self.now);
-        let mut lease = Lease::new(self.now, LEASE);
-        lease.renew(self.now, None);
         let mut host = Host {
             node,
             transport,
@@ -465,7 +462,7 @@ impl Sim {
             rivals: Rivals::default(),
             up: true,
             paused: false,
-            lease,
+            lease_until: self.now + LEASE,
             next_lease: self.now + LEASE_TICK,
             owned: BTreeSet::new(),
             boots,
@@ -689,9 +686,6 @@ impl Sim {
                 break;
             }
         }
-        // As the shell does: a token after a loss lets the lease run again at once.
-        let cap = host.node.answer_until();
-        host.lease.renew_early(self.now, cap, host.next_lease);
         self.follow(host, i);
     }
 
@@ -931,7 +925,8 @@ impl Sim {
                     self.perform(&mut host, i, actions);
                 }
                 if host.next_lease <= self.now {
-                    host.lease.renew(self.now, host.node.answer_until());
+                    let cap = host.node.answer_until().unwrap_or(self.now + LEASE);
+                    host.lease_until = (self.now + LEASE).min(cap);
                     host.next_lease = self.now + LEASE_TICK;
                 }
                 if host.copy_pacing.next() <= self.now {
@@ -1010,7 +1005,7 @@ impl Sim {
         };
         let mut came_from = None;
         for _ in 0..=HOPS {
-            let lease_valid = self.now < self.host(at).lease.until();
+            let lease_valid = self.now < self.host(at).lease_until;
             let host = self.host_mut(at);
             let owned = host.owned.contains(&vip);
             match host.datapath.handle(packet, came_from, owned, lease_valid) {
@@ -1160,7 +1155,7 @@ impl Sim {
         (0..self.hosts.len())
             .filter(|&i| {
                 let h = self.host(i);
-                h.up && h.owned.contains(&vip) && self.now < h.lease.until()
+                h.up && h.owned.contains(&vip) && self.now < h.lease_until
             })
             .collect()
     }
