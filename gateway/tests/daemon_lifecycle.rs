@@ -209,8 +209,12 @@ fn start_adopt_reload_and_clean_stop() {
     let bad = bed.cli(&["reload"]);
     assert_eq!(bad.status.code(), Some(1));
     let message = String::from_utf8_lossy(&bad.stderr);
+    // The weight is the fourth line of what was appended to the example.
+    let line = bed.config_text().lines().count() + 4;
     assert!(
-        message.contains("gateway.toml:69: service[0].backend[2].weight"),
+        message.contains(&format!(
+            "gateway.toml:{line}: service[0].backend[2].weight"
+        )),
         "{message}"
     );
     assert_eq!(bed.json(&["services", "--json"]), services);
