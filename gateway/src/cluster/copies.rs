@@ -423,6 +423,11 @@ impl CopyStore {
 pub struct HeldCopies(BTreeMap<ConnId, ConnCopy>);
 
 impl HeldCopies {
+    /// How many copies there are.
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+
     /// The copies, in connection order.
     pub fn into_vec(self) -> Vec<ConnCopy> {
         self.0.into_values().collect()

@@ -1,6 +1,7 @@
 //! What a driver of a ring [`Node`](super::token_ring::Node) keeps beside it: the ring's timers, the
-//! ring messages waiting for the transport's verdict, the rival rings heard of, which name
-//! the other side of an ARP conflict, and the NAT blocks it follows away from their nodes. The daemon's shell and the simulator
+//! ring messages waiting for the transport's verdict, the dead-man lease it writes, the rival
+//! rings heard of, which name the other side of an ARP conflict, and the NAT blocks it
+//! follows away from their nodes. The daemon's shell and the simulator
 //! both drive a node with these, so a seed exercises the bookkeeping the daemon runs
 //! (`docs/architecture.md`, "The ring's shell").
 use std::{
@@ -12,6 +13,7 @@ use std::{
 use super::{
     copies::{CopyStore, HeldCopies},
     events::{Event, Sent},
+    handoff::Holders,
     message::{BlockHolder, Message},
     transport::{MessageId, SendError, TransportEvent},
     types::NodeId,
@@ -57,6 +59,57 @@ impl<K: Copy + Ord> Timers<K> {
     /// The earliest armed deadline.
     pub fn next(&self) -> Option<Instant> {
         self.at.values().min().copied()
+    }
+}
+
+/// The dead-man lease as last written: until when XDP answers ARP and opens connections
+/// (`docs/architecture.md`, "Dead-man lease"). It is renewed every tick, for one lease but
+/// never past the ring's [`Node::answer_until`](super::token_ring::Node::answer_until), and
+/// at once when the written one runs out before the next tick while the ring now allows more.
+/// The last case is the first token after a loss: the survivors' leases lapsed while the
+/// ring regenerated, and waiting for the tick refused the new ring's first connections for
+/// up to a tick (the chaos run's failed new connections right after a death).
+#[derive(Debug)]
+pub struct Lease {
+    length: Duration,
+    until: Instant,
+}
+
+impl Lease {
+    /// A lease of `length`, not yet written (run out at `now`).
+    pub fn new(now: Instant, length: Duration) -> Self {
+        Self { length, until: now }
+    }
+
+    /// Until when the lease written last runs.
+    pub fn until(&self) -> Instant {
+        self.until
+    }
+
+    /// Renews at a tick: one lease from `now`, never past `cap`. Returns the new end.
+    pub fn renew(&mut self, now: Instant, cap: Option<Instant>) -> Instant {
+        self.until = self.end(now, cap);
+        self.until
+    }
+
+    /// Renews between ticks when the written lease runs out before `next_tick` and `cap`
+    /// allows it to run longer; returns the new end when it did.
+    pub fn renew_early(
+        &mut self,
+        now: Instant,
+        cap: Option<Instant>,
+        next_tick: Instant,
+    ) -> Option<Instant> {
+        let until = self.end(now, cap);
+        (self.until < next_tick && until > self.until).then(|| {
+            self.until = until;
+            until
+        })
+    }
+
+    fn end(&self, now: Instant, cap: Option<Instant>) -> Instant {
+        let full = now + self.length;
+        cap.map_or(full, |cap| cap.min(full))
     }
 }
 
@@ -170,12 +223,16 @@ impl Rivals {
 
 /// The ring's list of NAT blocks away from their nodes, followed: which blocks newly left
 /// their node (their connections are taken over from the copies kept), and when the data
-/// path's NAT homes may point at the holders (once this node's take-overs are all in, so no
-/// reply reaches a holder before the connection it belongs to).
+/// path's NAT homes may point at the holders and its VIPs rebuild a dead node's connections
+/// (once this node's take-overs are all in, so no reply reaches a holder before the
+/// connection it belongs to, and no rebuild takes a connection whose copy is on its way in).
 #[derive(Debug, Default)]
 pub struct Takeovers {
     blocks: Vec<BlockHolder>,
     in_progress: usize,
+    /// The VIPs whose holders name a dead node's block to rebuild from, written without it
+    /// while a take-over is in progress (see [`Takeovers::gate`]).
+    held: BTreeMap<Ipv4Addr, Holders>,
     /// Whether this process has followed a list as a member of a ring with others: until
     /// then a block whose node is back is no news (see [`Takeovers::follow`]).
     in_ring_before: bool,
@@ -244,10 +301,39 @@ impl Takeovers {
         Some(new)
     }
 
-    /// One of this node's take-overs is in; returns whether none is left.
-    pub fn finished(&mut self) -> bool {
+    /// One of this node's take-overs is in. Once none is left, returns the VIP holders
+    /// [`Takeovers::gate`] held back, to be written whole now (with the NAT homes).
+    pub fn finished(&mut self) -> Option<Vec<(Ipv4Addr, Holders)>> {
         self.in_progress = self.in_progress.saturating_sub(1);
         self.settled()
+            .then(|| std::mem::take(&mut self.held).into_iter().collect())
+    }
+
+    /// What the data path may be told of the VIP holders that `changed`: while a take-over
+    /// of this node is in progress, no VIP rebuilds a dead node's connections yet (its
+    /// holders are written without `rebuilds_for`, and whole from [`Takeovers::finished`]).
+    /// A packet of a connection whose copy the worker has not installed yet would otherwise
+    /// be rebuilt as one the dead node opened after its last copy, on whatever port is free
+    /// then, or taken from the node its forwarding entry names; the copy that follows is
+    /// then left out for the entry the rebuild made, and the back-end resets the connection
+    /// (`cluster_handoff`, once the lease no longer lapsed over a take-over). Until then such
+    /// a packet is dropped, and its retransmission finds the copy.
+    pub fn gate(&mut self, changed: Vec<(Ipv4Addr, Holders)>) -> Vec<(Ipv4Addr, Holders)> {
+        changed
+            .into_iter()
+            .map(|(vip, holders)| {
+                if self.settled() || holders.rebuilds_for.is_none() {
+                    self.held.remove(&vip);
+                    return (vip, holders);
+                }
+                self.held.insert(vip, holders);
+                let without = Holders {
+                    rebuilds_for: None,
+                    ..holders
+                };
+                (vip, without)
+            })
+            .collect()
     }
 
     /// Whether no take-over of this node is in progress: the NAT homes may follow the blocks.
@@ -266,6 +352,32 @@ mod tests {
     use super::*;
     use crate::cluster::message::{Join, Probe};
     use std::time::Duration;
+
+    #[test]
+    fn a_lease_cut_short_by_the_ring_is_renewed_as_soon_as_the_ring_allows_more() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut lease = Lease::new(t0, Duration::from_millis(500));
+        // A tick: the ring lets it run 66 ms (the cap), not the whole lease.
+        assert_eq!(lease.renew(ms(0), Some(ms(66))), ms(66));
+        let next_tick = ms(50);
+        // Between ticks, with the written lease outlasting the tick, nothing is written.
+        assert_eq!(lease.renew_early(ms(10), Some(ms(76)), next_tick), None);
+        // The token was lost: the next tick can only write a lapsed lease...
+        assert_eq!(lease.renew(ms(80), Some(ms(66))), ms(66));
+        assert!(lease.until() < ms(80));
+        let next_tick = ms(130);
+        // ...and nothing changes until the ring allows more.
+        assert_eq!(lease.renew_early(ms(90), Some(ms(66)), next_tick), None);
+        // The new ring's first token: renewed at once, not at the tick 40 ms later.
+        assert_eq!(
+            lease.renew_early(ms(90), Some(ms(156)), next_tick),
+            Some(ms(156))
+        );
+        assert_eq!(lease.until(), ms(156));
+        // Alone (no cap), a tick writes the whole lease.
+        assert_eq!(lease.renew(ms(130), None), ms(630));
+    }
 
     #[test]
     fn timers_replace_and_fire_in_order() {
@@ -393,7 +505,7 @@ mod tests {
             .unwrap()
             .is_empty());
         assert_eq!(takeovers.blocks(), back);
-        assert!(takeovers.finished());
+        assert!(takeovers.finished().is_some());
         assert!(takeovers.follow(me, &back, &members, &mut store).is_none());
         // A node that sees a block held only once its node is back still re-points its
         // forwarding entries: the block is taken over (and the node's copies stay).
@@ -436,5 +548,54 @@ mod tests {
             .follow(NodeId(3), &holder_died, &members, &mut store)
             .unwrap();
         assert_eq!(taken(&died), [(1, other)]);
+    }
+
+    #[test]
+    fn no_vip_rebuilds_a_dead_nodes_connections_until_this_nodes_take_overs_are_in() {
+        let (me, dead) = (NodeId(1), NodeId(0));
+        let vip = |n| Ipv4Addr::new(10, 0, 0, n);
+        let rebuilding = Holders {
+            owner: Some(NodeId(2)),
+            previous: Some(me),
+            previous_live: true,
+            rebuilds_for: Some(dead),
+        };
+        let plain = Holders {
+            owner: Some(me),
+            previous: None,
+            previous_live: false,
+            rebuilds_for: None,
+        };
+        let without = Holders {
+            rebuilds_for: None,
+            ..rebuilding
+        };
+        let mut takeovers = Takeovers::default();
+        let mut store = CopyStore::new(10);
+        let away = [BlockHolder {
+            block: dead,
+            holder: me,
+            returned: false,
+            leftovers: None,
+        }];
+        // Settled: holders are written as they are.
+        assert_eq!(
+            takeovers.gate(vec![(vip(100), rebuilding)]),
+            [(vip(100), rebuilding)]
+        );
+        takeovers.follow(me, &away, &[me, NodeId(2)], &mut store);
+        // In progress: the rebuild waits, the rest is written.
+        assert_eq!(
+            takeovers.gate(vec![
+                (vip(100), rebuilding),
+                (vip(101), plain),
+                (vip(102), rebuilding)
+            ]),
+            [(vip(100), without), (vip(101), plain), (vip(102), without)]
+        );
+        // A VIP that no longer rebuilds before the take-over is in is not held any more.
+        assert_eq!(takeovers.gate(vec![(vip(102), plain)]), [(vip(102), plain)]);
+        assert_eq!(takeovers.finished(), Some(vec![(vip(100), rebuilding)]));
+        assert_eq!(takeovers.finished(), Some(vec![]), "given once");
     }
 }

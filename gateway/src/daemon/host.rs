@@ -141,12 +141,10 @@ impl Host {
         while self.garps.try_join_next().is_some() {}
     }
 
-    /// Moves the dead-man switch forward: XDP keeps answering for our VIPs for one lease, but
-    /// never past `cap` (the ring's [`crate::cluster::ring::Node::answer_until`]).
-    pub fn renew_lease(&mut self, now: Instant, cap: Option<Instant>) {
-        let lease = cap.map_or(self.lease, |cap| {
-            self.lease.min(cap.saturating_duration_since(now))
-        });
+    /// Moves the dead-man switch to `until` ([`crate::cluster::driver::Lease`] decides when
+    /// and how far): XDP answers for our VIPs until then.
+    pub fn renew_lease(&mut self, now: Instant, until: Instant) {
+        let lease = until.saturating_duration_since(now);
         let until = monotonic_ns().saturating_add(lease.as_nanos() as u64);
         self.lease_until.store(until, Ordering::Relaxed);
         if let Err(e) = self.maps.renew_lease(until) {

@@ -38,7 +38,7 @@ use super::{
 use crate::{
     cluster::{
         copies::{CopyPacing, CopyStep, CopyStore, Readiness},
-        driver::{Outcomes, Rivals, Takeover, Takeovers, Timers},
+        driver::{Lease, Outcomes, Rivals, Takeover, Takeovers, Timers},
         events::{Action, ConfigResult, Event, Sent, TimerKind},
         handoff::HolderTable,
         message::{
@@ -236,6 +236,8 @@ pub struct Shell {
     undecodable: u64,
     /// When the lease is renewed and ARP claims are read next.
     next_tick: Instant,
+    /// The dead-man lease as last written.
+    lease: Lease,
     /// What each message in the transport's hands was, for the ring's outcome events (message
     /// ids are numbered per peer).
     sent: Outcomes,
@@ -330,6 +332,7 @@ impl Shell {
         info!(node = %config.name, id = me.0, addresses = ?mine, port = cluster.port,
               "cluster shell started");
         let copy_store = CopyStore::new(config.limits.max_connections as usize);
+        let lease = Lease::new(now, cluster.lease);
         let mut shell = Shell {
             config,
             running,
@@ -342,6 +345,7 @@ impl Shell {
             faults: Vec::new(),
             undecodable: 0,
             next_tick: now,
+            lease,
             sent: Outcomes::default(),
             rivals: Rivals::default(),
             logged_ring: Default::default(),
@@ -484,7 +488,8 @@ impl Shell {
         }
         if self.next_tick <= now {
             self.next_tick = now + self.host.tick();
-            self.host.renew_lease(now, self.node.answer_until());
+            let until = self.lease.renew(now, self.node.answer_until());
+            self.host.renew_lease(now, until);
             for (vip, claim) in self.host.take_claims() {
                 warn!(%vip, mac = %crate::datapath::netlink::mac_string(&claim.mac),
                       count = claim.count, "another station claims a VIP this node owns");
@@ -647,9 +652,10 @@ impl Shell {
             }
             Completion::TakenOver => {
                 self.copy_pacing.hurry(now);
-                if self.takeovers.finished() {
+                if let Some(held) = self.takeovers.finished() {
                     self.host
                         .write_homes(&self.cluster, &self.nics, self.takeovers.blocks());
+                    self.host.set_holders(&self.cluster, &held);
                 }
             }
             Completion::Installed(config, result) => self.installed(config, *result),
@@ -712,6 +718,13 @@ impl Shell {
                     },
                 ),
             }
+        }
+        // A token after a loss lets the lease run again at once, not at the next tick.
+        if let Some(until) = self
+            .lease
+            .renew_early(now, self.node.answer_until(), self.next_tick)
+        {
+            self.host.renew_lease(now, until);
         }
     }
 
@@ -907,9 +920,12 @@ impl Shell {
         // may take over their VIPs too.
         if !status.quorum_wait {
             self.take_over_blocks(&status.blocks, &status.members);
-            let changed = self
-                .holders
-                .update(now, &status.vips, &status.members, &status.blocks);
+            let changed = self.takeovers.gate(self.holders.update(
+                now,
+                &status.vips,
+                &status.members,
+                &status.blocks,
+            ));
             if !changed.is_empty() {
                 self.host.set_holders(&self.cluster, &changed);
             }

@@ -7,7 +7,8 @@
 //!
 //! "Answering" for a VIP, as the model's stand-in for XDP answering ARP: a node whose host is
 //! up, whose latest `ApplyVips` holds the VIP, and whose lease is valid. The daemon renews the
-//! lease (`LEASE`) every `LEASE_TICK` while its process runs; a paused process stops renewing,
+//! lease (`LEASE`, [`Lease`]) every `LEASE_TICK` while its process runs, and between ticks when
+//! a token lets a lapsed one run again; a paused process stops renewing,
 //! so its XDP stops answering when the lease runs out (the dead-man switch); a crashed host
 //! answers nothing.
 //!
@@ -27,7 +28,7 @@
 //! from its copies is served (its TCP packets translated with the dead node's NAT port, its
 //! datagrams translated), unless a fault since the crash excuses it.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     fmt::Write as _,
     net::{Ipv4Addr, SocketAddr},
     time::{Duration, Instant},
@@ -38,7 +39,7 @@ mod traffic;
 use self::traffic::{Clients, DataPath, Fate, Packet, Step, HOPS, TCP};
 use super::{
     copies::{self, CopyPacing, CopyStep, CopyStore, CopyStream, Readiness},
-    driver::{Outcomes, Rivals, Takeover, Takeovers, Timers},
+    driver::{Lease, Outcomes, Rivals, Takeover, Takeovers, Timers},
     events::{Action, Event, TimerKind},
     handoff::HolderTable,
     keys::Keyring,
@@ -255,7 +256,7 @@ struct Host {
     rivals: Rivals,
     up: bool,
     paused: bool,
-    lease_until: Instant,
+    lease: Lease,
     next_lease: Instant,
     owned: BTreeSet<Ipv4Addr>,
     boots: u64,
@@ -280,6 +281,14 @@ struct Host {
     takeovers: Takeovers,
     /// Who holds each VIP's connections.
     holders: HolderTable,
+    /// The take-overs handed to its datapath worker, in order, each with when it is done.
+    worker: VecDeque<(Instant, Takeover)>,
+}
+
+/// How long the datapath worker takes to take over a block with `copies` connections: the
+/// daemon's installs them with batched map updates, a few microseconds each.
+fn take_over_time(copies: usize) -> Duration {
+    Duration::from_millis(1) + Duration::from_micros(5 * copies as u64)
 }
 
 /// A host crash, with the connections the crashed node was serving then: those whose latest
@@ -454,6 +463,8 @@ impl Sim {
         .expect("a valid transport configuration");
         let config = self.ring_config(active);
         let (node, actions) = Node::new(config, NodeId(i as u8), self.now);
+        let mut lease = Lease::new(self.now, LEASE);
+        lease.renew(self.now, None);
         let mut host = Host {
             node,
             transport,
@@ -462,7 +473,7 @@ impl Sim {
             rivals: Rivals::default(),
             up: true,
             paused: false,
-            lease_until: self.now + LEASE,
+            lease,
             next_lease: self.now + LEASE_TICK,
             owned: BTreeSet::new(),
             boots,
@@ -477,6 +488,7 @@ impl Sim {
             readiness: Readiness::default(),
             takeovers: Takeovers::default(),
             holders: HolderTable::default(),
+            worker: VecDeque::new(),
         };
         self.perform(&mut host, i, actions);
         host
@@ -686,6 +698,9 @@ impl Sim {
                 break;
             }
         }
+        // As the shell does: a token after a loss lets the lease run again at once.
+        let cap = host.node.answer_until();
+        host.lease.renew_early(self.now, cap, host.next_lease);
         self.follow(host, i);
     }
 
@@ -708,14 +723,38 @@ impl Sim {
         let followed =
             host.takeovers
                 .follow(me, &status.blocks, &status.members, &mut host.copy_store);
-        for Takeover {
-            gone,
-            holder,
-            copies,
-        } in followed.unwrap_or_default()
+        for takeover in followed.unwrap_or_default() {
+            let (gone, holder) = (takeover.gone.0, takeover.holder.0);
+            self.log(|| format!("node {i} follows block {gone} -> {holder}"));
+            // The daemon's worker takes them over in turn, after what it is doing.
+            let start = host.worker.back().map_or(self.now, |(done, _)| *done);
+            let done = start.max(self.now) + take_over_time(takeover.copies.count());
+            host.worker.push_back((done, takeover));
+        }
+        let changed = host
+            .holders
+            .update(self.now, &status.vips, &status.members, &status.blocks);
+        for (vip, holders) in host.takeovers.gate(changed) {
+            host.datapath.holders.insert(vip, holders);
+        }
+    }
+
+    /// Carries out the take-overs the worker has finished by now, as `Worker::take_over`
+    /// does, and on the holder what the shell does at `Completion::TakenOver`.
+    fn finish_takeovers(&mut self, host: &mut Host, i: usize) {
+        let me = NodeId(i as u8);
+        while host
+            .worker
+            .front()
+            .is_some_and(|(done, _)| *done <= self.now)
         {
+            let (_, takeover) = host.worker.pop_front().expect("a take-over");
+            let Takeover {
+                gone,
+                holder,
+                copies,
+            } = takeover;
             let copies = copies.into_vec();
-            self.log(|| format!("node {i} follows block {} -> {}", gone.0, holder.0));
             let changes = copies::take_over(me, gone, holder, &host.datapath.table(), &copies);
             if holder == me {
                 let conns: Vec<(ConnId, u16)> = changes
@@ -732,16 +771,14 @@ impl Sim {
                     holder: i,
                     conns,
                 });
-                host.takeovers.finished();
+                host.datapath.apply(changes, holder);
+                for (vip, holders) in host.takeovers.finished().unwrap_or_default() {
+                    host.datapath.holders.insert(vip, holders);
+                }
                 host.copy_pacing.hurry(self.now);
+            } else {
+                host.datapath.apply(changes, holder);
             }
-            host.datapath.apply(changes, holder);
-        }
-        for (vip, holders) in
-            host.holders
-                .update(self.now, &status.vips, &status.members, &status.blocks)
-        {
-            host.datapath.holders.insert(vip, holders);
         }
     }
 
@@ -925,10 +962,10 @@ impl Sim {
                     self.perform(&mut host, i, actions);
                 }
                 if host.next_lease <= self.now {
-                    let cap = host.node.answer_until().unwrap_or(self.now + LEASE);
-                    host.lease_until = (self.now + LEASE).min(cap);
+                    host.lease.renew(self.now, host.node.answer_until());
                     host.next_lease = self.now + LEASE_TICK;
                 }
+                self.finish_takeovers(&mut host, i);
                 if host.copy_pacing.next() <= self.now {
                     self.send_copies(&mut host, i);
                     self.perform(&mut host, i, Vec::new());
@@ -1005,7 +1042,7 @@ impl Sim {
         };
         let mut came_from = None;
         for _ in 0..=HOPS {
-            let lease_valid = self.now < self.host(at).lease_until;
+            let lease_valid = self.now < self.host(at).lease.until();
             let host = self.host_mut(at);
             let owned = host.owned.contains(&vip);
             match host.datapath.handle(packet, came_from, owned, lease_valid) {
@@ -1155,7 +1192,7 @@ impl Sim {
         (0..self.hosts.len())
             .filter(|&i| {
                 let h = self.host(i);
-                h.up && h.owned.contains(&vip) && self.now < h.lease_until
+                h.up && h.owned.contains(&vip) && self.now < h.lease.until()
             })
             .collect()
     }
