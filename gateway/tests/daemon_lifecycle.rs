@@ -2,8 +2,10 @@
 //! the data path, adopt it, reload (good and bad files), SIGTERM, and nothing left behind.
 //! Needs root; everything it creates is uniquely named and removed by guards.
 use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Output},
+    process::{Child, Command, Output, Stdio},
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -92,9 +94,15 @@ impl Bed {
     }
 
     fn start(&mut self) {
+        self.start_with(Stdio::inherit());
+    }
+
+    /// Starts the daemon with its log (standard error) going to `log`.
+    fn start_with(&mut self, log: impl Into<Stdio>) {
         let child = cmd::command_in(self.ns.name(), GATEWAY)
             .args(["daemon", "--config"])
             .arg(self.config())
+            .stderr(log)
             .spawn()
             .unwrap();
         self.daemon = Some(child);
@@ -227,6 +235,161 @@ fn start_adopt_reload_and_clean_stop() {
     assert_eq!(bed.xdp_links(), 0);
     assert!(!bed.pin_dir.exists());
     assert!(!bed.socket().exists());
+}
+
+/// A daemon run to its end on `config`: its exit code and log.
+fn run_daemon(bed: &Bed, config: &str) -> (Option<i32>, String) {
+    let path = bed.dir.join("other.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = cmd::command_in(bed.ns.name(), GATEWAY)
+        .args(["daemon", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 12, finding 1: `stop` removed any `pin_dir` the file named, `/sys/fs/bpf` itself
+/// accepted (another application's pins went), and two daemons sharing one adopted each
+/// other's links.
+#[test]
+fn the_pin_dir_is_the_daemons_own() {
+    let mut bed = Bed::new();
+    let ours = bed.pin_dir.to_str().unwrap().to_string();
+    let text = bed.config_text();
+    let on = |pin_dir: &str| text.replace(&ours, pin_dir);
+    for (pin_dir, refusal) in [
+        ("/sys/fs/bpf", "is the root of a bpffs mount"),
+        ("/tmp/gateway-pins", "is not on bpffs"),
+    ] {
+        let (code, log) = run_daemon(&bed, &on(pin_dir));
+        assert_eq!(code, Some(1), "{log}");
+        assert!(log.contains(refusal), "{log}");
+        assert_eq!(bed.xdp_links(), 0);
+    }
+    // Another application's pins in the directory: refused, and left alone.
+    let other = bed.pin_dir.join("other-app");
+    std::fs::create_dir_all(&other).unwrap();
+    let (code, log) = run_daemon(&bed, &on(&ours));
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("holds other-app, which the gateway did not pin"),
+        "{log}"
+    );
+    assert!(other.exists());
+    std::fs::remove_dir(&other).unwrap();
+
+    // A second daemon (its own socket) on a running one's directory: refused, and the first
+    // one's data path is untouched.
+    bed.start();
+    let second = on(&ours).replace(
+        bed.socket().to_str().unwrap(),
+        bed.dir.join("run/second.sock").to_str().unwrap(),
+    );
+    let (code, log) = run_daemon(&bed, &second);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("in use by another running gateway daemon"),
+        "{log}"
+    );
+    assert_eq!(pins(&bed.pin_dir), 2);
+    assert_eq!(bed.xdp_links(), 2);
+
+    // Something appears in the directory while the daemon runs: stop removes the gateway's
+    // pins only.
+    std::fs::create_dir(&other).unwrap();
+    assert!(bed.cli(&["stop"]).status.success());
+    assert_eq!(bed.wait_exit(), 0);
+    assert_eq!(bed.xdp_links(), 0);
+    let left: Vec<_> = std::fs::read_dir(&bed.pin_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["other-app"]);
+}
+
+/// A field of `/proc/PID/status` in kB (`VmRSS`) or as a count.
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Issue 12, finding 10: the control socket read an unbounded line before the root check
+/// (256 MiB took the daemon to 283 MB), had no idle timeout and no limit on clients (20,000
+/// idle ones made `status` time out), and on EMFILE its accept loop spun, writing 683 MB of
+/// log in 10 s.
+#[test]
+fn a_control_client_costs_the_daemon_a_bounded_line_slot_and_time() {
+    let mut bed = Bed::new();
+    let log_path = bed.dir.join("daemon.log");
+    bed.start_with(std::fs::File::create(&log_path).unwrap());
+    let pid = bed.daemon.as_ref().unwrap().id();
+    bed.json(&["status", "--json"]);
+    let rss_before = proc_status(pid, "VmRSS:");
+
+    // 64 MiB with no newline: refused after 64 KiB, and the daemon does not hold it.
+    let mut client = UnixStream::connect(bed.socket()).unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..64 {
+        if client.write_all(&chunk).is_err() {
+            break; // the daemon answered and closed
+        }
+    }
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("at most 65536 bytes"), "{answer}");
+    let rss_after = proc_status(pid, "VmRSS:");
+    println!("RSS {rss_before} kB before the long line, {rss_after} kB after");
+    assert!(rss_after < rss_before + 16 * 1024, "{rss_after} kB");
+
+    // Idle clients beyond the limit of clients served at once, with the daemon's file
+    // descriptors limited: those beyond the limit are told it is busy, and `status` answers
+    // again once the idle ones timed out (2 s), without a flood of log lines.
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let limit = (fds + 40).to_string();
+    let prlimit = Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(prlimit.success());
+    let log_before = std::fs::read_to_string(&log_path).unwrap().lines().count();
+    let idle: Vec<UnixStream> = (0..200)
+        .map(|_| UnixStream::connect(bed.socket()).unwrap())
+        .collect();
+    sleep(Duration::from_secs(3));
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = bed.cli(&["status", "--json"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status still refused: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let accept_lines = log
+        .lines()
+        .skip(log_before)
+        .filter(|l| l.contains("control socket accept"))
+        .count();
+    println!("{accept_lines} accept failures logged");
+    assert!(accept_lines <= 2, "{accept_lines} lines of accept failures");
+    assert!(bed.daemon.as_mut().unwrap().try_wait().unwrap().is_none());
 }
 
 /// Polls `services --json` until backend `index` of the first service has health `up`.

@@ -1,10 +1,7 @@
-//! Loads the XDP object, pins its maps and links under `pin_dir` and attaches it to the cluster
-//! NICs; adopts a pinned data path left by `stop --keep-datapath`, so an upgrade drops nothing.
-use std::{
-    ffi::CString,
-    fs,
-    path::{Path, PathBuf},
-};
+//! Loads the XDP object, pins its maps and links under `pin_dir` ([`PinDir`]) and attaches it
+//! to the cluster NICs; adopts a pinned data path left by `stop --keep-datapath`, so an upgrade
+//! drops nothing.
+use std::{ffi::CString, path::Path};
 
 use anyhow::{bail, Context, Result};
 use aya::{
@@ -14,37 +11,29 @@ use aya::{
 use gateway_common::{maps, programs};
 use tracing::{info, warn};
 
+use super::pin_dir::{self, PinDir};
 use crate::config::{Config, XdpMode as ConfigXdpMode};
 
 const BPF_FS: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The loaded data path: the program, its attachments and where they are pinned.
 pub struct Datapath {
     ebpf: Ebpf,
     /// Links this daemon created (adopted links are owned by the program instead).
     links: Vec<PinnedLink>,
-    pin_dir: PathBuf,
+    pin_dir: PinDir,
+    /// The interfaces it is attached to, whose link pins are its own.
+    interfaces: Vec<String>,
     /// Whether a pinned data path was found and taken over.
     pub adopted: bool,
 }
 
-fn map_pin(pin_dir: &Path, name: &str) -> PathBuf {
-    pin_dir.join("maps").join(name)
-}
-
-fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
-    pin_dir.join("links").join(iface)
-}
-
 /// Mounts bpffs at /sys/fs/bpf unless it is there already, since pins need it.
 fn ensure_bpffs() -> Result<()> {
-    let path = CString::new(BPF_FS)?;
-    // SAFETY: statfs writes into the zeroed struct we own; the path is a valid C string.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+    if pin_dir::on_bpffs(Path::new(BPF_FS)).unwrap_or(false) {
         return Ok(());
     }
+    let path = CString::new(BPF_FS)?;
     let fstype = CString::new("bpf")?;
     // SAFETY: all pointers are valid C strings or null data, as mount(2) allows.
     let rc = unsafe {
@@ -68,11 +57,8 @@ impl Datapath {
     /// links where they exist.
     pub fn load(config: &Config) -> Result<Self> {
         ensure_bpffs()?;
-        let pin_dir = config.pin_dir.clone();
-        fs::create_dir_all(pin_dir.join("maps"))
-            .and_then(|()| fs::create_dir_all(pin_dir.join("links")))
-            .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
-        let pins: Vec<PathBuf> = maps::ALL.iter().map(|m| map_pin(&pin_dir, m)).collect();
+        let pin_dir = PinDir::take(&config.pin_dir)?;
+        let pins: Vec<_> = maps::ALL.iter().map(|m| pin_dir.map(m)).collect();
         let mut loader = EbpfLoader::new();
         for (name, pin) in maps::ALL.iter().zip(&pins) {
             loader.map_pin_path(name, pin.as_path());
@@ -102,7 +88,7 @@ impl Datapath {
         let mut links = Vec::new();
         let mut adopted = false;
         for iface in &config.interfaces {
-            let pin = link_pin(&pin_dir, &iface.name);
+            let pin = pin_dir.link(&iface.name);
             if pin.exists() {
                 let link = PinnedLink::from_pin(&pin)
                     .with_context(|| format!("opening pinned link {}", pin.display()))?;
@@ -133,6 +119,7 @@ impl Datapath {
             ebpf,
             links,
             pin_dir,
+            interfaces: config.interfaces.iter().map(|i| i.name.clone()).collect(),
             adopted,
         })
     }
@@ -143,31 +130,25 @@ impl Datapath {
     }
 
     /// Stops: with `keep`, leaves program, links and maps pinned for the next daemon; without,
-    /// removes every pin so dropping the handles detaches XDP and frees the maps.
+    /// removes the gateway's pins so dropping the handles detaches XDP and frees the maps.
     pub fn stop(self, keep: bool) -> Result<()> {
         if keep {
-            info!(pin_dir = %self.pin_dir.display(), "leaving the data path attached and pinned");
+            info!(pin_dir = %self.pin_dir.path().display(), "leaving the data path attached and pinned");
             return Ok(());
         }
         let Self {
             ebpf,
             links,
             pin_dir,
+            interfaces,
             ..
         } = self;
         for link in links {
             link.unpin().context("unpinning an XDP link")?;
         }
-        if pin_dir.exists() {
-            fs::remove_dir_all(&pin_dir)
-                .with_context(|| format!("removing {}", pin_dir.display()))?;
-        }
+        pin_dir.clean(&interfaces)?;
         drop(ebpf);
-        if let Some(parent) = pin_dir.parent().filter(|p| p.ends_with("gateway")) {
-            // The shared default parent /sys/fs/bpf/gateway goes too once it is empty.
-            let _ = fs::remove_dir(parent);
-        }
-        info!("detached XDP and removed all pins");
+        info!("detached XDP and removed the gateway's pins");
         Ok(())
     }
 }

@@ -8,4 +8,5 @@ pub mod garp;
 pub mod loader;
 pub mod maps;
 pub mod netlink;
+pub mod pin_dir;
 pub mod worker;
