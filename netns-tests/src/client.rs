@@ -237,6 +237,17 @@ pub struct TrafficReport {
 }
 
 impl TrafficReport {
+    /// Panics, naming `when`, if a kept-alive connection broke.
+    pub fn assert_none_broke(&self, when: &str) {
+        for (k, l) in self.long_lived.iter().enumerate() {
+            assert_eq!(
+                l.failures, 0,
+                "{when}: kept-alive connection #{k} broke: {:?}",
+                l.first_error
+            );
+        }
+    }
+
     /// Failed requests over all connections.
     pub fn failures(&self) -> u64 {
         self.new.failures + self.long_lived.iter().map(|l| l.failures).sum::<u64>()

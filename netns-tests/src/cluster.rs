@@ -333,6 +333,19 @@ impl Gateways {
         Ok(out)
     }
 
+    /// Moves `vip` to node `to` with `gateway vip move` unless it is there, once the ring has
+    /// converged, and waits until it has converged again.
+    pub fn place(&self, vip: Ipv4Addr, to: usize) -> Result<()> {
+        self.wait_converged(Duration::from_secs(5))?;
+        let owner = self.owner(vip)?;
+        if owner != to {
+            self.daemon(owner)?
+                .cli(&["vip", "move", &vip.to_string(), NODES[to]])?;
+        }
+        self.wait_converged(Duration::from_secs(5))?;
+        Ok(())
+    }
+
     /// Waits until [`Cluster::converged`] holds; returns how long that took.
     pub fn wait_converged(&self, within: Duration) -> Result<Duration> {
         let started = Instant::now();

@@ -34,27 +34,13 @@ const HOLDER: usize = 1;
 /// The node that forwards to it.
 const FORWARDER: usize = 2;
 
-/// Moves `vip` to node `to` unless it is there, once the ring has converged.
-fn place(cluster: &Cluster, vip: Ipv4Addr, to: usize) {
-    cluster.wait_converged(Duration::from_secs(5)).unwrap();
-    let owner = cluster.owner(vip).unwrap();
-    if owner != to {
-        cluster
-            .daemon(owner)
-            .unwrap()
-            .cli(&["vip", "move", &vip.to_string(), NODES[to]])
-            .unwrap();
-    }
-    cluster.wait_converged(Duration::from_secs(5)).unwrap();
-}
-
 /// Kept-alive connections through `vip` opened by the returned node, then forwarded to it
 /// by `FORWARDER`, which owns the VIP now.
 fn forwarded_connections(cluster: &Cluster, vip: Ipv4Addr) -> Traffic {
-    place(cluster, vip, BACK);
+    cluster.place(vip, BACK).unwrap();
     let (traffic, _) = cluster.traffic(vip, LONG_LIVED, 0).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    place(cluster, vip, FORWARDER);
+    cluster.place(vip, FORWARDER).unwrap();
     // Long enough for every connection to have a forwarding entry and be copied.
     std::thread::sleep(Duration::from_millis(600));
     traffic
@@ -77,8 +63,8 @@ fn gateway_testbed(preferred: usize, vip: Ipv4Addr, gateway_on: usize) -> (Clust
     };
     let cluster = Cluster::start(&options).unwrap();
     cluster.wait_settled(Duration::from_secs(20)).unwrap();
-    place(&cluster, vip, BACK);
-    place(&cluster, GATEWAY, gateway_on);
+    cluster.place(vip, BACK).unwrap();
+    cluster.place(GATEWAY, gateway_on).unwrap();
     let (traffic, _) = cluster.traffic(vip, LONG_LIVED, 0).unwrap();
     std::thread::sleep(Duration::from_millis(600));
     (cluster, traffic)
@@ -105,13 +91,7 @@ fn show(cluster: &Cluster) {
 fn none_broke(traffic: Traffic, when: &str) {
     let report = traffic.stop().unwrap();
     println!("{when}: {report}");
-    for (k, l) in report.long_lived.iter().enumerate() {
-        assert_eq!(
-            l.failures, 0,
-            "{when}: kept-alive connection #{k} broke: {:?}",
-            l.first_error
-        );
-    }
+    report.assert_none_broke(when);
 }
 
 #[test]
@@ -135,7 +115,7 @@ fn a_returned_nodes_connections_stay_with_it() {
     cluster.start_daemon(FORWARDER).unwrap();
     cluster.wait_settled(Duration::from_secs(20)).unwrap();
     // The restarted node serves the VIP again, with the forwarding entries it kept.
-    place(&cluster, vip, FORWARDER);
+    cluster.place(vip, FORWARDER).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     none_broke(traffic, "after the restart on its pins");
 
@@ -159,13 +139,13 @@ fn a_holder_of_leftovers_whose_links_go_down_breaks_none() {
     std::thread::sleep(Duration::from_millis(2400));
     cluster.resume(BACK).unwrap();
     // The VIP stays away from the returned node: its connections are the holder's.
-    place(&cluster, vip, FORWARDER);
+    cluster.place(vip, FORWARDER).unwrap();
     cluster.wait_settled(Duration::from_secs(20)).unwrap();
     show(&cluster);
     // The holder's VIPs go to the returned node, the least loaded, when it is cut off.
-    place(&cluster, GATEWAY, HOLDER);
-    place(&cluster, EXTERNAL_VIPS[2], HOLDER);
-    place(&cluster, EXTERNAL_VIPS[0], FORWARDER);
+    cluster.place(GATEWAY, HOLDER).unwrap();
+    cluster.place(EXTERNAL_VIPS[2], HOLDER).unwrap();
+    cluster.place(EXTERNAL_VIPS[0], FORWARDER).unwrap();
     println!("owners: {:?}", cluster.converged().unwrap());
     std::thread::sleep(Duration::from_secs(1));
 
@@ -184,7 +164,7 @@ fn a_holder_of_leftovers_that_stops_breaks_none() {
     let mut cluster = Cluster::start(&ClusterOptions::default()).unwrap();
     cluster.wait_settled(Duration::from_secs(20)).unwrap();
     let vip = EXTERNAL_VIPS[2];
-    place(&cluster, vip, BACK);
+    cluster.place(vip, BACK).unwrap();
     let (traffic, _) = cluster.traffic(vip, LONG_LIVED, 0).unwrap();
     std::thread::sleep(Duration::from_millis(600));
 
@@ -194,7 +174,7 @@ fn a_holder_of_leftovers_that_stops_breaks_none() {
     cluster.set_links(BACK, "up").unwrap();
     cluster.wait_settled(Duration::from_secs(20)).unwrap();
     // The returned node serves the VIP of its connections again.
-    place(&cluster, vip, BACK);
+    cluster.place(vip, BACK).unwrap();
     show(&cluster);
     std::thread::sleep(Duration::from_secs(3));
 
@@ -219,8 +199,8 @@ fn a_returned_node_that_dies_while_its_leftovers_are_served_breaks_none() {
     let (mut cluster, traffic) = gateway_testbed(HOLDER, vip, FORWARDER);
 
     die_and_come_back(&mut cluster, Duration::from_secs(2));
-    place(&cluster, vip, HOLDER);
-    place(&cluster, GATEWAY, FORWARDER);
+    cluster.place(vip, HOLDER).unwrap();
+    cluster.place(GATEWAY, FORWARDER).unwrap();
     show(&cluster);
     std::thread::sleep(Duration::from_secs(1));
 
