@@ -97,12 +97,12 @@ impl Bed {
         self.start_with(Stdio::inherit());
     }
 
-    /// Starts the daemon with its log (standard error) going to `log`.
+    /// Starts the daemon with its log (tracing writes to standard output) going to `log`.
     fn start_with(&mut self, log: impl Into<Stdio>) {
         let child = cmd::command_in(self.ns.name(), GATEWAY)
             .args(["daemon", "--config"])
             .arg(self.config())
-            .stderr(log)
+            .stdout(log)
             .spawn()
             .unwrap();
         self.daemon = Some(child);
@@ -347,8 +347,9 @@ fn a_control_client_costs_the_daemon_a_bounded_line_slot_and_time() {
     assert!(rss_after < rss_before + 16 * 1024, "{rss_after} kB");
 
     // Idle clients beyond the limit of clients served at once, with the daemon's file
-    // descriptors limited: those beyond the limit are told it is busy, and `status` answers
-    // again once the idle ones timed out (2 s), without a flood of log lines.
+    // descriptors about to run out: accept fails while they hold them, and `status` answers
+    // again once the idle ones timed out (2 s), with one log line of the failures, not a
+    // flood.
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count();
@@ -388,7 +389,10 @@ fn a_control_client_costs_the_daemon_a_bounded_line_slot_and_time() {
         .filter(|l| l.contains("control socket accept"))
         .count();
     println!("{accept_lines} accept failures logged");
-    assert!(accept_lines <= 2, "{accept_lines} lines of accept failures");
+    assert!(
+        (1..=2).contains(&accept_lines),
+        "{accept_lines} lines of accept failures (at least one: the descriptors ran out)"
+    );
     assert!(bed.daemon.as_mut().unwrap().try_wait().unwrap().is_none());
 }
 

@@ -81,6 +81,13 @@ impl Lease {
         Self { length, until: now }
     }
 
+    /// How often the lease is renewed (and the shell reads ARP claims): five times per
+    /// lease, at least every 50 ms, so a claim is seen well within the split-brain
+    /// resolution time.
+    pub fn tick(&self) -> Duration {
+        (self.length / 5).min(Duration::from_millis(50))
+    }
+
     /// Until when the lease written last runs.
     pub fn until(&self) -> Instant {
         self.until

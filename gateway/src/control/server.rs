@@ -90,14 +90,14 @@ pub fn bind(path: &Path) -> Result<Socket> {
 
 /// The longest request line read: the largest real request (`conns` with a filter) is a few
 /// hundred bytes.
-pub const MAX_REQUEST: usize = 64 * 1024;
+const MAX_REQUEST: usize = 64 * 1024;
 /// How long a client has to send its whole request line.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a client has to take its answer (a `conns` listing of a full table is the
 /// largest).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Clients served at once.
-pub const MAX_CLIENTS: usize = 64;
+const MAX_CLIENTS: usize = 64;
 /// The first wait after a failed accept; it doubles with each failure in a row, up to
 /// `MAX_ACCEPT_WAIT`.
 const FIRST_ACCEPT_WAIT: Duration = Duration::from_millis(10);

@@ -10,7 +10,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, RwLock,
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use gateway_common::ArpClaim;
@@ -28,7 +28,6 @@ pub struct Host {
     maps: ControlMaps,
     /// The VIPs XDP answers for, for the control socket's views.
     published: watch::Sender<BTreeSet<Ipv4Addr>>,
-    lease: Duration,
     arp: Arp,
     /// Where each VIP is announced: (ifindex, MAC of the VIP's NIC).
     garp_targets: HashMap<Ipv4Addr, (u32, [u8; 6])>,
@@ -60,11 +59,9 @@ impl Host {
                 Some((v.address, (nic.ifindex, nic.mac)))
             })
             .collect();
-        let lease = config.cluster.as_ref().map_or(Duration::MAX, |c| c.lease);
         Ok(Self {
             maps,
             published,
-            lease,
             arp: config.arp,
             garp_targets,
             announcer: Arc::new(garp::Announcer::open()?),
@@ -87,12 +84,6 @@ impl Host {
         if let Err(e) = self.maps.write_homes(cluster, nics, blocks) {
             warn!("writing the NAT homes: {e:#}");
         }
-    }
-
-    /// How often the lease is renewed and claims are read: five times per lease, at least
-    /// every 50 ms, so a claim is seen well within the split-brain resolution time.
-    pub fn tick(&self) -> Duration {
-        (self.lease / 5).min(Duration::from_millis(50))
     }
 
     /// Makes XDP answer for exactly `owned` (the ring's VIP table for this node).

@@ -487,7 +487,7 @@ impl Shell {
             self.perform(now, actions);
         }
         if self.next_tick <= now {
-            self.next_tick = now + self.host.tick();
+            self.next_tick = now + self.lease.tick();
             let until = self.lease.renew(now, self.node.answer_until());
             self.host.renew_lease(now, until);
             for (vip, claim) in self.host.take_claims() {

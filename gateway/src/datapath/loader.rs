@@ -22,8 +22,6 @@ pub struct Datapath {
     /// Links this daemon created (adopted links are owned by the program instead).
     links: Vec<PinnedLink>,
     pin_dir: PinDir,
-    /// The interfaces it is attached to, whose link pins are its own.
-    interfaces: Vec<String>,
     /// Whether a pinned data path was found and taken over.
     pub adopted: bool,
 }
@@ -119,7 +117,6 @@ impl Datapath {
             ebpf,
             links,
             pin_dir,
-            interfaces: config.interfaces.iter().map(|i| i.name.clone()).collect(),
             adopted,
         })
     }
@@ -140,13 +137,12 @@ impl Datapath {
             ebpf,
             links,
             pin_dir,
-            interfaces,
             ..
         } = self;
         for link in links {
             link.unpin().context("unpinning an XDP link")?;
         }
-        pin_dir.clean(&interfaces)?;
+        pin_dir.clean()?;
         drop(ebpf);
         info!("detached XDP and removed the gateway's pins");
         Ok(())

@@ -86,13 +86,16 @@ impl PinDir {
         &self.path
     }
 
-    /// Removes the gateway's pins (its maps, the links of `interfaces`), then its folders and
-    /// the directory where they are empty; whatever else is there stays, with a warning.
-    pub fn clean(self, interfaces: &[String]) -> Result<()> {
-        let pins = maps::ALL
-            .iter()
-            .map(|m| self.map(m))
-            .chain(interfaces.iter().map(|i| self.link(i)));
+    /// Removes the gateway's pins (its maps by name, and the link pins under `links/`, which
+    /// are the gateway's by the rule [`PinDir::take`] applies), then its folders and the
+    /// directory where they are empty; whatever else is there stays, with a warning.
+    pub fn clean(self) -> Result<()> {
+        let links = fs::read_dir(self.path.join(LINKS))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().filter(|e| e.file_type().is_ok_and(|t| !t.is_dir())))
+            .map(|e| e.path());
+        let pins: Vec<PathBuf> = maps::ALL.iter().map(|m| self.map(m)).chain(links).collect();
         for pin in pins {
             match fs::remove_file(&pin) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -229,7 +232,7 @@ mod tests {
         assert!(refusal(&scratch.0.join("gw1")).contains("in use by another running gateway"));
         // Something else appears while the daemon runs: cleaning leaves it, and the directory.
         fs::create_dir(pins.path().join("other-app")).unwrap();
-        pins.clean(&["eth0".into()]).unwrap();
+        pins.clean().unwrap();
         let left: Vec<_> = fs::read_dir(scratch.0.join("gw1"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -238,7 +241,7 @@ mod tests {
         // Once cleaned and released, the next daemon takes an empty one.
         fs::remove_dir(scratch.0.join("gw1/other-app")).unwrap();
         let again = PinDir::take(&scratch.0.join("gw1")).unwrap();
-        again.clean(&[]).unwrap();
+        again.clean().unwrap();
         assert!(!scratch.0.join("gw1").exists());
     }
 }

@@ -771,14 +771,12 @@ impl Sim {
                     holder: i,
                     conns,
                 });
-                host.datapath.apply(changes, holder);
                 for (vip, holders) in host.takeovers.finished().unwrap_or_default() {
                     host.datapath.holders.insert(vip, holders);
                 }
                 host.copy_pacing.hurry(self.now);
-            } else {
-                host.datapath.apply(changes, holder);
             }
+            host.datapath.apply(changes, holder);
         }
     }
 
