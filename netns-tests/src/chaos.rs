@@ -49,6 +49,10 @@ pub struct Options {
 /// How long the load runs before the first fault, so the probers and connections are steady.
 const WARM_UP: Duration = Duration::from_secs(2);
 
+/// The span after a fault has settled in which a prober that had most of its datagrams
+/// unanswered has its flow looked up in the tables.
+const UNANSWERED_WINDOW: Duration = Duration::from_millis(500);
+
 /// A seed from the clock, for runs that are not replays (printed, so they can be).
 pub fn clock_seed() -> u64 {
     let now = std::time::SystemTime::now()
@@ -134,8 +138,9 @@ fn drop_reasons(cluster: &Cluster) -> Vec<(&'static str, Vec<(String, u64)>)> {
 
 /// What each node's connection table holds of one client connection (`gateway conns`), and
 /// of any other connection of its client address on the same NAT port (the back-end takes
-/// the two for one): where a broken kept-alive connection's packets went after the fault.
-fn tables_of(cluster: &Cluster, client: std::net::SocketAddrV4) -> String {
+/// the two for one): where a broken connection's packets, or an unanswered prober's
+/// datagrams, went after the fault. `what` says which it is.
+fn tables_of(cluster: &Cluster, what: &str, client: std::net::SocketAddrV4) -> String {
     let wanted = client.to_string();
     let tables: Vec<Result<Vec<serde_json::Value>>> = (0..NODES.len())
         .map(|i| {
@@ -179,7 +184,7 @@ fn tables_of(cluster: &Cluster, client: std::net::SocketAddrV4) -> String {
             format!("{name}: [{}]", entries.join("; "))
         })
         .collect();
-    format!("broken {wanted} in the tables: {}", per_node.join(", "))
+    format!("{what} {wanted} in the tables: {}", per_node.join(", "))
 }
 
 fn run_on(cluster: &mut Cluster, options: &Options) -> Result<Report> {
@@ -216,7 +221,17 @@ fn run_on(cluster: &mut Cluster, options: &Options) -> Result<Report> {
             .err()
             .map(|e| format!("{e:#}"));
         for client in load.broken() {
-            record.step(&clock, tables_of(cluster, client));
+            record.step(&clock, tables_of(cluster, "broken", client));
+        }
+        // A settled cluster answers every prober; one that is not answered is a flow lost
+        // on the way, and the tables say where.
+        for prober in &probers {
+            let answered = prober.answered_fraction(UNANSWERED_WINDOW, Duration::from_millis(20));
+            if answered.is_some_and(|f| f < 0.5) {
+                let what = format!("unanswered prober of {}:", prober.target());
+                record.step(&clock, tables_of(cluster, &what, prober.source()));
+                record.step(&clock, format!("drops so far: {:?}", drop_reasons(cluster)));
+            }
         }
         done.push(record);
     }

@@ -162,6 +162,7 @@ pub struct Prober {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Result<()>>>,
     target: SocketAddrV4,
+    source: SocketAddrV4,
 }
 
 impl Prober {
@@ -175,6 +176,10 @@ impl Prober {
             Ok(socket)
         })?;
         let receiver = socket.try_clone()?;
+        let source = match socket.local_addr()? {
+            std::net::SocketAddr::V4(source) => source,
+            other => bail!("the prober is bound to {other}, not an IPv4 address"),
+        };
         let epoch = Instant::now();
         let log = Arc::new(Mutex::new(ProbeLog::default()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -192,12 +197,18 @@ impl Prober {
             stop,
             threads: vec![send, receive],
             target,
+            source,
         })
     }
 
     /// The target the prober sends to.
     pub fn target(&self) -> SocketAddrV4 {
         self.target
+    }
+
+    /// The address and port it sends from: its flow's client side in the gateways' tables.
+    pub fn source(&self) -> SocketAddrV4 {
+        self.source
     }
 
     fn since_epoch(&self, instant: Instant) -> Duration {
