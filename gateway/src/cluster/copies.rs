@@ -484,6 +484,116 @@ pub fn take_over(
     }
 }
 
+/// What a copy may name, from this node's configuration: the services (VIP, port and
+/// protocol) with their back-ends in the data path's numbering, the node map's size and, when
+/// every node's NAT block is listed, those blocks. A take-over installs only copies that name
+/// these ([`Catalogue::admit`]): a copy is a peer's word, and one with a key could otherwise
+/// have this node translate to any address it likes.
+#[derive(Debug, Clone, Default)]
+pub struct Catalogue {
+    services: Vec<Offered>,
+    nodes: usize,
+    blocks: Option<Vec<(u16, u16)>>,
+}
+
+/// One configured service, as a copy names it.
+#[derive(Debug, Clone)]
+pub struct Offered {
+    /// Its VIP and port.
+    pub vip: std::net::SocketAddrV4,
+    /// Its IP protocol number.
+    pub proto: u8,
+    /// Its back-ends, the first numbered `first_backend` in the data path's tables.
+    pub backends: Vec<std::net::SocketAddrV4>,
+    /// The data path's number of its first back-end.
+    pub first_backend: u16,
+}
+
+/// Why a copy was not installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfit {
+    /// Its VIP, port and protocol are no service here.
+    NoService,
+    /// Its back-end is not one of the service's.
+    NoBackend,
+    /// Its NAT port is in no node's block.
+    NatPort,
+    /// It forwards to a node the map does not have.
+    NoNode,
+}
+
+impl Unfit {
+    /// Its name in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unfit::NoService => "no such service",
+            Unfit::NoBackend => "not a back-end of its service",
+            Unfit::NatPort => "NAT port in no node's block",
+            Unfit::NoNode => "forwards to no node of the map",
+        }
+    }
+}
+
+impl Catalogue {
+    /// The catalogue of `services`, a node map of `nodes` nodes, and the map's NAT blocks
+    /// (`None` when some node's is not listed, so ports cannot be checked).
+    pub fn new(services: Vec<Offered>, nodes: usize, blocks: Option<Vec<(u16, u16)>>) -> Self {
+        Self {
+            services,
+            nodes,
+            blocks,
+        }
+    }
+
+    /// `copy` with this node's numbers for its service and back-end (a peer on another
+    /// configuration version numbers them otherwise), or why it cannot be installed.
+    pub fn fit(&self, copy: &ConnCopy) -> Result<ConnCopy, Unfit> {
+        let (index, service) = self
+            .services
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.vip == copy.id.vip && s.proto == copy.id.proto)
+            .ok_or(Unfit::NoService)?;
+        let mut fitted = ConnCopy {
+            service_index: u8::try_from(index).map_err(|_| Unfit::NoService)?,
+            ..*copy
+        };
+        match copy.home {
+            Some(home) if usize::from(home.0) >= self.nodes => return Err(Unfit::NoNode),
+            Some(_) => return Ok(fitted),
+            None => {}
+        }
+        let backend = service
+            .backends
+            .iter()
+            .position(|b| *b == copy.backend)
+            .ok_or(Unfit::NoBackend)?;
+        fitted.backend_index = service.first_backend + backend as u16;
+        let in_a_block = |blocks: &Vec<(u16, u16)>| {
+            blocks
+                .iter()
+                .any(|&(lo, hi)| (lo..=hi).contains(&copy.nat_port))
+        };
+        if copy.nat_port == 0 || self.blocks.as_ref().is_some_and(|b| !in_a_block(b)) {
+            return Err(Unfit::NatPort);
+        }
+        Ok(fitted)
+    }
+
+    /// The copies that fit, renumbered, and the ones that do not with why.
+    pub fn admit(&self, copies: Vec<ConnCopy>) -> (Vec<ConnCopy>, Vec<(ConnCopy, Unfit)>) {
+        let mut fit = Vec::with_capacity(copies.len());
+        let mut unfit = Vec::new();
+        for copy in copies {
+            match self.fit(&copy) {
+                Ok(fitted) => fit.push(fitted),
+                Err(why) => unfit.push((copy, why)),
+            }
+        }
+        (fit, unfit)
+    }
+}
+
 /// A translated connection as its back-end sees it: client address, NAT port, back-end and
 /// protocol (the key of its reply entry).
 type ReplyId = (std::net::Ipv4Addr, u16, std::net::SocketAddrV4, u8);
@@ -522,6 +632,73 @@ mod tests {
             service_index: 0,
             home: None,
         }
+    }
+
+    #[test]
+    fn a_take_over_installs_only_copies_of_configured_services_renumbered() {
+        let web = Offered {
+            vip: SocketAddrV4::new([10, 0, 0, 100].into(), 80),
+            proto: 6,
+            backends: vec![
+                SocketAddrV4::new([10, 1, 0, 10].into(), 8080),
+                SocketAddrV4::new([10, 1, 0, 11].into(), 8080),
+            ],
+            first_backend: 3,
+        };
+        let dns = Offered {
+            vip: SocketAddrV4::new([10, 0, 0, 101].into(), 53),
+            proto: 17,
+            backends: vec![],
+            first_backend: 5,
+        };
+        let catalogue = Catalogue::new(vec![dns, web], 3, Some(vec![(1, 100), (200, 300)]));
+        let good = copy(7, 0);
+        let fitted = catalogue.fit(&good).unwrap();
+        assert_eq!((fitted.service_index, fitted.backend_index), (1, 4));
+        let udp = ConnCopy {
+            id: ConnId {
+                proto: 17,
+                ..good.id
+            },
+            ..good
+        };
+        let elsewhere = ConnCopy {
+            backend: SocketAddrV4::new([192, 0, 2, 99].into(), 22),
+            ..good
+        };
+        let outside = ConnCopy {
+            nat_port: 150,
+            ..good
+        };
+        let far = ConnCopy {
+            home: Some(NodeId(3)),
+            ..good
+        };
+        let forwarding = ConnCopy {
+            home: Some(NodeId(2)),
+            backend: SocketAddrV4::new([0, 0, 0, 0].into(), 0),
+            nat_port: 0,
+            ..good
+        };
+        let (fit, unfit) = catalogue.admit(vec![good, udp, elsewhere, outside, far, forwarding]);
+        assert_eq!(fit.len(), 2);
+        assert_eq!(fit[1].home, Some(NodeId(2)));
+        let why: Vec<Unfit> = unfit.iter().map(|(_, why)| *why).collect();
+        assert_eq!(
+            why,
+            [
+                Unfit::NoService,
+                Unfit::NoBackend,
+                Unfit::NatPort,
+                Unfit::NoNode
+            ]
+        );
+        // Blocks not all listed: any port but 0 goes.
+        let open = Catalogue {
+            blocks: None,
+            ..catalogue
+        };
+        assert!(open.fit(&outside).is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use std::{
     collections::HashMap,
     io,
+    net::SocketAddrV4,
     sync::{
         atomic::{AtomicU64, Ordering},
         mpsc, Arc,
@@ -27,7 +28,7 @@ use tracing::{info, warn};
 
 use crate::{
     cluster::{
-        copies::{CopyStream, HeldCopies},
+        copies::{Catalogue, CopyStream, HeldCopies, Offered},
         message::Copies,
         types::NodeId,
     },
@@ -38,6 +39,49 @@ use crate::{
         maps::{BackendKey, Tables},
     },
 };
+
+/// What connection copies may name under `config` (`Catalogue`): its services with the data
+/// path's numbering of their back-ends (`Tables::write_services`), its node map and blocks.
+fn catalogue(config: &Config) -> Catalogue {
+    let mut first_backend = 0u16;
+    let services = config
+        .services
+        .iter()
+        .map(|s| {
+            let offered = Offered {
+                vip: SocketAddrV4::new(s.vip, s.port),
+                proto: s.protocol.number(),
+                backends: s
+                    .backends
+                    .iter()
+                    .map(|b| SocketAddrV4::new(b.address, b.port))
+                    .collect(),
+                first_backend,
+            };
+            first_backend += s.backends.len() as u16;
+            offered
+        })
+        .collect();
+    let (nodes, blocks) = match &config.cluster {
+        Some(cluster) => (
+            cluster.nodes.len(),
+            cluster
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    if i == cluster.me {
+                        Some(config.nat_ports)
+                    } else {
+                        n.nat_ports
+                    }
+                })
+                .collect(),
+        ),
+        None => (0, None),
+    };
+    Catalogue::new(services, nodes, blocks)
+}
 
 /// How often idle connections are swept.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -295,8 +339,15 @@ impl Worker {
     /// Follows a node, `gone`, that left the ring and whose NAT block `holder` now serves:
     /// this node's forwarding entries to it point at the holder, and when the holder is this
     /// node, `me`, the dead node's connections are installed from `copies`.
+    /// Copies that name no service, back-end, NAT block or node of this configuration are
+    /// left out, logged.
     pub fn take_over(&mut self, gone: NodeId, holder: NodeId, me: NodeId, copies: HeldCopies) {
-        match conntrack::take_over(&self.tables, me, gone, holder, &copies.into_vec()) {
+        let (copies, unfit) = catalogue(&self.config).admit(copies.into_vec());
+        if let Some((copy, why)) = unfit.first() {
+            warn!(node = gone.0, refused = unfit.len(), example = ?copy.id, why = why.name(),
+                  "connection copies that do not fit the configuration left out");
+        }
+        match conntrack::take_over(&self.tables, me, gone, holder, &copies) {
             Ok(done) if done == TakenOver::default() => {}
             Ok(done) => info!(
                 node = gone.0,
