@@ -690,6 +690,10 @@ mod tests {
         assert_eq!(transport.give_up_after(), Duration::from_secs(63));
         assert!(transport.reassembly_timeout > transport.give_up_after());
         assert_eq!(Timers::default().transport(), TransportConfig::default());
+        // `token_loss` counts from the end of a round, which holds every hold: a hold above
+        // it is no mistake (cluster_token runs a 200 ms hold against the 40 ms default).
+        let long_hold = EXAMPLE.replacen("token_hold = \"10ms\"", "token_hold = \"1s\"", 1);
+        assert!(parse_text(&long_hold).is_ok());
     }
 
     #[test]
