@@ -1,12 +1,12 @@
-//! `gateway`: the daemon (`gateway daemon --config FILE`), its control commands, and the node
-//! key commands.
+//! `gateway`: the daemon (`gateway daemon --config FILE`), the check of a configuration
+//! (`gateway check --config FILE`), the daemon's control commands, and the node key commands.
 use std::{path::PathBuf, process::ExitCode};
 
 use std::net::Ipv4Addr;
 
 use clap::{builder::TypedValueParser, Parser, Subcommand};
 use gateway::{
-    config::DEFAULT_SOCKET,
+    config::{self, DEFAULT_SOCKET},
     control::{client as cli, views::ConnFilter, Admin, Request},
 };
 
@@ -24,6 +24,13 @@ struct Args {
 enum Cmd {
     /// Run the daemon in the foreground (SIGTERM = clean stop, SIGHUP = reload).
     Daemon {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file as the daemon would before it starts (the node key too):
+    /// prints `FILE: ok` or the error; needs no root and changes nothing.
+    Check {
         /// The configuration file.
         #[arg(long)]
         config: PathBuf,
@@ -130,6 +137,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let (request, json) = match args.command {
         Cmd::Daemon { config } => return daemon(&config),
+        Cmd::Check { config } => return check(&config),
         Cmd::Key { command } => return key(command),
         Cmd::Status { json } => (Request::Status, json),
         Cmd::Services { json } => (Request::Services, json),
@@ -187,15 +195,47 @@ fn main() -> ExitCode {
     }
 }
 
-/// The `key` commands: print the result, or the error and exit 1.
-fn key(command: KeyCmd) -> ExitCode {
-    // Shows the warning about a key file others may read.
+/// Shows warnings (a node key others may read) on standard error, for the commands that read
+/// files without a daemon.
+fn warnings_to_stderr() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
+}
+
+/// `check`: every check the daemon makes before it changes anything ([`config::load`]), and
+/// nothing else: no kernel, no socket, no file written.
+fn check(path: &std::path::Path) -> ExitCode {
+    warnings_to_stderr();
+    match config::load(path) {
+        Ok(c) => {
+            let backends: usize = c.services.iter().map(|s| s.backends.len()).sum();
+            let cluster = c.cluster.as_ref().map_or("alone".to_string(), |cl| {
+                format!("node {} of {} in a cluster", cl.me, cl.nodes.len())
+            });
+            println!(
+                "{}: ok: node {} ({cluster}), {} interfaces, {} VIPs, {} services, {backends} backends",
+                path.display(),
+                c.name,
+                c.interfaces.len(),
+                c.vips.len(),
+                c.services.len(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The `key` commands: print the result, or the error and exit 1.
+fn key(command: KeyCmd) -> ExitCode {
+    warnings_to_stderr();
     let result = match &command {
         KeyCmd::Generate { file } => cli::key_generate(file).inspect(|_| {
             eprintln!(

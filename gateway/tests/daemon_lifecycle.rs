@@ -1,5 +1,6 @@
 //! The daemon's life in a throwaway namespace with two veth pairs: start, query, stop keeping
-//! the data path, adopt it, reload (good and bad files), SIGTERM, and nothing left behind.
+//! the data path, adopt it, reload (good and bad files), SIGTERM, a start that fails, and
+//! nothing left behind.
 //! Needs root; everything it creates is uniquely named and removed by guards.
 use std::{
     io::{Read, Write},
@@ -309,6 +310,97 @@ fn the_pin_dir_is_the_daemons_own() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, ["other-app"]);
+}
+
+/// `net.ipv4.ip_forward` in the bed's namespace.
+fn ip_forward(bed: &Bed) -> String {
+    cmd::run_in(bed.ns.name(), "cat", &["/proc/sys/net/ipv4/ip_forward"])
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Issue 12, finding 9: the node key and the transport's timers were checked after
+/// `ip_forward = 1` and the XDP attach, an attach failing on a later NIC left XDP and pins on
+/// the earlier ones (which the next start adopted), and `ip_forward` was never restored.
+#[test]
+fn a_failed_start_leaves_nothing_behind() {
+    let mut bed = Bed::new();
+    assert_eq!(ip_forward(&bed), "0", "a new namespace does not forward");
+    let nothing_left = |bed: &Bed, log: &str| {
+        assert_eq!(bed.xdp_links(), 0, "{log}");
+        assert!(!bed.pin_dir.exists(), "{log}");
+        assert_eq!(ip_forward(bed), "0", "{log}");
+    };
+
+    // Refused by the checks, before anything changed, naming the line.
+    let missing_key = include_str!("../examples/cluster.toml")
+        .replace(
+            "[node]\n",
+            &format!("[node]\npin_dir = \"{}\"\n", bed.pin_dir.display()),
+        )
+        .replace("/run/gateway/gateway.sock", bed.socket().to_str().unwrap())
+        .replace("/etc/gateway/node.key", "/nonexistent/gw1.key");
+    let key_line = missing_key[..missing_key.find("key = ").unwrap()]
+        .matches('\n')
+        .count()
+        + 1;
+    let (code, log) = run_daemon(&bed, &missing_key);
+    assert_eq!(code, Some(1), "{log}");
+    let refusal = format!("other.toml:{key_line}: node.key: /nonexistent/gw1.key: cannot read");
+    assert!(log.contains(&refusal), "{log}");
+    nothing_left(&bed, &log);
+    let slow = missing_key.replace("resend = \"20ms\"", "resend = \"5s\"");
+    let (code, log) = run_daemon(&bed, &slow);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(": cluster.timers.resend: must be between 1ms and 1s"),
+        "{log}"
+    );
+    nothing_left(&bed, &log);
+
+    // The second NIC cannot take XDP in the driver (a bridge has no XDP support): the first
+    // one loses its attachment and pin, and forwarding is off again.
+    bed.ns
+        .ip(&["link", "add", "br0", "type", "bridge"])
+        .unwrap();
+    bed.ns.ip(&["link", "set", "br0", "up"]).unwrap();
+    let bridged = bed.config_text().replace("\"int0\"", "\"br0\"");
+    let (code, log) = run_daemon(&bed, &bridged);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("attaching XDP (native) to br0"), "{log}");
+    nothing_left(&bed, &log);
+
+    // A step after the whole data path is up fails (the control socket's directory cannot
+    // be made): the same.
+    let blocked = bed.dir.join("file");
+    std::fs::write(&blocked, "").unwrap();
+    let unbindable = bed.config_text().replace(
+        bed.socket().to_str().unwrap(),
+        blocked.join("gateway.sock").to_str().unwrap(),
+    );
+    let (code, log) = run_daemon(&bed, &unbindable);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("binding"), "{log}");
+    nothing_left(&bed, &log);
+
+    // A start turns forwarding on, a plain stop off again. A stop keeping the data path
+    // leaves it on, since the kept XDP hands the kernel what it cannot forward itself; the
+    // daemon that adopts it found it on, and leaves it on.
+    bed.start();
+    assert_eq!(ip_forward(&bed), "1");
+    assert!(bed.cli(&["stop"]).status.success());
+    assert_eq!(bed.wait_exit(), 0);
+    nothing_left(&bed, "after a plain stop");
+    bed.start();
+    assert!(bed.cli(&["stop", "--keep-datapath"]).status.success());
+    assert_eq!(bed.wait_exit(), 0);
+    assert_eq!(ip_forward(&bed), "1", "the kept data path still forwards");
+    bed.start();
+    assert!(bed.cli(&["stop"]).status.success());
+    assert_eq!(bed.wait_exit(), 0);
+    assert_eq!(bed.xdp_links(), 0);
+    assert_eq!(ip_forward(&bed), "1");
 }
 
 /// A field of `/proc/PID/status` in kB (`VmRSS`) or as a count.

@@ -1,5 +1,7 @@
 //! The configuration file: parsed with serde + toml, then checked as a whole, so a bad file is
 //! rejected with its file, line and field before anything is changed.
+#[cfg(test)]
+mod bad_cases;
 mod cluster;
 pub mod live;
 pub mod maglev;
@@ -12,6 +14,7 @@ use std::{
     collections::HashSet,
     fmt,
     net::Ipv4Addr,
+    ops::RangeInclusive,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -247,8 +250,8 @@ pub struct Config {
     /// Whether the ring's threads run at real-time priority and the daemon locks its memory
     /// (`[node] realtime`, on by default), as corosync does.
     pub realtime: bool,
-    /// This node's Ed25519 key file (`[node] key`), required in a cluster; read at daemon
-    /// start ([`crate::config::node_key::load_node_key`]), not by the parser.
+    /// This node's Ed25519 key file (`[node] key`), required in a cluster; read and checked
+    /// by [`load`], not by [`parse`].
     pub key: Option<PathBuf>,
     /// The control socket.
     pub socket: PathBuf,
@@ -350,7 +353,7 @@ struct RawService {
 #[serde(deny_unknown_fields)]
 struct RawHealth {
     kind: Option<HealthKind>,
-    path: Option<String>,
+    path: Option<S<String>>,
     interval: Option<S<String>>,
     timeout: Option<S<String>>,
     rise: Option<S<u32>>,
@@ -389,21 +392,71 @@ struct RawArp {
     garp_second_burst: Option<S<String>>,
 }
 
-/// Parses a duration with a unit: `500ms`, `2s`, `1m`.
+/// The longest duration a setting may have: a week. No setting needs more (conntrack keeps an
+/// idle established connection 5 days), and it keeps every `Instant + duration` far from
+/// overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Any duration a setting may take.
+const ANY: RangeInclusive<Duration> = Duration::ZERO..=MAX_DURATION;
+
+/// A duration above zero.
+const POSITIVE: RangeInclusive<Duration> = Duration::from_millis(1)..=MAX_DURATION;
+
+/// Idle timeouts of connection entries: the sweep runs once a second, so a shorter timeout
+/// deletes a flow between two of its packets (0 deleted every flow at each sweep).
+const TIMEOUT: RangeInclusive<Duration> = Duration::from_secs(1)..=MAX_DURATION;
+
+/// Parses a duration with a unit: `500ms`, `2s`, `1m`; at most [`MAX_DURATION`], so a huge
+/// number is an error rather than an overflow.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("`{text}` has no unit (use ms, s or m)"))?;
     let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` does not start with a whole number"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("`{text}` has unit `{unit}`; use ms, s or m")),
+    if number.is_empty() {
+        return Err(format!("`{text}` does not start with a whole number"));
+    }
+    let millis: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        _ => return Err(format!("`{text}` has unit `{unit}`; use ms, s or m")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(millis))
+        .map(Duration::from_millis)
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| format!("`{text}` is too long: at most {}", show(MAX_DURATION)))
+}
+
+/// A duration as the file writes it, in the largest unit that shows it whole.
+fn show(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0ms".into(),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+/// Why `address` cannot be one host's address, if it cannot; with `on_a_nic`, also when it
+/// cannot be reached over a NIC (a VIP, a backend; nodes may run on loopback in a test).
+fn not_unicast(address: Ipv4Addr, on_a_nic: bool) -> Option<&'static str> {
+    if address.is_unspecified() {
+        Some("is 0.0.0.0, which names no host")
+    } else if on_a_nic && address.is_loopback() {
+        Some("is a loopback address, which never leaves a host")
+    } else if address.is_broadcast() {
+        Some("is the broadcast address")
+    } else if address.is_multicast() {
+        Some("is a multicast address")
+    } else {
+        None
     }
 }
 
@@ -445,20 +498,70 @@ impl Locator<'_> {
         self.at(value.span().start, field, message)
     }
 
+    /// A duration setting, which must lie in `range`; `None` when the file leaves it out.
+    fn duration_in(
+        &self,
+        value: Option<&S<String>>,
+        field: &str,
+        range: RangeInclusive<Duration>,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let Some(v) = value else { return Ok(None) };
+        let d = parse_duration(v.get_ref()).map_err(|m| self.err(v, field, m))?;
+        if !range.contains(&d) {
+            let bounds = match (*range.start(), *range.end()) {
+                (Duration::ZERO, hi) => format!("at most {}", show(hi)),
+                (lo, MAX_DURATION) => format!("at least {}", show(lo)),
+                (lo, hi) => format!("between {} and {}", show(lo), show(hi)),
+            };
+            return Err(self.err(v, field, format!("must be {bounds}")));
+        }
+        Ok(Some(d))
+    }
+
+    /// A duration setting in `range`, `default` when left out.
     fn duration(
         &self,
-        value: &Option<S<String>>,
+        value: Option<&S<String>>,
         field: &str,
+        range: RangeInclusive<Duration>,
         default: Duration,
     ) -> Result<Duration, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(v) => parse_duration(v.get_ref()).map_err(|m| self.err(v, field, m)),
+        Ok(self.duration_in(value, field, range)?.unwrap_or(default))
+    }
+
+    /// An address that must be one host's (a node, a witness).
+    fn unicast(
+        &self,
+        value: &S<Ipv4Addr>,
+        field: impl Into<String>,
+    ) -> Result<Ipv4Addr, ConfigError> {
+        self.address(value, field, false)
+    }
+
+    /// An address that must be one host's, reached over a NIC (a VIP, a backend).
+    fn on_a_nic(
+        &self,
+        value: &S<Ipv4Addr>,
+        field: impl Into<String>,
+    ) -> Result<Ipv4Addr, ConfigError> {
+        self.address(value, field, true)
+    }
+
+    fn address(
+        &self,
+        value: &S<Ipv4Addr>,
+        field: impl Into<String>,
+        on_a_nic: bool,
+    ) -> Result<Ipv4Addr, ConfigError> {
+        match not_unicast(*value.get_ref(), on_a_nic) {
+            Some(why) => Err(self.err(value, field, format!("{} {why}", value.get_ref()))),
+            None => Ok(*value.get_ref()),
         }
     }
 }
 
-/// Reads and checks a configuration file.
+/// Reads and checks a configuration file, and the files it names (the node key): every check
+/// the daemon makes before it changes anything, and all `gateway check` runs.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
@@ -466,12 +569,24 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         field: "-".into(),
         message: format!("cannot read: {e}"),
     })?;
-    parse(path, &text)
+    let loc = Locator {
+        file: path,
+        text: &text,
+    };
+    let (config, key_at) = parse_at(&loc)?;
+    node_key::load_node_key(&config).map_err(|e| loc.at(key_at, "node.key", format!("{e:#}")))?;
+    Ok(config)
 }
 
-/// Parses and checks configuration text; `path` names it in errors.
+/// Parses and checks configuration text; `path` names it in errors. Reads no file, so a
+/// document from another node can be checked as it is.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let loc = Locator { file: path, text };
+    parse_at(&Locator { file: path, text }).map(|(config, _)| config)
+}
+
+/// Parses and checks `loc`'s text; also returns where `[node] key` is, for [`load`]'s errors.
+fn parse_at(loc: &Locator) -> Result<(Config, usize), ConfigError> {
+    let text = loc.text;
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let offset = e.span().map(|s| s.start).unwrap_or(0);
         let message = e.message().to_string();
@@ -480,7 +595,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             .unwrap_or_else(|| "-".into());
         loc.at(offset, field, message)
     })?;
-    check(&loc, raw)
+    let node = raw.node.get_ref();
+    let key_at = node.key.as_ref().unwrap_or(&node.name).span().start;
+    Ok((check(loc, raw)?, key_at))
 }
 
 /// The field a serde message names, like "missing field `port`".
@@ -611,11 +728,19 @@ fn check(loc: &Locator, raw: RawFile) -> Result<Config, ConfigError> {
                 ),
             ));
         }
-        if !seen_vips.insert(*vip.address.get_ref()) {
+        let field = format!("vip[{i}].address");
+        let address = loc.on_a_nic(&vip.address, &field)?;
+        if !seen_vips.insert(address) {
+            return Err(loc.err(&vip.address, field, format!("duplicate VIP {address}")));
+        }
+        if let Some(node) = cluster.as_ref().and_then(|c| c.node_of(address)) {
             return Err(loc.err(
                 &vip.address,
-                format!("vip[{i}].address"),
-                format!("duplicate VIP {}", vip.address.get_ref()),
+                field,
+                format!(
+                    "{address} is a primary address of node `{node}`: a VIP is an address of \
+                     its own, moved between the nodes"
+                ),
             ));
         }
         let (preferred, persistence) = cluster::vip_placement(
@@ -626,7 +751,7 @@ fn check(loc: &Locator, raw: RawFile) -> Result<Config, ConfigError> {
             i,
         )?;
         vips.push(Vip {
-            address: *vip.address.get_ref(),
+            address,
             interface: vip.interface.get_ref().clone(),
             preferred,
             persistence,
@@ -636,27 +761,27 @@ fn check(loc: &Locator, raw: RawFile) -> Result<Config, ConfigError> {
     let services = check_services(loc, &raw.service, &seen_vips)?;
 
     let t = raw.timeouts.as_ref();
+    let timeout = |value: Option<&S<String>>, name: &str, default: u64| {
+        loc.duration(
+            value,
+            &format!("timeouts.{name}"),
+            TIMEOUT,
+            Duration::from_secs(default),
+        )
+    };
     let timeouts = Timeouts {
-        tcp_established: loc.duration(
-            &t.and_then(|t| t.tcp_established.clone()),
-            "timeouts.tcp_established",
-            Duration::from_secs(300),
+        tcp_established: timeout(
+            t.and_then(|t| t.tcp_established.as_ref()),
+            "tcp_established",
+            300,
         )?,
-        tcp_closing: loc.duration(
-            &t.and_then(|t| t.tcp_closing.clone()),
-            "timeouts.tcp_closing",
-            Duration::from_secs(10),
+        tcp_closing: timeout(t.and_then(|t| t.tcp_closing.as_ref()), "tcp_closing", 10)?,
+        tcp_time_wait: timeout(
+            t.and_then(|t| t.tcp_time_wait.as_ref()),
+            "tcp_time_wait",
+            60,
         )?,
-        tcp_time_wait: loc.duration(
-            &t.and_then(|t| t.tcp_time_wait.clone()),
-            "timeouts.tcp_time_wait",
-            Duration::from_secs(60),
-        )?,
-        udp: loc.duration(
-            &t.and_then(|t| t.udp.clone()),
-            "timeouts.udp",
-            Duration::from_secs(30),
-        )?,
+        udp: timeout(t.and_then(|t| t.udp.as_ref()), "udp", 30)?,
     };
 
     let l = raw.limits.as_ref();
@@ -687,13 +812,15 @@ fn check(loc: &Locator, raw: RawFile) -> Result<Config, ConfigError> {
     let arp = Arp {
         garp_count,
         garp_interval: loc.duration(
-            &a.and_then(|a| a.garp_interval.clone()),
+            a.and_then(|a| a.garp_interval.as_ref()),
             "arp.garp_interval",
+            ANY,
             Duration::from_millis(50),
         )?,
         garp_second_burst: loc.duration(
-            &a.and_then(|a| a.garp_second_burst.clone()),
+            a.and_then(|a| a.garp_second_burst.as_ref()),
             "arp.garp_second_burst",
+            ANY,
             Duration::from_secs(1),
         )?,
     };
@@ -775,7 +902,8 @@ fn check_services(
             if *b.port.get_ref() == 0 {
                 return Err(loc.err(&b.port, bf("port"), "must be 1-65535"));
             }
-            if !seen.insert((*b.address.get_ref(), *b.port.get_ref())) {
+            let address = loc.on_a_nic(&b.address, bf("address"))?;
+            if !seen.insert((address, *b.port.get_ref())) {
                 return Err(loc.err(
                     &b.address,
                     bf("address"),
@@ -788,7 +916,7 @@ fn check_services(
                 Some(w) => return Err(loc.err(w, bf("weight"), "must be 0-100")),
             };
             backends.push(Backend {
-                address: *b.address.get_ref(),
+                address,
                 port: *b.port.get_ref(),
                 weight,
             });
@@ -834,33 +962,44 @@ fn check_health(loc: &Locator, s: &RawService, i: usize) -> Result<Health, Confi
     };
     let health = Health {
         kind: h.and_then(|h| h.kind).unwrap_or(default_kind),
-        path: h.and_then(|h| h.path.clone()).unwrap_or_else(|| "/".into()),
+        path: match h.and_then(|h| h.path.as_ref()) {
+            None => "/".into(),
+            Some(p) => http_path(loc, p, &f("path"))?,
+        },
         interval: loc.duration(
-            &h.and_then(|h| h.interval.clone()),
+            h.and_then(|h| h.interval.as_ref()),
             &f("interval"),
+            POSITIVE,
             Duration::from_secs(1),
         )?,
         timeout: loc.duration(
-            &h.and_then(|h| h.timeout.clone()),
+            h.and_then(|h| h.timeout.as_ref()),
             &f("timeout"),
+            POSITIVE,
             Duration::from_millis(500),
         )?,
         rise: count(h.and_then(|h| h.rise.as_ref()), "rise")?,
         fall: count(h.and_then(|h| h.fall.as_ref()), "fall")?,
     };
-    if health.interval.is_zero() || health.timeout.is_zero() {
-        let at = h.and_then(|h| h.interval.as_ref().or(h.timeout.as_ref()));
-        let offset = at.map_or(s.name.span().start, |v| v.span().start);
-        return Err(loc.at(
-            offset,
-            f("interval"),
-            "interval and timeout must be above zero",
+    Ok(health)
+}
+
+/// The path of an HTTP check, which goes into the request line as it is: a space, CR or LF
+/// in it would end the line early or add a header of the file's choosing.
+fn http_path(loc: &Locator, path: &S<String>, field: &str) -> Result<String, ConfigError> {
+    let text = path.get_ref();
+    if !text.starts_with('/') {
+        return Err(loc.err(path, field, "must start with /"));
+    }
+    if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(loc.err(
+            path,
+            field,
+            "must hold no spaces or control characters (CR, LF, tab, ...): it is sent in \
+             the request line; escape them as %20, %0D, ...",
         ));
     }
-    if health.kind == HealthKind::Http && !health.path.starts_with('/') {
-        return Err(loc.err(&s.name, f("path"), "must start with /"));
-    }
-    Ok(health)
+    Ok(text.clone())
 }
 
 #[cfg(test)]
@@ -897,84 +1036,80 @@ mod tests {
         assert!(parse_duration("ms").is_err());
     }
 
-    /// Replaces the first `from` in the example and expects an error on `line` naming `field`.
-    fn expect_error(from: &str, to: &str, field: &str) {
-        expect_error_in(EXAMPLE, from, to, field);
-    }
-
-    /// Replaces the first `from` in `base` and expects an error on its line naming `field`.
-    pub(super) fn expect_error_in(base: &str, from: &str, to: &str, field: &str) {
-        assert!(base.contains(from), "example lacks {from}");
-        let text = base.replacen(from, to, 1);
-        let line = base[..base.find(from).unwrap()].matches('\n').count() + 1;
-        let e = parse_text(&text).unwrap_err();
-        assert_eq!(e.file, PathBuf::from("test.toml"));
-        assert_eq!(e.line, line, "{e}");
-        assert_eq!(e.field, field, "{e}");
-        assert!(e
-            .to_string()
-            .starts_with(&format!("test.toml:{line}: {field}: ")));
-    }
-
+    /// Every bad file of the shared table: its error names the file, the line and the field.
     #[test]
     fn errors_name_line_and_field() {
-        expect_error(
-            "nat_ports = \"20000-29999\"",
-            "nat_ports = \"30000-2\"",
-            "node.nat_ports",
-        );
-        expect_error(
-            "interface = \"ext0\"",
-            "interface = \"eth9\"",
-            "vip[0].interface",
-        );
-        expect_error(
-            "vip = \"10.0.0.100\"",
-            "vip = \"10.0.0.99\"",
-            "service[0].vip",
-        );
-        expect_error(
-            "weight = 1",
-            "weight = 1000",
-            "service[0].backend[0].weight",
-        );
-        expect_error(
-            "interval = \"500ms\"",
-            "interval = \"5 parsecs\"",
-            "service[0].health.interval",
-        );
-        expect_error("udp = \"30s\"", "udp = \"30\"", "timeouts.udp");
-        expect_error(
-            "tcp_time_wait = \"60s\"",
-            "tcp_time_wait = \"a minute\"",
-            "timeouts.tcp_time_wait",
-        );
-        expect_error("rise = 2", "rise = 0", "service[0].health.rise");
-        expect_error("name = \"int0\"", "name = \"ext0\"", "interface[1].name");
-        expect_error(
-            "address = \"10.1.0.1\"",
-            "address = \"10.0.0.100\"",
-            "vip[1].address",
-        );
-        expect_error("port = 8080", "port = 70000", "port");
-        expect_error("role = \"internal\"", "role = \"sideways\"", "role");
-        expect_error("garp_count = 3", "garp_cuont = 3", "garp_cuont");
+        for case in bad_cases::BAD {
+            let e = parse_text(&case.text()).unwrap_err();
+            let line = case.line();
+            assert_eq!(
+                (e.file.as_path(), e.line, e.field.as_str()),
+                (Path::new("test.toml"), line, case.field),
+                "{case:?}: {e}"
+            );
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("test.toml:{line}: {}: ", case.field)),
+                "{e}"
+            );
+            assert!(e.message.contains(case.says), "{case:?}: {e}");
+        }
     }
 
     #[test]
-    fn duplicate_service_names_and_limits() {
-        let second = EXAMPLE.replace("name = \"web\"", "name = \"dns\"");
-        let start = second.find("[[service]]").unwrap();
-        let end = second.find("[timeouts]").unwrap();
-        let mut text = EXAMPLE.to_string();
-        text.push_str(
-            &second[start..end]
-                .replace("port = 80\n", "port = 81\n")
-                .replace("name = \"dns\"", "name = \"web\""),
-        );
-        let e = parse_text(&text).unwrap_err();
-        assert_eq!(e.field, "service[1].name");
+    fn durations_are_bounded_and_never_overflow() {
+        assert_eq!(parse_duration("10080m"), Ok(MAX_DURATION));
+        for text in [
+            "10081m",
+            "307445734561825861m",
+            "18446744073709551615ms",
+            "99999999999999999999999s",
+        ] {
+            assert!(
+                parse_duration(text).unwrap_err().contains("too long"),
+                "{text}"
+            );
+        }
+        assert_eq!(show(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(show(Duration::from_secs(90)), "90s");
+        assert_eq!(show(MAX_DURATION), "10080m");
+    }
 
+    /// `load` reads the node key the file names and checks it against the node map, naming
+    /// the `key` line; `parse` reads no file.
+    #[test]
+    fn load_checks_the_node_key_file() {
+        use node_key::{tests::TempDir, NodeKey};
+        let example = include_str!("../../examples/cluster.toml");
+        let dir = TempDir::new("load");
+        let key_path = dir.0.join("gw1.key");
+        let key = NodeKey::generate(&key_path).unwrap();
+        let text = example
+            .replacen("/etc/gateway/node.key", key_path.to_str().unwrap(), 1)
+            .replacen(
+                "RIiKafCp1xLUBXVlV2+KVBc50Yb1sc8kzQqWe4XOq1I=",
+                &key.public().to_string(),
+                1,
+            );
+        let file = dir.0.join("gw1.toml");
+        std::fs::write(&file, &text).unwrap();
+        assert_eq!(load(&file).unwrap().name, "gw1");
+
+        let key_line = text[..text.find("key = ").unwrap()].matches('\n').count() + 1;
+        std::fs::remove_file(&key_path).unwrap();
+        let e = load(&file).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (key_line, "node.key"), "{e}");
+        assert!(e.message.contains("cannot read the node key"), "{e}");
+        assert!(parse(&file, &text).is_ok(), "parse reads no key file");
+
+        NodeKey::generate(&key_path).unwrap();
+        let e = load(&file).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (key_line, "node.key"), "{e}");
+        assert!(e.message.contains("cluster.node[0].public_key"), "{e}");
+    }
+
+    #[test]
+    fn too_many_backends() {
         let mut many = EXAMPLE.to_string();
         for i in 0..700 {
             many.push_str(&format!(

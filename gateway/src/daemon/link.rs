@@ -17,10 +17,7 @@ use tracing::{debug, warn};
 use crate::{
     cluster::{
         keys::Keyring,
-        transport::{
-            MessageId, Peer, SendError, Transport, TransportConfig, TransportCounters,
-            TransportEvent,
-        },
+        transport::{MessageId, Peer, SendError, Transport, TransportCounters, TransportEvent},
         types::NodeId,
     },
     config::Cluster,
@@ -79,21 +76,6 @@ pub fn addresses(cluster: &Cluster) -> Vec<Vec<SocketAddr>> {
         .collect()
 }
 
-/// The transport's settings: LAN-tuned defaults with the `[cluster.timers]` overrides.
-pub fn transport_config(cluster: &Cluster) -> TransportConfig {
-    let defaults = TransportConfig::default();
-    let t = &cluster.timers;
-    TransportConfig {
-        initial_rto: t.resend.unwrap_or(defaults.initial_rto),
-        // The cap keeps its ratio to the first timeout, so a slower LAN setting stays valid.
-        max_rto: t
-            .resend
-            .map_or(defaults.max_rto, |r| defaults.max_rto.max(r * 2)),
-        max_tries: t.tries.unwrap_or(defaults.max_tries),
-        ..defaults
-    }
-}
-
 impl Link {
     /// Builds the transport for this node and binds a socket on each of its primary addresses.
     pub async fn open(cluster: &Cluster) -> Result<Self> {
@@ -122,7 +104,7 @@ impl Link {
             mine.clone(),
             peers,
             keys,
-            transport_config(cluster),
+            cluster.timers.transport(),
             boot,
         )
         .map_err(|e| anyhow!("[cluster.timers]: {e}"))?;

@@ -53,15 +53,40 @@ struct Signals {
     hup: Signal,
 }
 
-/// Turns on IPv4 forwarding: translated packets whose neighbour is unknown go through the
-/// kernel's forwarding path.
-fn enable_forwarding() -> Result<()> {
-    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
-    if std::fs::read_to_string(PATH)?.trim() != "1" {
-        std::fs::write(PATH, "1").context("enabling net.ipv4.ip_forward")?;
-        info!("set net.ipv4.ip_forward = 1");
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// IPv4 forwarding, turned on for the data path: translated packets whose neighbour is unknown
+/// go through the kernel's forwarding path. Holds the value found, so a failed start and a
+/// stop that removes the data path put it back (docs/architecture.md, "Start and stop").
+struct Forwarding {
+    /// The value found, when this daemon changed it.
+    before: Option<String>,
+}
+
+impl Forwarding {
+    fn enable() -> Result<Self> {
+        let before = std::fs::read_to_string(IP_FORWARD)
+            .context("reading net.ipv4.ip_forward")?
+            .trim()
+            .to_string();
+        if before == "1" {
+            return Ok(Self { before: None });
+        }
+        std::fs::write(IP_FORWARD, "1").context("enabling net.ipv4.ip_forward")?;
+        info!("set net.ipv4.ip_forward = 1 (was {before})");
+        Ok(Self {
+            before: Some(before),
+        })
     }
-    Ok(())
+
+    /// Puts the value found back; a failure is logged, as the data path is gone already.
+    fn restore(self) {
+        let Some(before) = self.before else { return };
+        match std::fs::write(IP_FORWARD, &before) {
+            Ok(()) => info!("restored net.ipv4.ip_forward = {before}"),
+            Err(e) => error!("restoring net.ipv4.ip_forward = {before}: {e}"),
+        }
+    }
 }
 
 /// How the node takes part: in a ring, through its shell, or alone, where the main loop owns
@@ -155,9 +180,11 @@ fn restart_checks(config: &Config, datapath: &DatapathHandle, checks: &mut JoinS
     health::spawn_all(config, datapath, checks);
 }
 
-/// Runs the daemon until a signal or a `stop` command.
+/// Runs the daemon until a signal or a `stop` command. Everything that can be checked is
+/// checked before the first change to the kernel; a step that fails after one undoes them.
 pub async fn run(config_path: &Path) -> Result<()> {
-    let config = config::load(config_path)?;
+    let path = config_path.to_path_buf();
+    let config = tokio::task::spawn_blocking(move || config::load(&path)).await??;
     loader::check_root()?;
     if config.realtime {
         realtime::lock_memory();
@@ -170,7 +197,6 @@ pub async fn run(config_path: &Path) -> Result<()> {
             );
         }
     }
-    enable_forwarding()?;
     let names: Vec<String> = config.interfaces.iter().map(|i| i.name.clone()).collect();
     let nics = netlink::nics(&names).await?;
     server::ensure_free(&config.socket)?;
@@ -180,13 +206,29 @@ pub async fn run(config_path: &Path) -> Result<()> {
         int: signal(SignalKind::interrupt())?,
         hup: signal(SignalKind::hangup())?,
     };
-    let mut dp = Datapath::load(&config)?;
+    let forwarding = Forwarding::enable()?;
+    let mut dp = match Datapath::load(&config) {
+        Ok(dp) => dp,
+        Err(e) => {
+            forwarding.restore();
+            return Err(e);
+        }
+    };
     match serve(&config, nics, &mut dp, signals).await {
-        Ok(keep) => dp.stop(keep),
+        // XDP kept for the next daemon still hands the kernel what it cannot forward itself.
+        Ok(true) => dp.stop(true),
+        Ok(false) => {
+            let stopped = dp.stop(false);
+            forwarding.restore();
+            stopped
+        }
         Err(e) => {
             // A failed takeover leaves the previous data path serving; a fresh one goes.
-            let keep = dp.adopted;
-            dp.stop(keep)?;
+            let adopted = dp.adopted;
+            dp.abandon()?;
+            if !adopted {
+                forwarding.restore();
+            }
             Err(e)
         }
     }

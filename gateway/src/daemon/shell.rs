@@ -30,7 +30,7 @@ use super::{
     deadlines::Pending,
     faults::Fault,
     host::Host,
-    link::{self, Datagram, Link, Transmitted},
+    link::{Datagram, Link, Transmitted},
     load::LoadMeter,
     realtime,
     stall::{RecentDelay, StallWatch},
@@ -187,7 +187,7 @@ pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
     settings.hold = t.token_hold.unwrap_or(settings.hold);
     settings.loss_timeout = t.token_loss.unwrap_or(settings.loss_timeout);
     settings.probe_interval = t.probe_911.unwrap_or(settings.probe_interval);
-    settings.unreachable_after = link::transport_config(cluster).give_up_after();
+    settings.unreachable_after = cluster.timers.transport().give_up_after();
     settings.balance_min_pps = cluster.balance.min_packets_per_s;
     settings.balance_hold = cluster.balance.hold;
     // The token sequence starts at a random point (docs/architecture.md, "Stale tokens"): a
@@ -313,7 +313,7 @@ impl Shell {
         } = parts;
         let cluster = config.cluster.clone().context("no [cluster] section")?;
         let realtime = config.realtime;
-        let give_up = link::transport_config(&cluster).give_up_after();
+        let give_up = cluster.timers.transport().give_up_after();
         let me = NodeId(cluster.me as u8);
         let mine = &cluster.nodes[cluster.me].addresses;
         for (nic, addr) in nics.iter().zip(mine) {

@@ -50,32 +50,78 @@ fn ensure_bpffs() -> Result<()> {
     Ok(())
 }
 
+/// Loads the object, its maps pinned in (or taken from) `pin_dir`, and verifies the program.
+fn load_program(config: &Config, pin_dir: &PinDir) -> Result<Ebpf> {
+    let pins: Vec<_> = maps::ALL.iter().map(|m| pin_dir.map(m)).collect();
+    let mut loader = EbpfLoader::new();
+    for (name, pin) in maps::ALL.iter().zip(&pins) {
+        loader.map_pin_path(name, pin.as_path());
+    }
+    loader.map_max_entries(maps::CONNS, config.limits.max_connections);
+    loader.map_max_entries(maps::REPLIES, config.limits.max_connections);
+    let mut ebpf = loader
+        .load(crate::datapath::ebpf_object::BYTES)
+        .context("loading the XDP object")?;
+    program(&mut ebpf)?
+        .load()
+        .context("verifying the XDP program")?;
+    Ok(ebpf)
+}
+
+/// The gateway's XDP program in the object.
+fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    Ok(ebpf
+        .program_mut(programs::GATEWAY)
+        .with_context(|| {
+            format!(
+                "program `{}` missing from the XDP object",
+                programs::GATEWAY
+            )
+        })?
+        .try_into()?)
+}
+
 impl Datapath {
     /// Loads the object (reusing pinned maps) and attaches it to `interfaces`, adopting pinned
     /// links where they exist.
     pub fn load(config: &Config) -> Result<Self> {
         ensure_bpffs()?;
         let pin_dir = PinDir::take(&config.pin_dir)?;
-        let pins: Vec<_> = maps::ALL.iter().map(|m| pin_dir.map(m)).collect();
-        let mut loader = EbpfLoader::new();
-        for (name, pin) in maps::ALL.iter().zip(&pins) {
-            loader.map_pin_path(name, pin.as_path());
+        let ebpf = match load_program(config, &pin_dir) {
+            Ok(ebpf) => ebpf,
+            Err(e) => {
+                // The maps it pinned go too, unless a kept data path serves with them.
+                let kept = config
+                    .interfaces
+                    .iter()
+                    .any(|i| pin_dir.link(&i.name).exists());
+                if !kept {
+                    if let Err(undo) = pin_dir.clean() {
+                        warn!("removing the maps the failed start pinned: {undo:#}");
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let mut datapath = Self {
+            ebpf,
+            links: Vec::new(),
+            pin_dir,
+            adopted: false,
+        };
+        if let Err(e) = datapath.attach(config) {
+            // A later NIC failed: the earlier ones lose what this start gave them.
+            if let Err(undo) = datapath.abandon() {
+                warn!("removing what the failed start attached: {undo:#}");
+            }
+            return Err(e);
         }
-        loader.map_max_entries(maps::CONNS, config.limits.max_connections);
-        loader.map_max_entries(maps::REPLIES, config.limits.max_connections);
-        let mut ebpf = loader
-            .load(crate::datapath::ebpf_object::BYTES)
-            .context("loading the XDP object")?;
-        let program: &mut Xdp = ebpf
-            .program_mut(programs::GATEWAY)
-            .with_context(|| {
-                format!(
-                    "program `{}` missing from the XDP object",
-                    programs::GATEWAY
-                )
-            })?
-            .try_into()?;
-        program.load().context("verifying the XDP program")?;
+        Ok(datapath)
+    }
+
+    /// Attaches the loaded program to every NIC of `config`, adopting pinned links.
+    fn attach(&mut self, config: &Config) -> Result<()> {
+        let program = program(&mut self.ebpf)?;
         let mode = match config.xdp_mode {
             ConfigXdpMode::Native => XdpMode::Driver,
             ConfigXdpMode::Generic => {
@@ -83,10 +129,8 @@ impl Datapath {
                 XdpMode::Skb
             }
         };
-        let mut links = Vec::new();
-        let mut adopted = false;
         for iface in &config.interfaces {
-            let pin = pin_dir.link(&iface.name);
+            let pin = self.pin_dir.link(&iface.name);
             if pin.exists() {
                 let link = PinnedLink::from_pin(&pin)
                     .with_context(|| format!("opening pinned link {}", pin.display()))?;
@@ -95,7 +139,7 @@ impl Datapath {
                     .attach_to_link(link)
                     .with_context(|| format!("replacing the program on {}", iface.name))?;
                 info!(interface = %iface.name, "adopted pinned XDP link");
-                adopted = true;
+                self.adopted = true;
             } else {
                 let id = program.attach(&iface.name, mode).with_context(|| {
                     format!(
@@ -106,19 +150,14 @@ impl Datapath {
                 })?;
                 let link = FdLink::try_from(program.take_link(id)?)
                     .context("XDP attached without bpf_link (kernel too old?)")?;
-                links.push(
+                self.links.push(
                     link.pin(&pin)
                         .with_context(|| format!("pinning link at {}", pin.display()))?,
                 );
                 info!(interface = %iface.name, mode = config.xdp_mode.name(), "attached XDP");
             }
         }
-        Ok(Self {
-            ebpf,
-            links,
-            pin_dir,
-            adopted,
-        })
+        Ok(())
     }
 
     /// The loaded object, so its maps can be taken.
@@ -133,6 +172,18 @@ impl Datapath {
             info!(pin_dir = %self.pin_dir.path().display(), "leaving the data path attached and pinned");
             return Ok(());
         }
+        self.remove(true)
+    }
+
+    /// Undoes a start that failed: detaches the links this start attached, and removes the
+    /// maps too unless a previous daemon's data path was adopted, which still serves with them.
+    pub fn abandon(self) -> Result<()> {
+        let clean = !self.adopted;
+        self.remove(clean)
+    }
+
+    /// Unpins this daemon's links (dropping them detaches XDP), and with `clean` every pin.
+    fn remove(self, clean: bool) -> Result<()> {
         let Self {
             ebpf,
             links,
@@ -142,9 +193,11 @@ impl Datapath {
         for link in links {
             link.unpin().context("unpinning an XDP link")?;
         }
-        pin_dir.clean()?;
+        if clean {
+            pin_dir.clean()?;
+        }
         drop(ebpf);
-        info!("detached XDP and removed the gateway's pins");
+        info!(clean, "detached this daemon's XDP links");
         Ok(())
     }
 }
