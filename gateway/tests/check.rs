@@ -117,6 +117,20 @@ fn good_files_pass_and_change_nothing() {
         .replace("RIiKafCp1xLUBXVlV2+KVBc50Yb1sc8kzQqWe4XOq1I=", public);
     let cluster = dir.0.join("cluster.toml");
     std::fs::write(&cluster, text).unwrap();
+    std::os::unix::fs::chown(&cluster, Some(65534), Some(65534)).unwrap();
+    // It holds the cluster's keys: refused while its group or others have access.
+    let mode = |m| {
+        std::fs::set_permissions(&cluster, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap()
+    };
+    mode(0o644);
+    let out = check(&cluster);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(": cluster.keys: ") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    mode(0o600);
     let out = check(&cluster);
     assert!(
         out.status.success(),

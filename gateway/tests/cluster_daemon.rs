@@ -153,6 +153,9 @@ impl Cluster {
         let m = &self.members[i];
         let path = self.dir.join(format!("{}.toml", m.name));
         std::fs::write(&path, self.config(m)).unwrap();
+        // It holds the cluster's keys: the daemon refuses it unless private.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let child = cmd::command_in(m.ns.name(), GATEWAY)
             .args(["daemon", "--config"])
             .arg(&path)

@@ -126,7 +126,10 @@ impl Gateways {
             .collect::<Result<_>>()?;
         let mut gateways = Self { nodes };
         for i in 0..gateways.nodes.len() {
-            std::fs::write(&gateways.nodes[i].config, gateways.config_text(i, options))?;
+            let path = &gateways.nodes[i].config;
+            std::fs::write(path, gateways.config_text(i, options))?;
+            // It holds the cluster's keys: the daemon refuses it unless private.
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         }
         for i in 0..gateways.nodes.len() {
             gateways.start_daemon(bed, i)?;

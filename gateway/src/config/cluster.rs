@@ -179,6 +179,13 @@ pub(super) struct RawCluster {
     node: Vec<RawClusterNode>,
 }
 
+impl RawCluster {
+    /// Where `[cluster.keys]` is in the file.
+    pub(super) fn keys_at(&self) -> usize {
+        self.keys.span().start
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBalance {

@@ -573,9 +573,39 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         file: path,
         text: &text,
     };
-    let (config, key_at) = parse_at(&loc)?;
-    node_key::load_node_key(&config).map_err(|e| loc.at(key_at, "node.key", format!("{e:#}")))?;
+    let (config, at) = parse_at(&loc)?;
+    if let Some(keys_at) = at.cluster_keys {
+        private(path).map_err(|m| loc.at(keys_at, "cluster.keys", m))?;
+    }
+    node_key::load_node_key(&config).map_err(|e| loc.at(at.key, "node.key", format!("{e:#}")))?;
     Ok(config)
+}
+
+/// Where [`load`]'s checks of the files point their errors: `[node] key` (or the node's name
+/// when it has none) and `[cluster.keys]`.
+struct FileChecksAt {
+    key: usize,
+    cluster_keys: Option<usize>,
+}
+
+/// Refuses a file that holds secrets when its group or others may read or write it: one key
+/// read by a local user lets it speak for every node (issue 12, finding 2). The message says
+/// how to fix it.
+pub fn private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} holds secrets but its group or others have access (mode {:o}): `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Parses and checks configuration text; `path` names it in errors. Reads no file, so a
@@ -584,8 +614,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     parse_at(&Locator { file: path, text }).map(|(config, _)| config)
 }
 
-/// Parses and checks `loc`'s text; also returns where `[node] key` is, for [`load`]'s errors.
-fn parse_at(loc: &Locator) -> Result<(Config, usize), ConfigError> {
+/// Parses and checks `loc`'s text; also returns where [`load`]'s checks of files point.
+fn parse_at(loc: &Locator) -> Result<(Config, FileChecksAt), ConfigError> {
     let text = loc.text;
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let offset = e.span().map(|s| s.start).unwrap_or(0);
@@ -596,8 +626,11 @@ fn parse_at(loc: &Locator) -> Result<(Config, usize), ConfigError> {
         loc.at(offset, field, message)
     })?;
     let node = raw.node.get_ref();
-    let key_at = node.key.as_ref().unwrap_or(&node.name).span().start;
-    Ok((check(loc, raw)?, key_at))
+    let at = FileChecksAt {
+        key: node.key.as_ref().unwrap_or(&node.name).span().start,
+        cluster_keys: raw.cluster.as_ref().map(|c| c.get_ref().keys_at()),
+    };
+    Ok((check(loc, raw)?, at))
 }
 
 /// The field a serde message names, like "missing field `port`".
@@ -1080,6 +1113,7 @@ mod tests {
     #[test]
     fn load_checks_the_node_key_file() {
         use node_key::{tests::TempDir, NodeKey};
+        use std::os::unix::fs::PermissionsExt;
         let example = include_str!("../../examples/cluster.toml");
         let dir = TempDir::new("load");
         let key_path = dir.0.join("gw1.key");
@@ -1093,7 +1127,28 @@ mod tests {
             );
         let file = dir.0.join("gw1.toml");
         std::fs::write(&file, &text).unwrap();
+        // It holds the cluster's keys: refused while others may read it.
+        let keys_line = text[..text.find("[cluster.keys]").unwrap()]
+            .matches('\n')
+            .count()
+            + 1;
+        let e = load(&file).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (keys_line, "cluster.keys"),
+            "{e}"
+        );
+        assert!(e.message.contains("chmod 600"), "{e}");
+        let private = |path: &Path| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap()
+        };
+        private(&file);
         assert_eq!(load(&file).unwrap().name, "gw1");
+        // So is a node key others may read.
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = load(&file).unwrap_err();
+        assert!(e.message.contains("mode 640"), "{e}");
+        private(&key_path);
 
         let key_line = text[..text.find("key = ").unwrap()].matches('\n').count() + 1;
         std::fs::remove_file(&key_path).unwrap();

@@ -2,12 +2,7 @@
 //! can read; the cluster configuration lists every member's public key, so a node accepts a
 //! signed configuration only from a member an operator added (a node never adds itself).
 use std::{
-    fmt,
-    fs::OpenOptions,
-    io::Write,
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
-    path::Path,
-    str::FromStr,
+    fmt, fs::OpenOptions, io::Write, os::unix::fs::OpenOptionsExt, path::Path, str::FromStr,
 };
 
 use anyhow::{bail, Context};
@@ -67,7 +62,7 @@ impl NodeKey {
     }
 
     /// Reads a key written by [`NodeKey::generate`] (or `openssl genpkey -algorithm ed25519`),
-    /// at daemon start and for `gateway key public`. Warns when others may read the file.
+    /// at daemon start and for `gateway key public`. Refused when others may read the file.
     pub fn load(path: &Path) -> anyhow::Result<NodeKey> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the node key", path.display()))?;
@@ -79,17 +74,7 @@ impl NodeKey {
                 path.display()
             )
         })?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let mode = meta.permissions().mode();
-            if mode & 0o077 != 0 {
-                tracing::warn!(
-                    "{}: the node's private key is readable by group or others (mode {:o}); \
-                     `chmod 600` it",
-                    path.display(),
-                    mode & 0o777
-                );
-            }
-        }
+        super::private(path).map_err(|m| anyhow::anyhow!("{m}"))?;
         Ok(NodeKey { pair })
     }
 
@@ -199,6 +184,7 @@ pub fn load_node_key(config: &Config) -> anyhow::Result<Option<NodeKey>> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
     /// A fresh directory under the system's temp dir, removed on drop.
