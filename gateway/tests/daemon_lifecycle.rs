@@ -243,8 +243,7 @@ fn run_daemon(bed: &Bed, config: &str) -> (Option<i32>, String) {
     let path = bed.dir.join("other.toml");
     std::fs::write(&path, config).unwrap();
     // A cluster node's file holds the cluster's keys: refused unless private.
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let out = cmd::command_in(bed.ns.name(), GATEWAY)
         .args(["daemon", "--config"])
         .arg(&path)
