@@ -400,6 +400,13 @@ impl Transport {
         Ok(transport)
     }
 
+    /// Replaces the keys: envelopes are sealed with the new active key from now on, and only
+    /// the new keys open what arrives (a key removed is refused at once: rotation, or a key
+    /// that leaked, without a restart).
+    pub fn set_keys(&mut self, keys: Keyring) {
+        self.sealer.keys = keys;
+    }
+
     /// Replaces the set of peers (membership or configuration change).
     ///
     /// Peers that stay keep their messages in flight (with their new addresses); messages to a
@@ -1556,27 +1563,25 @@ mod tests {
         };
         let config = TransportConfig::default();
         // Node 0 already signs with the new key 2; node 1 still only knows key 1.
-        net.nodes[0] = Transport::new(
-            NodeId(0),
-            addrs(0, 1),
-            peers(1),
-            both(),
-            config.clone(),
-            2_000,
-        )
-        .unwrap();
+        net.nodes[0] =
+            Transport::new(NodeId(0), addrs(0, 1), peers(1), both(), config, 2_000).unwrap();
         net.send(0, 1, b"too early".to_vec());
         net.run(Duration::from_millis(1), |_| Fate::Deliver);
         assert_eq!(net.counters(1).unknown_key, 1);
-        // Node 1 learns key 2 (still signing with key 1): both directions work.
+        // Node 1 learns key 2 while it runs (still signing with key 1): both directions work.
         let old_active = Keyring::new(1, [(1, KEY), (2, [0x6b; 32])]).unwrap();
-        net.nodes[1] =
-            Transport::new(NodeId(1), addrs(1, 1), peers(1), old_active, config, 2_000).unwrap();
+        net.nodes[1].set_keys(old_active);
         net.run(Duration::from_secs(1), |_| Fate::Deliver);
         net.send(1, 0, b"old key".to_vec());
         net.run(Duration::from_secs(1), |_| Fate::Deliver);
         assert_eq!(net.received(1), vec![(NodeId(0), b"too early".to_vec())]);
         assert_eq!(net.received(0), vec![(NodeId(1), b"old key".to_vec())]);
+        // Node 0 drops key 1: what node 1 still seals with it opens nothing there.
+        net.nodes[0].set_keys(Keyring::new(2, [(2, [0x6b; 32])]).unwrap());
+        let unknown = net.counters(0).unknown_key;
+        net.send(1, 0, b"removed key".to_vec());
+        net.run(Duration::from_millis(1), |_| Fate::Deliver);
+        assert_eq!(net.counters(0).unknown_key, unknown + 1);
     }
 
     #[test]

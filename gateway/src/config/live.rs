@@ -93,16 +93,18 @@ const PARTS: &[Part] = &[
         apply: Apply::AtRestart,
         differs: |a, b| {
             a.cluster.is_some() != b.cluster.is_some()
-                || cluster_differs(a, b, |c| {
-                    (
-                        c.port,
-                        c.lease,
-                        c.monitor.witness.clone(),
-                        c.keys.clone(),
-                        c.active_key,
-                    )
-                })
+                || cluster_differs(a, b, |c| (c.port, c.lease, c.monitor.witness.clone()))
         },
+    },
+    Part {
+        name: "cluster.keys",
+        apply: Apply::Live(|running, new| {
+            if let (Some(now), Some(next)) = (&mut running.cluster, &new.cluster) {
+                now.keys.clone_from(&next.keys);
+                now.active_key = next.active_key;
+            }
+        }),
+        differs: |a, b| cluster_differs(a, b, |c| (c.keys.clone(), c.active_key)),
     },
     Part {
         name: "cluster.config_version",

@@ -367,7 +367,7 @@ mod tests {
             ("persistence = 1", "persistence = 0", &["vip"]),
             ("lease = \"500ms\"", "lease = \"300ms\"", &["cluster"]),
             ("witness = [\"10.0.0.1\"]", "witness = []", &["cluster"]),
-            ("active_key = 1 ", "active_key = 2 ", &["cluster"]),
+            ("active_key = 1 ", "active_key = 2 ", &[]),
             ("tries = 4", "tries = 5", &["cluster.timers"]),
             (
                 "addresses = [\"10.0.0.4\", \"10.1.0.4\"]",

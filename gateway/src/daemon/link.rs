@@ -76,16 +76,21 @@ pub fn addresses(cluster: &Cluster) -> Vec<Vec<SocketAddr>> {
         .collect()
 }
 
+/// The transport's keys of `[cluster.keys]` and `active_key`.
+fn keyring(cluster: &Cluster) -> Result<Keyring> {
+    Keyring::new(
+        cluster.active_key,
+        cluster.keys.iter().map(|(id, k)| (*id, k.0)),
+    )
+    .map_err(|e| anyhow!("[cluster.keys]: {e}"))
+}
+
 impl Link {
     /// Builds the transport for this node and binds a socket on each of its primary addresses.
     pub async fn open(cluster: &Cluster) -> Result<Self> {
         let all = addresses(cluster);
         let mine = all[cluster.me].clone();
-        let keys = Keyring::new(
-            cluster.active_key,
-            cluster.keys.iter().map(|(id, k)| (*id, k.0)),
-        )
-        .map_err(|e| anyhow!("[cluster.keys]: {e}"))?;
+        let keys = keyring(cluster)?;
         let peers = all
             .iter()
             .enumerate()
@@ -157,6 +162,12 @@ impl Link {
                 .then(|| self.datagrams.try_recv().ok())
                 .flatten();
         }
+    }
+
+    /// Seals and opens with `cluster`'s keys from now on.
+    pub fn set_keys(&mut self, cluster: &Cluster) -> Result<()> {
+        self.transport.set_keys(keyring(cluster)?);
+        Ok(())
     }
 
     /// Queues `payload` for reliable delivery to `to`.

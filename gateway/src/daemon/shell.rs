@@ -48,7 +48,7 @@ use crate::{
         transport::TransportEvent,
         types::{NodeId, VipEntry},
     },
-    config::{live, Cluster, Config, Persistence},
+    config::{self, live, Cluster, Config, Persistence},
     control::{
         server::Answer,
         views::{
@@ -197,6 +197,23 @@ pub fn ring_config(config: &Config, cluster: &Cluster) -> RingConfig {
         settings.initial_seq = u64::from_be_bytes(seed) >> 8;
     }
     settings
+}
+
+/// An answer that comes to `answer` as an error with `note` appended, whatever the outcome:
+/// a reload that applied what it could and names what waits for a restart.
+fn with_note(answer: Answer, note: String) -> Answer {
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let outcome = rx
+            .await
+            .unwrap_or_else(|_| Err("the cluster shell has stopped".into()));
+        let message = match outcome {
+            Ok(()) => format!("applied what applies at once; {note}"),
+            Err(e) => format!("{e}; {note}"),
+        };
+        let _ = answer.send(Err(message));
+    });
+    tx
 }
 
 /// The ring's operator command for a CLI request, node names resolved.
@@ -552,7 +569,32 @@ impl Shell {
 
     /// Offers the config file's cluster-wide part (of its `text`) to the ring; the answer
     /// waits for the ring.
+    ///
+    /// This node's own parts apply here: new `[cluster.keys]` and `active_key` at once
+    /// ([`Shell::follow_keys`]). A change that takes effect only at the restart, of this
+    /// node's `[node]` or `[control]` or of a cluster-wide part, makes the answer an error
+    /// that names it, once the cluster-wide part is through (`gateway reload` exits 1 then).
     fn offer_config(&mut self, now: Instant, text: &str, answer: Answer) {
+        let new = match config::parse(&self.config.path, text) {
+            Ok(new) => new,
+            Err(e) => {
+                let _ = answer.send(Err(e.to_string()));
+                return;
+            }
+        };
+        self.follow_keys(&new);
+        let later = live::restart_needed(&self.config, &new);
+        let answer = if later.is_empty() {
+            answer
+        } else {
+            let note = format!(
+                "{}: changes of {} need a restart",
+                self.config.path.display(),
+                later.join(", ")
+            );
+            warn!("reload: {note}");
+            with_note(answer, note)
+        };
         // Above what the ring and every member runs.
         match self.sync.prepare(text, self.node.newest_config_version()) {
             Ok(Prepared::Unchanged(id)) => {
@@ -575,6 +617,32 @@ impl Shell {
                 let _ = answer.send(Err(e));
             }
         }
+    }
+
+    /// Seals and opens ring messages with the keys of `new` when they changed: a key removed
+    /// from `[cluster.keys]` is refused from the next datagram on, not after a restart.
+    fn follow_keys(&mut self, new: &Config) {
+        let Some(next) = &new.cluster else {
+            return;
+        };
+        if (&next.keys, next.active_key) == (&self.cluster.keys, self.cluster.active_key) {
+            return;
+        }
+        if let Err(e) = self.link.set_keys(next) {
+            warn!("changing the cluster's keys: {e:#}");
+            return;
+        }
+        self.cluster.keys.clone_from(&next.keys);
+        self.cluster.active_key = next.active_key;
+        let mut running = (*self.config).clone();
+        running.cluster = running.cluster.map(|c| Cluster {
+            keys: next.keys.clone(),
+            active_key: next.active_key,
+            ..c
+        });
+        self.config = Arc::new(running);
+        let ids: Vec<u8> = next.keys.keys().copied().collect();
+        info!(keys = ?ids, active = next.active_key, "the cluster's keys changed");
     }
 
     /// Switches to a configuration the ring runs now: the file is written on the blocking
@@ -610,6 +678,7 @@ impl Shell {
             Ok(installed) => {
                 self.sync.installed(&installed);
                 let running = Arc::new(live::apply_live(&self.config, &installed.config));
+                self.follow_keys(&running);
                 self.host.apply_config(&running);
                 let apply = running.clone();
                 self.datapath.submit(move |worker| {
