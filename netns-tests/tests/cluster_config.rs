@@ -115,6 +115,10 @@ fn a_reload_on_one_node_switches_every_node_and_a_late_node_catches_up() {
         );
         assert_eq!(parsed["cluster"]["config_version"].as_integer(), Some(2));
         assert!(parsed["cluster"].get("keys").is_some(), "secrets kept");
+        let mut previous = cluster.nodes[i].config.clone().into_os_string();
+        previous.push(".previous");
+        let previous = std::fs::read_to_string(&previous).unwrap();
+        assert!(previous != file, "{name} keeps the file it replaced");
     }
     let after = serving(&cluster);
     println!("new connections after the drain: {after:?}");

@@ -224,13 +224,20 @@ fn merge(path: &Path, local: &str, shared_text: &str) -> Result<(String, Config)
 }
 
 /// Writes an activated configuration into the config file as it is now (an operator's edits
-/// of this node's own part are kept) and parses it. Blocking file I/O (read, write, fsync):
-/// run it off the async runtime.
+/// of this node's own part are kept) and parses it. The file it replaces is kept beside it as
+/// `FILE.previous`, with its mode: a rewrite loses nothing the operator wrote. Blocking file
+/// I/O (read, write, fsync): run it off the async runtime.
 pub fn install(activation: Activation) -> Result<Installed, String> {
     let path = &activation.path;
     let local = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (text, config) = merge(path, &local, &activation.shared_text)?;
-    write_atomically(path, &text).map_err(|e| format!("writing {}: {e:#}", path.display()))?;
+    if text != local {
+        let backup = beside(path, "previous");
+        write_atomically(&backup, &local, path)
+            .map_err(|e| format!("keeping the previous file as {}: {e:#}", backup.display()))?;
+    }
+    write_atomically(path, &text, path)
+        .map_err(|e| format!("writing {}: {e:#}", path.display()))?;
     let later = live::restart_needed(&activation.running, &config);
     Ok(Installed {
         id: activation.id,
@@ -240,12 +247,21 @@ pub fn install(activation: Activation) -> Result<Installed, String> {
     })
 }
 
+/// `path` with `.suffix` added to its name.
+fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    name.into()
+}
+
 /// Replaces `path` with `text` so that a reader sees the old file or the new one, never a
-/// part: a temporary file beside it, flushed, renamed over it. Keeps the file's permissions.
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("toml.new");
+/// part: a temporary file beside it, flushed, renamed over it. It gets the permissions of
+/// `mode_of` (the config file: it holds secrets).
+fn write_atomically(path: &Path, text: &str, mode_of: &Path) -> Result<()> {
+    let tmp = beside(path, "new");
     let mut file = std::fs::File::create(&tmp)?;
-    if let Ok(meta) = std::fs::metadata(path) {
+    if let Ok(meta) = std::fs::metadata(mode_of) {
         file.set_permissions(meta.permissions())?;
     }
     file.write_all(text.as_bytes())?;
@@ -337,8 +353,17 @@ mod tests {
         let running = &installed.config;
         assert_eq!(running.name, "gw2", "gw2's own [node] section stays");
         assert_eq!(running.services[0].backends[0].port, 8081);
-        let file = std::fs::read_to_string(pair.dir.0.join("gw2.toml")).unwrap();
+        let path = pair.dir.0.join("gw2.toml");
+        let file = std::fs::read_to_string(&path).unwrap();
         assert!(file.contains("config_version = 2") && file.contains("name = \"gw2\""));
+        // The file it replaced is kept, with its mode.
+        let previous = std::fs::read_to_string(beside(&path, "previous")).unwrap();
+        assert!(previous.contains("port = 8080") && !previous.contains("config_version = 2"));
+        let mode = |p: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).unwrap().permissions().mode()
+        };
+        assert_eq!(mode(&beside(&path, "previous")), mode(&path));
         assert_eq!(pair.syncs[1].active(), doc.config);
         // Once gw1 runs it too, its file has nothing new to offer.
         let installed = install(pair.syncs[0].activate(doc.config).unwrap()).unwrap();
