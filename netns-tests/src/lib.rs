@@ -13,6 +13,7 @@ pub mod cluster_topology;
 pub mod cpu;
 pub mod daemon;
 pub mod failover;
+pub mod forge;
 pub mod hog;
 pub mod host_death;
 pub mod keepalived;

@@ -7,34 +7,20 @@
 //! renumbered, and none of the others.
 use gateway::cluster::keys::Keyring;
 use gateway::cluster::message::{ConnCopy, ConnId, Copies, Message};
-use gateway::cluster::transport::{Peer, Transport, TransportConfig};
 use gateway::cluster::types::NodeId;
-use netns_tests::cluster::{Cluster, ClusterOptions, CLUSTER_PORT, KEY};
-use netns_tests::cluster_topology::{external_addr, internal_addr, EXTERNAL_VIPS, NODES};
+use netns_tests::cluster::{Cluster, ClusterOptions};
+use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use netns_tests::daemon::WEB_PORT;
+use netns_tests::forge::{self, Forger};
 use netns_tests::host_death;
 use netns_tests::topology::{backend_addr, BACKEND_HTTP_PORT, EXT_IF, INT_IF};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
 
 /// The client address of every forged copy: nothing is ever sent from it.
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 77);
 /// A NAT port in gw1's block (`nat_block(0)`).
 const NAT_PORT: u16 = 10_500;
-
-fn node_addrs(i: usize) -> Vec<SocketAddr> {
-    [external_addr(i), internal_addr(i)]
-        .into_iter()
-        .map(|a| SocketAddr::V4(SocketAddrV4::new(a, CLUSTER_PORT)))
-        .collect()
-}
-
-fn key() -> [u8; 32] {
-    let bytes: Vec<u8> = (0..32)
-        .map(|i| u8::from_str_radix(&KEY[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
-    bytes.try_into().unwrap()
-}
 
 /// A copy of a web connection from `CLIENT:port` to the first external VIP.
 fn copy(port: u16) -> ConnCopy {
@@ -53,28 +39,10 @@ fn copy(port: u16) -> ConnCopy {
     }
 }
 
-/// Sends `copies` to gw2 as gw1's whole table, sealed with the cluster key, from gw1's
-/// addresses (the only ones gw2's XDP lets through to its cluster port).
+/// Sends `copies` to gw2 as gw1's whole table, sealed with the cluster key.
 fn forge(cluster: &Cluster, copies: Vec<ConnCopy>) {
-    let keys = Keyring::new(1, [(1, key())]).unwrap();
-    let peers = vec![Peer {
-        id: NodeId(1),
-        addrs: node_addrs(1),
-    }];
-    // Counters above gw1's own, which started from its boot's unix milliseconds.
-    let boot = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let mut transport = Transport::new(
-        NodeId(0),
-        node_addrs(0),
-        peers,
-        keys,
-        TransportConfig::default(),
-        boot,
-    )
-    .unwrap();
+    let keys = Keyring::new(1, [(1, forge::key())]).unwrap();
+    let mut forger = Forger::new(0, 1, keys).unwrap();
     let message = Message::Copies(Copies {
         from: NodeId(0),
         reset: true,
@@ -83,27 +51,11 @@ fn forge(cluster: &Cluster, copies: Vec<ConnCopy>) {
         copies,
         gone: Vec::new(),
     });
-    transport
+    forger
+        .transport
         .send(Instant::now(), NodeId(1), message.encode())
         .unwrap();
-    let mut datagrams = Vec::new();
-    while let Some(t) = transport.poll_transmit() {
-        datagrams.push(t);
-    }
-    assert!(!datagrams.is_empty());
-    cluster
-        .ns(0)
-        .run(move || {
-            for t in &datagrams {
-                let SocketAddr::V4(from) = t.from else {
-                    unreachable!()
-                };
-                let socket = UdpSocket::bind(SocketAddrV4::new(*from.ip(), 0))?;
-                socket.send_to(&t.bytes, t.to)?;
-            }
-            Ok(())
-        })
-        .unwrap();
+    assert!(forger.flush(cluster).unwrap() > 0);
 }
 
 /// gw2's connection table entries of `CLIENT`, as `gateway conns` prints them.

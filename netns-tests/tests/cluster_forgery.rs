@@ -5,7 +5,7 @@
 //! authentication) and from the router (which the XDP address filter drops).
 use gateway::cluster::envelope::{self, Header};
 use gateway::cluster::keys::Keyring;
-use netns_tests::cluster::{Cluster, ClusterOptions, KEY};
+use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{external_addr, ROUTER_ADDR};
 use netns_tests::netns::Netns;
 use netns_tests::packet::capture_udp;
@@ -25,12 +25,6 @@ fn send(ns: &Netns, src: Ipv4Addr, bytes: Vec<u8>) {
         Ok(())
     })
     .unwrap();
-}
-
-fn key_bytes() -> Vec<u8> {
-    (0..32)
-        .map(|i| u8::from_str_radix(&KEY[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
 }
 
 /// gw1's transport counter `name` and XDP drop reason `not_peer`.
@@ -84,7 +78,7 @@ fn forged_replayed_wrongly_keyed_and_stranger_messages_change_nothing() {
         Duration::from_secs(2),
     )
     .unwrap();
-    let keys = Keyring::new(1, [(1, key_bytes().try_into().unwrap())]).unwrap();
+    let keys = Keyring::new(1, [(1, netns_tests::forge::key())]).unwrap();
     let opened = envelope::open(&real, &keys).expect("a real datagram opens");
     println!(
         "captured {} bytes: {:?} #{} from gw3",

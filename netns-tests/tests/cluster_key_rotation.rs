@@ -5,23 +5,15 @@
 //! valid until a restart, and `reload` answered `reloaded`). A change of `[node]` makes
 //! `reload` exit 1 naming it.
 use gateway::cluster::keys::Keyring;
-use gateway::cluster::transport::{Peer, Transport, TransportConfig};
 use gateway::cluster::types::NodeId;
-use netns_tests::cluster::{Cluster, ClusterOptions, CLUSTER_PORT, KEY};
-use netns_tests::cluster_topology::{external_addr, internal_addr, NODES};
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use netns_tests::cluster::{Cluster, ClusterOptions, KEY};
+use netns_tests::cluster_topology::NODES;
+use netns_tests::forge::{self, Forger};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The new key, hex.
 const NEW_KEY: &str = "6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b";
-
-fn node_addrs(i: usize) -> Vec<SocketAddr> {
-    [external_addr(i), internal_addr(i)]
-        .into_iter()
-        .map(|a| SocketAddr::V4(SocketAddrV4::new(a, CLUSTER_PORT)))
-        .collect()
-}
 
 /// Rewrites the `[cluster]` keys of the file at `path`: `keys` by id, and `active`.
 fn set_keys(path: &Path, keys: &[(u8, &str)], active: u8) {
@@ -69,43 +61,15 @@ fn unknown_key(cluster: &Cluster) -> u64 {
         .unwrap()
 }
 
-/// A datagram to gw1 as gw3 sealed with key 1 (the one removed), sent from gw3's address.
+/// A datagram to gw1 as gw3 sealed with key 1 (the one removed).
 fn send_with_old_key(cluster: &Cluster) {
-    let key: Vec<u8> = (0..32)
-        .map(|i| u8::from_str_radix(&KEY[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
-    let keys = Keyring::new(1, [(1, key.try_into().unwrap())]).unwrap();
-    let peers = vec![Peer {
-        id: NodeId(0),
-        addrs: node_addrs(0),
-    }];
-    let boot = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let mut transport = Transport::new(
-        NodeId(2),
-        node_addrs(2),
-        peers,
-        keys,
-        TransportConfig::default(),
-        boot,
-    )
-    .unwrap();
-    transport
+    let keys = Keyring::new(1, [(1, forge::key())]).unwrap();
+    let mut forger = Forger::new(2, 0, keys).unwrap();
+    forger
+        .transport
         .send(Instant::now(), NodeId(0), b"old key".to_vec())
         .unwrap();
-    let t = transport.poll_transmit().unwrap();
-    cluster
-        .ns(2)
-        .run(move || {
-            let SocketAddr::V4(from) = t.from else {
-                unreachable!()
-            };
-            UdpSocket::bind(SocketAddrV4::new(*from.ip(), 0))?.send_to(&t.bytes, t.to)?;
-            Ok(())
-        })
-        .unwrap();
+    assert!(forger.flush(cluster).unwrap() > 0);
 }
 
 #[test]
