@@ -243,8 +243,6 @@ pub struct Takeovers {
     /// Whether this process has followed a list as a member of a ring with others: until
     /// then a block whose node is back is no news (see [`Takeovers::follow`]).
     in_ring_before: bool,
-    /// What [`Takeovers::unserved`] returned last.
-    unserved: Option<Vec<NodeId>>,
 }
 
 /// A block newly away from its node.
@@ -353,39 +351,6 @@ impl Takeovers {
     /// The blocks as last followed.
     pub fn blocks(&self) -> &[BlockHolder] {
         &self.blocks
-    }
-
-    /// The nodes of the map (`nodes` of them) whose NAT blocks this node, `me`, does not
-    /// translate for: all but its own and those the ring lists it as serving (their holder,
-    /// or the holder before, which keeps the connections it took then). A connection this
-    /// node translates with a port of such a block gets no reply here: the replies go to
-    /// the block's node or its holder, which do not send them on to this node. Such entries
-    /// are left from an earlier process on the same pins, or from a time this node held the
-    /// block before it was away itself; the block's connections are served elsewhere now,
-    /// and translating one of them here (given its VIP) sends its replies nowhere (chaos
-    /// run, seed 712225: a UDP flow unanswered for 33 s). `None` until this process has
-    /// followed a list as a member of a ring with others (before, it does not know), and
-    /// when it is what this returned last.
-    pub fn unserved(&mut self, me: NodeId, nodes: usize) -> Option<Vec<NodeId>> {
-        if !self.in_ring_before {
-            return None;
-        }
-        let serves = |n: NodeId| {
-            n == me
-                || self
-                    .blocks
-                    .iter()
-                    .any(|b| b.block == n && (b.holder == me || b.leftovers == Some(me)))
-        };
-        let unserved: Vec<NodeId> = (0..nodes)
-            .map(|i| NodeId(i as u8))
-            .filter(|&n| !serves(n))
-            .collect();
-        if self.unserved.as_ref() == Some(&unserved) {
-            return None;
-        }
-        self.unserved = Some(unserved.clone());
-        Some(unserved)
     }
 }
 
@@ -590,35 +555,6 @@ mod tests {
             .follow(NodeId(3), &holder_died, &members, &mut store)
             .unwrap();
         assert_eq!(taken(&died), [(1, other)]);
-    }
-
-    #[test]
-    fn a_node_translates_only_for_its_own_block_and_the_blocks_the_ring_lists_it_serving() {
-        let me = NodeId(1);
-        let away = |block, holder, leftovers: Option<u8>| BlockHolder {
-            block: NodeId(block),
-            holder: NodeId(holder),
-            returned: true,
-            leftovers: leftovers.map(NodeId),
-        };
-        let mut store = CopyStore::new(10);
-        let mut takeovers = Takeovers::default();
-        // A process on its pins, not yet in a ring with others: it cannot tell.
-        takeovers.follow(me, &[away(0, 1, None)], &[me], &mut store);
-        assert_eq!(takeovers.unserved(me, 4), None);
-        let members = [NodeId(0), me, NodeId(2), NodeId(3)];
-        let listed = [away(0, 1, None), away(2, 3, Some(1)), away(3, 0, None)];
-        takeovers.follow(me, &listed, &members, &mut store);
-        // Its own, 0's (held) and 2's (held before, leftovers kept): all but 3's; once.
-        assert_eq!(takeovers.unserved(me, 4), Some(vec![NodeId(3)]));
-        assert_eq!(takeovers.unserved(me, 4), None);
-        // The list no longer names it for 0's block (it was away, or its process was
-        // restarted): what it kept of 0's block is served elsewhere.
-        takeovers.follow(me, &[away(0, 2, None)], &members, &mut store);
-        assert_eq!(
-            takeovers.unserved(me, 4),
-            Some(vec![NodeId(0), NodeId(2), NodeId(3)])
-        );
     }
 
     #[test]

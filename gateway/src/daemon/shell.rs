@@ -948,14 +948,6 @@ impl Shell {
         let followed = self
             .takeovers
             .follow(me, blocks, members, &mut self.copy_store);
-        if let Some(unserved) = self.takeovers.unserved(me, self.cluster.nodes.len()) {
-            let ports: Vec<(u16, u16)> = unserved
-                .iter()
-                .filter_map(|n| self.cluster.nodes[usize::from(n.0)].nat_ports)
-                .collect();
-            self.datapath
-                .submit(move |worker| worker.set_unserved(ports));
-        }
         let Some(new) = followed else {
             return;
         };

@@ -11,7 +11,7 @@ use std::{
 
 use gateway_common::{proto, tcp_state, Conn, FlowKey, Reply};
 use serde_json::{json, Value};
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::{
     cluster::{
@@ -268,10 +268,8 @@ pub struct Census {
     pub connections: usize,
     /// Of those, per back-end `(address, port)`.
     pub per_backend: HashMap<(Ipv4Addr, u16), usize>,
-    /// Connections removed, as idle or unserved.
+    /// Connections removed as idle.
     pub removed: usize,
-    /// Of those, the ones on ports of a block this node no longer serves.
-    pub unserved: usize,
 }
 
 /// Whether the back-end closed the connection of reply entry `reply` (a FIN of its own) within
@@ -291,9 +289,6 @@ fn in_time_wait(reply: &Reply, now_ns: u64, timeouts: &Timeouts) -> bool {
 #[derive(Debug)]
 pub struct Sweep {
     now_ns: u64,
-    /// NAT blocks whose connections go whether idle or not: this node no longer serves
-    /// them (`Takeovers::unserved`), so their replies no longer reach it.
-    unserved: Vec<(u16, u16)>,
     replies: Cursor,
     conns: Cursor,
     /// Reply entries read so far, by key.
@@ -304,12 +299,10 @@ pub struct Sweep {
 }
 
 impl Sweep {
-    /// A sweep of what is idle at `now_ns` (`CLOCK_MONOTONIC`), and of the connections
-    /// translated with ports of the `unserved` blocks.
-    pub fn new(now_ns: u64, unserved: Vec<(u16, u16)>) -> Self {
+    /// A sweep of what is idle at `now_ns` (`CLOCK_MONOTONIC`).
+    pub fn new(now_ns: u64) -> Self {
         Self {
             now_ns,
-            unserved,
             replies: Cursor::default(),
             conns: Cursor::default(),
             reply_of: foldhash::HashMap::default(),
@@ -334,22 +327,15 @@ impl Sweep {
                     reply: take_reply(&mut self.reply_of, &key, &conn),
                 };
                 let idle = self.now_ns.saturating_sub(entry.last_seen_ns());
-                let port = u16::from_be(conn.nat_port);
-                let unserved = conn.home == 0
-                    && self
-                        .unserved
-                        .iter()
-                        .any(|&(lo, hi)| (lo..=hi).contains(&port));
-                if unserved || idle > entry.timeout(timeouts).as_nanos() as u64 {
+                if idle > entry.timeout(timeouts).as_nanos() as u64 {
                     self.doomed_conns.push(key);
                     let now = self.now_ns;
                     self.doomed_replies.extend(
                         entry
                             .reply
-                            .filter(|(_, r)| unserved || !in_time_wait(r, now, timeouts))
+                            .filter(|(_, r)| !in_time_wait(r, now, timeouts))
                             .map(|(k, _)| k),
                     );
-                    self.census.unserved += usize::from(unserved);
                 } else {
                     self.census.connections += 1;
                     let backend = (
@@ -380,12 +366,6 @@ impl Sweep {
         );
         self.census.removed = batch::delete(&maps.conns, &self.doomed_conns)?;
         batch::delete(&maps.replies, &self.doomed_replies)?;
-        if self.census.unserved > 0 {
-            info!(
-                removed = self.census.unserved,
-                "conntrack sweep: connections on NAT ports of blocks served elsewhere"
-            );
-        }
         if self.census.removed > 0 {
             debug!(removed = self.census.removed, "conntrack sweep");
         }
@@ -479,7 +459,7 @@ mod tests {
 
     /// A whole sweep at `now_ns` with [`TIMEOUTS`].
     fn sweep_all(maps: &Tables, now_ns: u64) -> Census {
-        let mut sweep = Sweep::new(now_ns, Vec::new());
+        let mut sweep = Sweep::new(now_ns);
         loop {
             if let Some(census) = sweep.step(maps, &TIMEOUTS).unwrap() {
                 return census;
@@ -620,42 +600,6 @@ mod tests {
         assert_eq!((census.removed, census.connections), (1, 1));
         let left: Vec<Reply> = maps.replies.iter().map(|e| e.unwrap().1).collect();
         assert_eq!(left, vec![new.3], "the new connection's reply entry stays");
-    }
-
-    #[test]
-    fn the_sweep_removes_live_connections_on_ports_of_blocks_served_elsewhere() {
-        let mut maps = tables();
-        let now = monotonic_ns();
-        let own = pair(40000, 20001, now, tcp_state::OPEN);
-        let elsewhere = pair(40001, 10500, now, tcp_state::OPEN);
-        for (k, c, rk, r) in [own, elsewhere] {
-            maps.conns.insert(k, c, 0).unwrap();
-            maps.replies.insert(rk, r, 0).unwrap();
-        }
-        // A forwarding entry carries no port of its own: it stays.
-        let forwarding = Conn {
-            home: 3,
-            last_seen_ns: now,
-            ..Conn::default()
-        };
-        let forwarded = pair(40002, 0, now, tcp_state::OPEN).0;
-        maps.conns.insert(forwarded, forwarding, 0).unwrap();
-        let mut sweep = Sweep::new(now, vec![(10000, 16999)]);
-        let census = loop {
-            if let Some(census) = sweep.step(&maps, &TIMEOUTS).unwrap() {
-                break census;
-            }
-        };
-        assert_eq!((census.removed, census.unserved), (1, 1));
-        let mut left: Vec<FlowKey> = maps.conns.keys().map(Result::unwrap).collect();
-        left.sort_by_key(|k| u16::from_be(k.src_port));
-        assert_eq!(left, [own.0, forwarded]);
-        let replies: Vec<FlowKey> = maps.replies.keys().map(Result::unwrap).collect();
-        assert_eq!(
-            replies,
-            [own.2],
-            "the unserved connection's reply entry went with it"
-        );
     }
 
     #[test]

@@ -116,9 +116,6 @@ pub struct Worker {
     healthy: HashMap<BackendKey, bool>,
     /// This node's connections as its successor holds them.
     copy_stream: CopyStream,
-    /// The NAT blocks of the nodes this node translates for no longer
-    /// (`Takeovers::unserved`): the sweep removes connections on their ports.
-    unserved: Vec<(u16, u16)>,
     census: Census,
     view: watch::Sender<TableView>,
 }
@@ -180,7 +177,6 @@ pub fn spawn(tables: Tables, config: Arc<Config>) -> io::Result<(DatapathHandle,
     let longest_wait_us = Arc::new(AtomicU64::new(0));
     let mut worker = Worker {
         copy_stream: CopyStream::default(),
-        unserved: Vec::new(),
         tables,
         config,
         healthy: HashMap::new(),
@@ -250,7 +246,7 @@ impl Worker {
                         Ok(job) => Some(job),
                         Err(mpsc::RecvTimeoutError::Timeout) => {
                             next_sweep = Instant::now() + SWEEP_INTERVAL;
-                            sweep = Some(Sweep::new(monotonic_ns(), self.unserved.clone()));
+                            sweep = Some(Sweep::new(monotonic_ns()));
                             None
                         }
                         Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -363,16 +359,6 @@ impl Worker {
             ),
             Err(e) => warn!(node = gone.0, "taking over connections: {e}"),
         }
-    }
-
-    /// Makes the sweep remove the connections translated with ports of `blocks`, the NAT
-    /// blocks this node no longer serves (`Takeovers::unserved`).
-    pub fn set_unserved(&mut self, blocks: Vec<(u16, u16)>) {
-        info!(
-            ?blocks,
-            "NAT blocks served elsewhere: their connections here go at the next sweep"
-        );
-        self.unserved = blocks;
     }
 
     /// Every connection with its reply direction, and replies without one.
