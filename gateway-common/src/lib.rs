@@ -176,6 +176,13 @@ pub struct Vip {
     /// connection is rebuilt as that node opened it (the same Maglev pick and NAT port probe).
     pub rebuild_min: u16,
     pub rebuild_max: u16,
+    pub _pad: u32,
+    /// When this node last took the VIP (`CLOCK_MONOTONIC_COARSE` ns, as XDP reads the clock;
+    /// 0 while it does not own it). An own entry of a finished TCP connection last used
+    /// before then may be stale: while the VIP was elsewhere, the client may have reused its
+    /// ports for a connection another node opened. Its first packet is offered to the
+    /// previous holder, which sends back what is no connection of its own.
+    pub owned_since_ns: u64,
 }
 
 /// IP protocol numbers used in keys.
@@ -274,6 +281,9 @@ pub struct Conn {
     pub _pad: [u8; 3],
     /// 1 + the index of the node that translates this connection, 0 for this node: a
     /// forwarding entry (connection hand-off), whose packets go to that node untranslated.
+    /// One that replaced a stale own entry (`Vip::owned_since_ns`) keeps its translation
+    /// (`nat_port` != 0) and its reply entry: the entry is this node's again when that node
+    /// sends a packet back.
     pub home: u32,
     /// When the connection was opened.
     pub created_ns: u64,
@@ -447,8 +457,9 @@ counter_index! {
         /// untranslated, by MAC rewrite.
         ToHome = 6 => "to_home",
         /// A client packet sent on untranslated to the node that translates its connection
-        /// (a forwarding entry), or of no connection here to the VIP's previous holder, whose
-        /// connection it may be (connection hand-off).
+        /// (a forwarding entry), or of no connection here (or of a stale own one, see
+        /// `Vip::owned_since_ns`) to the VIP's previous holder, whose connection it may be
+        /// (connection hand-off).
         ToPrevious = 7 => "to_previous",
         /// A client packet for a VIP another node owns, of no connection here, sent on to
         /// the owner: the sender's ARP entry is stale, or the owner offered a datagram that
@@ -458,6 +469,10 @@ counter_index! {
         /// this node took over: the connection it opened after its last copy, rebuilt with
         /// its back-end and NAT port, translated.
         Rebuilt = 9 => "rebuilt",
+        /// A client packet of a connection this node translated before it last took the VIP,
+        /// offered to the previous holder and sent back by it (no connection of its own):
+        /// translated here as before.
+        Reclaimed = 10 => "reclaimed",
     }
 }
 

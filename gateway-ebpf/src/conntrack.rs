@@ -184,6 +184,37 @@ fn reply_key(key: &FlowKey, backend_addr: u32, backend_port: u16, nat_port: u16)
     }
 }
 
+/// Makes the forwarding entry `conn` of `key` this node's connection again if it kept this
+/// node's translation (`nat_port` != 0) when it replaced a stale own entry: the node it names
+/// sent the packet back, having no connection of those ports. Its reply entry is written
+/// again if the sweep took it meanwhile; false when the entry kept no translation, or its NAT
+/// port now serves another connection.
+///
+/// # Safety
+/// `conn` must point to a live `CONNS` value.
+#[inline(always)]
+pub unsafe fn reclaim(key: &FlowKey, conn: *mut Conn, now: u64) -> bool {
+    if (*conn).nat_port == 0 {
+        return false;
+    }
+    let (reply_key, reply) = reply_entry(
+        key,
+        (*conn).backend_addr,
+        (*conn).backend_port,
+        (*conn).nat_port,
+        (*conn).service_id,
+        now,
+    );
+    let ours = match REPLIES.get(&reply_key) {
+        Some(r) => r.client_port == key.src_port && r.vip == key.dst_addr,
+        None => REPLIES.insert(reply_key, reply, BPF_NOEXIST as u64).is_ok(),
+    };
+    if ours {
+        (*conn).home = 0;
+    }
+    ours
+}
+
 /// Forgets a finished connection whose client reuses its ports: its reply entry goes at once
 /// (its NAT port is free again); the `CONNS` entry is overwritten by the new connection.
 ///

@@ -228,7 +228,9 @@ unsafe fn to_vip(
         now,
         len,
     };
+    let owned = vip.flags & vip_flags::OWNED != 0;
     let mut existing = CONNS.get_ptr_mut(key);
+    let mut reclaimed = false;
     if let Some(conn) = existing {
         if (*conn).home != 0 {
             // Another node translates this connection: hand the packet to it, unless it came
@@ -238,7 +240,12 @@ unsafe fn to_vip(
                 (*conn).last_seen_ns = now;
                 return home.send(hop, Path::ToPrevious);
             }
-            existing = None;
+            // Sent back to the owner: no connection of that node's. An entry that kept this
+            // node's translation when it offered the packet there is this node's again.
+            reclaimed = owned && conntrack::reclaim(&key, conn, now);
+            if !reclaimed {
+                existing = None;
+            }
         }
     }
     let (conn, path) = match existing {
@@ -246,7 +253,27 @@ unsafe fn to_vip(
         // Maglev pick (the old backend may be down or drained) and a fresh NAT port. A node
         // serves the connections it opened whether or not it still owns their VIP.
         Some(conn) if !(opening && l4_proto == proto::TCP && (*conn).state != tcp_state::OPEN) => {
-            (conn, Path::Established)
+            // A finished connection's, unused since this node last took the VIP: while the VIP
+            // was elsewhere the client may have reused its ports for a connection the previous
+            // holder opened. Offered there first, the entry keeping its translation for the
+            // packet that comes back. An open connection's is not: it lived on through the
+            // other node's forwarding entries, and a previous holder standing in for a dead
+            // node would rebuild it.
+            let finished = l4_proto == proto::TCP && (*conn).state != tcp_state::OPEN;
+            if owned && finished && (*conn).last_seen_ns < vip.owned_since_ns && vip.previous != 0 {
+                let previous = handoff(vip.previous);
+                if let Some(hop) = previous.onward() {
+                    (*conn).home = vip.previous;
+                    (*conn).last_seen_ns = now;
+                    return previous.send(hop, Path::ToPrevious);
+                }
+            }
+            let path = if reclaimed {
+                Path::Reclaimed
+            } else {
+                Path::Established
+            };
+            (conn, path)
         }
         // A TCP packet that opens nothing, on a VIP whose dead previous holder's block this
         // node took over: one of the connections that node opened after its last copy.
@@ -263,8 +290,8 @@ unsafe fn to_vip(
             }
         }
         _ => {
-            if vip.flags & vip_flags::OWNED == 0 {
-                return not_owner(&handoff(vip.owner), l4_proto == proto::UDP, len);
+            if !owned {
+                return not_owner(&handoff(vip.owner), len);
             }
             // A packet no connection here knows may be one of the previous holder's: TCP
             // unless it opens one, a datagram while that node is alive to send it back.
@@ -350,17 +377,14 @@ fn service_of(key: &FlowKey) -> Option<&'static Service> {
 }
 
 /// A client packet for a VIP another node owns, of no connection of this node: it goes to the
-/// owner, whether its sender's ARP entry is stale (it still names this node for the VIP) or it
-/// is a datagram the owner offered this node (its previous holder) and that opens no flow
-/// here; only what the owner sent and is no datagram is dropped.
+/// owner, whether its sender's ARP entry is stale (it still names this node for the VIP) or
+/// the owner offered it to this node (its previous holder), which has no connection of it:
+/// sent back, the owner opens the datagram's flow, takes back a connection of its own whose
+/// entry it had offered here, or drops the TCP packet (a hop limit ends a loop of nodes that
+/// disagree about the owner).
 #[inline(always)]
-fn not_owner(owner: &Handoff, datagram: bool, len: u64) -> u32 {
-    let hop = if datagram {
-        owner.hop()
-    } else {
-        owner.onward()
-    };
-    match hop {
+fn not_owner(owner: &Handoff, len: u64) -> u32 {
+    match owner.hop() {
         Some(hop) if owner.node != 0 => owner.send(hop, Path::ToOwner),
         _ => drop(Reason::NotOwner, len),
     }

@@ -22,8 +22,13 @@ const GIVE_UP_AFTER: u32 = 10;
 
 /// Opens a TCP connection from `src` (any port) to `dst`.
 pub fn connect(src: Ipv4Addr, dst: SocketAddrV4) -> Result<TcpStream> {
+    connect_from(SocketAddrV4::new(src, 0), dst)
+}
+
+/// Opens a TCP connection from `src` (port 0: any) to `dst`.
+pub fn connect_from(src: SocketAddrV4, dst: SocketAddrV4) -> Result<TcpStream> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    socket.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))?;
+    socket.bind(&SockAddr::from(src))?;
     socket
         .connect_timeout(&SockAddr::from(dst), IO_TIMEOUT)
         .with_context(|| format!("connect {src} -> {dst}"))?;
@@ -40,6 +45,17 @@ pub fn http_get(src: Ipv4Addr, dst: SocketAddrV4) -> Result<String> {
     read_response(&mut stream, &mut Vec::new())
 }
 
+/// [`http_get`] from port `src`, waiting for the back-end to close first: the client keeps
+/// no TIME_WAIT, so the port can open another connection to `dst` at once.
+pub fn http_get_from(src: SocketAddrV4, dst: SocketAddrV4) -> Result<String> {
+    let mut stream = connect_from(src, dst)?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")?;
+    let body = read_response(&mut stream, &mut Vec::new())?;
+    let mut rest = [0u8; 256];
+    while stream.read(&mut rest)? > 0 {}
+    Ok(body)
+}
+
 /// A kept-alive HTTP connection: every request goes to the same back-end, as long as the
 /// gateway keeps the connection's entry.
 pub struct KeepAlive {
@@ -50,8 +66,13 @@ pub struct KeepAlive {
 impl KeepAlive {
     /// Opens the connection.
     pub fn connect(src: Ipv4Addr, dst: SocketAddrV4) -> Result<Self> {
+        Self::connect_from(SocketAddrV4::new(src, 0), dst)
+    }
+
+    /// Opens the connection from `src` (port 0: any).
+    pub fn connect_from(src: SocketAddrV4, dst: SocketAddrV4) -> Result<Self> {
         Ok(Self {
-            stream: connect(src, dst)?,
+            stream: connect_from(src, dst)?,
             buf: Vec::new(),
         })
     }

@@ -7,10 +7,14 @@
 //! serves them. UDP flows keep their translation across the planned move (the old owner is alive
 //! to send back the datagrams that are not its own); across the daemon's death they keep their
 //! back-end but are translated anew (a NAT rebinding, which QUIC, for one, rides out).
-use netns_tests::client::{UdpFlow, UdpFlowReport};
+//!
+//! And a VIP that comes back to a node whose entry of a finished connection is still there
+//! while the client reused its ports for a connection the node in between opened.
+use netns_tests::client::{http_get_from, KeepAlive, UdpFlow, UdpFlowReport};
 use netns_tests::cluster::{Cluster, ClusterOptions};
 use netns_tests::cluster_topology::{EXTERNAL_VIPS, NODES};
 use netns_tests::topology::client_addrs;
+use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 /// Kept-alive HTTP connections through the VIP.
@@ -150,4 +154,76 @@ fn connections_survive_a_vip_move_and_the_death_of_the_new_owners_daemon() {
             r.answers
         );
     }
+}
+
+/// `cluster_returned_block` broke one kept-alive connection of eight so, by chance: gw3
+/// translated a connection, which the back-end closed; the VIP moved to gw1, and the client
+/// opened a connection of the same ports through it; when the VIP came back to gw3, gw3
+/// translated that one's packets with its entry of the finished one (kept `tcp_closing`), to
+/// a NAT port the back-end knew only in TIME_WAIT. gw3 now offers gw1 the packets of an own
+/// entry of a finished connection it has not seen since it took the VIP, and gw1 serves the
+/// new connection. gw3's own open connection, which lived on through gw1's forwarding
+/// entries, gw3 goes on translating.
+#[test]
+fn a_connection_on_reused_ports_stays_with_the_node_that_opened_it() {
+    let cluster = Cluster::start(&ClusterOptions::default()).unwrap();
+    cluster.wait_settled(Duration::from_secs(20)).unwrap();
+    let vip = EXTERNAL_VIPS[0];
+    let web = Cluster::web(vip);
+    let (earlier, later) = (2, 0);
+    let reused = SocketAddrV4::new(client_addrs()[0], 41234);
+    let other = client_addrs()[1];
+
+    cluster.place(vip, earlier).unwrap();
+    let (mut own, own_backend, first) = cluster
+        .client()
+        .run(move || {
+            let mut own = KeepAlive::connect(other, web)?;
+            let backend = own.get()?;
+            Ok((own, backend, http_get_from(reused, web)?))
+        })
+        .unwrap();
+    println!(
+        "{} served a kept-alive connection ({own_backend}) and one closed ({first}) from {reused}",
+        NODES[earlier]
+    );
+
+    cluster.place(vip, later).unwrap();
+    let (mut again, backend) = cluster
+        .client()
+        .run(move || {
+            let mut again = KeepAlive::connect_from(reused, web)?;
+            let backend = again.get()?;
+            Ok((again, backend))
+        })
+        .unwrap();
+    assert_eq!(own.get().unwrap(), own_backend);
+    println!(
+        "{} opened a connection from {reused} ({backend})",
+        NODES[later]
+    );
+
+    cluster.place(vip, earlier).unwrap();
+    for i in 0..30 {
+        let answer = again.get();
+        assert_eq!(
+            answer.as_ref().ok(),
+            Some(&backend),
+            "request {i} on the reused ports, the VIP back at {}: {answer:?}",
+            NODES[earlier]
+        );
+        let answer = own.get();
+        assert_eq!(
+            answer.as_ref().ok(),
+            Some(&own_backend),
+            "request {i} on {}'s own connection: {answer:?}",
+            NODES[earlier]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let offered = path_count(&cluster, earlier, "to_previous");
+    println!(
+        "{} sent {offered} packets to {}",
+        NODES[earlier], NODES[later]
+    );
 }

@@ -26,11 +26,21 @@ use crate::{
     },
 };
 
-/// Now on the clock XDP stamps entries with.
+/// Now on the clock XDP stamps entries with (XDP reads it coarse, up to a tick behind).
 pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Now as XDP reads it (`bpf_ktime_get_coarse_ns`): for a time XDP compares its own stamps
+/// with, so that what it stamps a tick later is never earlier.
+pub fn coarse_monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     // SAFETY: clock_gettime writes into the timespec we own.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -149,6 +159,18 @@ pub fn copies(conns: &[(FlowKey, Conn)]) -> Vec<ConnCopy> {
     let addr = |a: u32, p: u16| SocketAddrV4::new(Ipv4Addr::from(u32::from_be(a)), u16::from_be(p));
     conns
         .iter()
+        // A forwarding entry's copy names only its home: the translation one kept is this
+        // node's own to take back, no other node's.
+        .map(|(key, conn)| match conn.home {
+            0 => (key, *conn),
+            home => (
+                key,
+                Conn {
+                    home,
+                    ..Conn::default()
+                },
+            ),
+        })
         .map(|(key, conn)| ConnCopy {
             id: ConnId {
                 client: addr(key.src_addr, key.src_port),
@@ -338,11 +360,13 @@ impl Sweep {
                     );
                 } else {
                     self.census.connections += 1;
-                    let backend = (
-                        Ipv4Addr::from(u32::from_be(conn.backend_addr)),
-                        u16::from_be(conn.backend_port),
-                    );
-                    *self.census.per_backend.entry(backend).or_default() += 1;
+                    if conn.home == 0 {
+                        let backend = (
+                            Ipv4Addr::from(u32::from_be(conn.backend_addr)),
+                            u16::from_be(conn.backend_port),
+                        );
+                        *self.census.per_backend.entry(backend).or_default() += 1;
+                    }
                 }
             }
             return Ok(None);
@@ -659,5 +683,23 @@ mod tests {
         assert!(entries
             .iter()
             .all(|e| e.reply.unwrap().0.dst_addr == e.key.src_addr));
+    }
+
+    #[test]
+    fn a_forwarding_entrys_copy_names_only_its_home() {
+        let (key, own, _, _) = pair(40000, 20001, 5, tcp_state::FIN);
+        // A stale own entry XDP offered to node 2: it keeps its translation for itself.
+        let kept = Conn { home: 3, ..own };
+        let copy = copies(&[(key, kept)])[0];
+        assert_eq!(copy.home, Some(NodeId(2)));
+        assert_eq!(
+            (copy.nat_port, copy.backend, copy.state),
+            (
+                0,
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                tcp_state::OPEN
+            )
+        );
+        assert_eq!(copies(&[(key, own)])[0].nat_port, 20001);
     }
 }

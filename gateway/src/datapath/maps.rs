@@ -22,7 +22,7 @@ use gateway_common::{
 use crate::{
     cluster::{handoff::Holders, message::BlockHolder, types::NodeId},
     config::{maglev, Cluster, Config, Role, Service},
-    datapath::{batch, netlink::Nic},
+    datapath::{batch, conntrack::coarse_monotonic_ns, netlink::Nic},
 };
 
 /// Backend identity within the config: service name, address, port.
@@ -224,17 +224,23 @@ impl ControlMaps {
     }
 
     /// Sets which VIPs this node owns (answers ARP for and serves); every other configured VIP
-    /// is cleared, so XDP drops ARP for it and nothing else of this node answers.
+    /// is cleared, so XDP drops ARP for it and nothing else of this node answers. A VIP
+    /// taken now is stamped (`Vip::owned_since_ns`), so XDP offers the previous holder the
+    /// first packet of each own connection it has not seen since.
     pub fn set_owned(&mut self, owned: &HashSet<Ipv4Addr>) -> Result<()> {
         let entries: Vec<(u32, common::Vip)> = self.vips.iter().filter_map(Result::ok).collect();
         for (key, mut vip) in entries {
-            let flags = if owned.contains(&Ipv4Addr::from(u32::from_be(key))) {
-                vip.flags | vip_flags::OWNED
+            let was = vip;
+            if owned.contains(&Ipv4Addr::from(u32::from_be(key))) {
+                if vip.flags & vip_flags::OWNED == 0 {
+                    vip.owned_since_ns = coarse_monotonic_ns();
+                }
+                vip.flags |= vip_flags::OWNED;
             } else {
-                vip.flags & !vip_flags::OWNED
-            };
-            if flags != vip.flags {
-                vip.flags = flags;
+                vip.flags &= !vip_flags::OWNED;
+                vip.owned_since_ns = 0;
+            }
+            if vip != was {
                 self.vips.insert(key, vip, 0).context("writing VIPS")?;
             }
         }
@@ -644,6 +650,17 @@ mod tests {
         assert_eq!(m.owned(), HashSet::from([vip(0), vip(2)]));
         let entry = m.vips.get(&u32::from(vip(2)).to_be(), 0).unwrap();
         assert_eq!(entry.ifindex, 101, "ownership keeps the VIP's NIC");
+        let taken = entry.owned_since_ns;
+        assert!(taken > 0, "a VIP taken is stamped");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        m.set_owned(&HashSet::from([vip(1), vip(2)])).unwrap();
+        let since = |i: usize| {
+            let key = u32::from(vip(i)).to_be();
+            m.vips.get(&key, 0).unwrap().owned_since_ns
+        };
+        assert_eq!(since(2), taken, "a VIP kept keeps its stamp");
+        assert!(since(1) > taken, "one taken later is stamped later");
+        assert_eq!(since(0), 0, "one given up has none");
         m.set_owned(&HashSet::from([vip(1)])).unwrap();
         assert_eq!(m.owned(), HashSet::from([vip(1)]));
 

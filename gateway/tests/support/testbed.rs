@@ -279,9 +279,15 @@ impl Testbed {
         self.set_lease(u64::MAX)
     }
 
-    /// Rewrites `VIP`'s entry: this node's ownership and who holds its connections.
+    /// Rewrites `VIP`'s entry: this node's ownership and who holds its connections, with no
+    /// time it was taken (no own entry counts as stale).
     pub fn set_vip(&mut self, flags: u32, owner: u32, previous: u32) -> Result<()> {
-        self.set_vip_rebuilding(flags, owner, previous, (0, 0))
+        self.write_vip(Vip {
+            flags,
+            owner,
+            previous,
+            ..Vip::default()
+        })
     }
 
     /// Rewrites `VIP`'s entry as [`Testbed::set_vip`] does, with the block (first and last
@@ -293,16 +299,34 @@ impl Testbed {
         previous: u32,
         (rebuild_min, rebuild_max): (u16, u16),
     ) -> Result<()> {
-        let ifindex = self.ext_ifindex;
-        let mut vips: HashMap<_, u32, Vip> = HashMap::try_from(self.map(maps::VIPS))?;
-        let vip = Vip {
+        self.write_vip(Vip {
             flags,
-            ifindex,
             owner,
             previous,
             rebuild_min,
             rebuild_max,
+            ..Vip::default()
+        })
+    }
+
+    /// Rewrites `VIP`'s entry as [`Testbed::set_vip`] does, owned (and `flags`) since
+    /// `owned_since_ns` (`CLOCK_MONOTONIC_COARSE`, the clock XDP reads).
+    pub fn set_vip_taken(&mut self, flags: u32, previous: u32, owned_since_ns: u64) -> Result<()> {
+        self.write_vip(Vip {
+            flags: flags | gateway_common::vip_flags::OWNED,
+            owner: 1,
+            previous,
+            owned_since_ns,
+            ..Vip::default()
+        })
+    }
+
+    fn write_vip(&mut self, vip: Vip) -> Result<()> {
+        let vip = Vip {
+            ifindex: self.ext_ifindex,
+            ..vip
         };
+        let mut vips: HashMap<_, u32, Vip> = HashMap::try_from(self.map(maps::VIPS))?;
         vips.insert(be(VIP), vip, 0)?;
         Ok(())
     }
@@ -340,12 +364,8 @@ impl Testbed {
     /// Sets every CPU's rate window to "started now with `count` connections" (the data path
     /// reads the coarse monotonic clock).
     pub fn set_rate_window(&mut self, count: u32) -> Result<()> {
-        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-        // SAFETY: writes into `ts`.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-        let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
         let window = RateWindow {
-            window_start_ns: now,
+            window_start_ns: coarse_now(),
             count,
             _pad: 0,
         };
@@ -403,4 +423,12 @@ impl Testbed {
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value, out, result.duration))
     }
+}
+
+/// Now on the clock the data path reads (`bpf_ktime_get_coarse_ns`).
+pub fn coarse_now() -> u64 {
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: writes into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -82,6 +82,15 @@ pub fn conn(bed: &Testbed, flow: &Flow, l4: u8) -> Result<Conn> {
 
 /// Removes `flow`'s two entries, as if its connection had never been opened here.
 pub fn forget(bed: &mut Testbed, flow: &Flow, l4: u8) -> Result<()> {
+    forget_reply(bed, flow, l4)?;
+    let mut conns: HashMap<_, FlowKey, Conn> =
+        HashMap::try_from(bed.ebpf.map_mut(maps::CONNS).unwrap())?;
+    conns.remove(&client_key(flow, l4))?;
+    Ok(())
+}
+
+/// Removes `flow`'s `REPLIES` entry, as the sweep does with one it finds idle.
+pub fn forget_reply(bed: &mut Testbed, flow: &Flow, l4: u8) -> Result<()> {
     let c = conn(bed, flow, l4)?;
     let reply = FlowKey {
         src_addr: c.backend_addr,
@@ -94,9 +103,6 @@ pub fn forget(bed: &mut Testbed, flow: &Flow, l4: u8) -> Result<()> {
     let mut replies: HashMap<_, FlowKey, Reply> =
         HashMap::try_from(bed.ebpf.map_mut(maps::REPLIES).unwrap())?;
     replies.remove(&reply)?;
-    let mut conns: HashMap<_, FlowKey, Conn> =
-        HashMap::try_from(bed.ebpf.map_mut(maps::CONNS).unwrap())?;
-    conns.remove(&client_key(flow, l4))?;
     Ok(())
 }
 
@@ -299,4 +305,33 @@ pub fn pass_row(name: &str, nic: Nic, input: Vec<u8>) -> Row {
 /// A packet left to the kernel untouched, counted under `reason`.
 pub fn kernel_row(name: impl Into<String>, nic: Nic, input: Vec<u8>, reason: Reason) -> Row {
     Row::new(name, nic, input, Action::Pass).reason(reason)
+}
+
+/// `flow` as it arrives from the peer node (`PEER`) on the external subnet.
+pub fn from_peer(flow: Flow) -> Flow {
+    flow.macs(PEER_MAC, EXT_MAC)
+}
+
+/// `flow` as it leaves for the peer node.
+pub fn to_peer(flow: Flow) -> Flow {
+    flow.macs(EXT_MAC, PEER_MAC)
+}
+
+/// A packet sent on to another node along `path`, untranslated but for `out`'s MACs and TTL.
+pub fn handed_row(name: &str, input: Vec<u8>, path: Path, out: Vec<u8>) -> Row {
+    Row::new(name, Nic::External, input, Action::Redirect)
+        .path(path)
+        .expect(move |_| Ok(out.clone()))
+}
+
+/// A datagram translated here along `path`, to backend 1 (the pick of the UDP fixtures'
+/// flows).
+pub fn udp_served(name: &str, input: Vec<u8>, path: Path, flow: Flow) -> Row {
+    Row::new(name, Nic::External, input, Action::Redirect)
+        .path(path)
+        .counts(1, Some(1))
+        .expect(move |bed: &Testbed| {
+            let macs = Some((INT_MAC, BACKEND_MACS[1]));
+            Ok(udp(&translated(bed, &flow, proto::UDP, 1, macs)?, true))
+        })
 }

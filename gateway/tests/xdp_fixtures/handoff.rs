@@ -1,10 +1,10 @@
 //! Connection hand-off: after a VIP moved here from node 2 (`PEER` on the external subnet), a
 //! packet of no connection here goes to node 2 untranslated, one TTL less; once the VIP moved
-//! on to node 2, this node keeps serving its own connections and sends back the datagrams node
-//! 2 offers it that are no flow of its own.
+//! on to node 2, this node keeps serving its own connections and sends back what node 2
+//! offers it that is no connection of its own.
 use anyhow::ensure;
 use etherparse::Ipv4Header;
-use gateway_common::{proto, vip_flags, Action, Path, Reason};
+use gateway_common::{proto, vip_flags, Path, Reason};
 
 use crate::prelude::*;
 
@@ -15,28 +15,11 @@ pub fn rows() -> Vec<Row> {
         move |bed: &mut Testbed| bed.set_vip(flags, 1, NODE2)
     };
     let moved_away = |bed: &mut Testbed| bed.set_vip(0, NODE2, 0);
-    let from_node2 = |flow: Flow| flow.macs(PEER_MAC, EXT_MAC);
-    let to_node2 = |flow: Flow| flow.macs(EXT_MAC, PEER_MAC);
+    let (from_node2, to_node2) = (from_peer, to_peer);
     let ttl = |ttl: u8| move |ip: &mut Ipv4Header| ip.time_to_live = ttl;
     // A datagram as it leaves for node 2: MACs rewritten, one TTL spent.
     let udp_to_node2 = |flow: Flow| udp_with(&to_node2(flow), true, ttl(63));
-
-    // A packet sent on to another node, untranslated but for its MACs and one TTL.
-    let handed = |name: &str, input: Vec<u8>, path: Path, out: Vec<u8>| {
-        Row::new(name, Nic::External, input, Action::Redirect)
-            .path(path)
-            .expect(move |_| Ok(out.clone()))
-    };
-    // A datagram translated here, to backend 1.
-    let served = |name: &str, input: Vec<u8>, path: Path, flow: Flow| {
-        Row::new(name, Nic::External, input, Action::Redirect)
-            .path(path)
-            .counts(1, Some(1))
-            .expect(move |bed: &Testbed| {
-                let macs = Some((INT_MAC, BACKEND_MACS[1]));
-                Ok(udp(&translated(bed, &flow, proto::UDP, 1, macs)?, true))
-            })
-    };
+    let (handed, served) = (handed_row, udp_served);
 
     let stray = to_vip(46100, PORT_TCP);
     let stray_out = tcp_with(&to_node2(stray), ACK, ttl(63));
@@ -44,6 +27,7 @@ pub fn rows() -> Vec<Row> {
     let datagram = to_vip(46102, PORT_UDP);
     let unoffered = to_vip(46103, PORT_UDP);
     let new_flow = to_vip(46104, PORT_UDP);
+    let offered = to_vip(46105, PORT_TCP);
     let syn = to_vip(46106, PORT_TCP);
     vec![
         handed(
@@ -127,10 +111,11 @@ pub fn rows() -> Vec<Row> {
             Path::ToOwner,
             udp_to_node2(new_flow),
         ),
-        drop_row(
-            "tcp the owner offers that is no connection here is dropped",
-            tcp(&from_node2(to_vip(46105, PORT_TCP)), ACK),
-            Reason::NotOwner,
+        handed(
+            "tcp the owner offers that is no connection here goes back to it too",
+            tcp(&from_node2(offered), ACK),
+            Path::ToOwner,
+            tcp_with(&to_node2(offered), ACK, ttl(63)),
         ),
         handed(
             "so does a syn",

@@ -27,6 +27,7 @@ mod rate_limit;
 mod rebuild;
 mod reuse;
 mod routed;
+mod stale;
 mod tcp_lifetime;
 mod truncated;
 mod udp;
@@ -271,6 +272,7 @@ features!(
     rebuild,
     reuse,
     routed,
+    stale,
     tcp_lifetime,
     udp,
     unresolved,

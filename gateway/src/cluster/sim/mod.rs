@@ -630,6 +630,7 @@ impl Sim {
                     }
                     Action::ApplyVips(vips) => {
                         self.log(|| format!("node {i} answers for {vips:?}"));
+                        host.datapath.set_owned(self.now, &vips);
                         host.owned = vips;
                     }
                     Action::Garp(_) | Action::AdminDone { .. } => {}
@@ -776,7 +777,7 @@ impl Sim {
                 }
                 host.copy_pacing.hurry(self.now);
             }
-            host.datapath.apply(changes, holder);
+            host.datapath.apply(self.now, changes, holder);
         }
     }
 
@@ -1039,11 +1040,15 @@ impl Sim {
             return Fate::Lost;
         };
         let mut came_from = None;
+        let now = self.now;
         for _ in 0..=HOPS {
-            let lease_valid = self.now < self.host(at).lease.until();
+            let lease_valid = now < self.host(at).lease.until();
             let host = self.host_mut(at);
             let owned = host.owned.contains(&vip);
-            match host.datapath.handle(packet, came_from, owned, lease_valid) {
+            match host
+                .datapath
+                .handle(now, packet, came_from, owned, lease_valid)
+            {
                 Step::Translated(nat_port) => return Fate::Translated { node: at, nat_port },
                 Step::Dropped(why) => return Fate::Dropped { node: at, why },
                 Step::HandedTo(to) => {
@@ -1479,7 +1484,7 @@ impl Sim {
                 let store = &self.host(usize::from(next.0)).copy_store;
                 store
                     .of(NodeId(i as u8))
-                    .eq(self.host(i).datapath.conns.values())
+                    .eq(self.host(i).datapath.table().iter())
             })
         });
         // Every member's tables became whole, and the ring knows it.

@@ -5,8 +5,11 @@
 //! (`gateway-ebpf/src/main.rs`, `to_vip`), in the same order: an entry of this node's
 //! connection table translates the packet, or hands it to the node it names; a packet of no
 //! connection here goes to the VIP's owner when this node does not own the VIP, to the VIP's
-//! previous holder when it may be one of its connections, and otherwise opens a connection.
-//! Its table is what the daemon streams to its successor and rewrites on a take-over.
+//! previous holder when it may be one of its connections, and otherwise opens a connection;
+//! an own entry of a finished TCP connection not used since this node last took the VIP goes
+//! to the previous holder first, and is this node's again when that node sends the packet
+//! back. Its table is what the daemon streams to its successor and rewrites
+//! on a take-over.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddrV4},
@@ -90,6 +93,10 @@ pub struct DataPath {
     pub conns: BTreeMap<ConnId, ConnCopy>,
     /// Who holds each VIP's connections, as the daemon last wrote them.
     pub holders: BTreeMap<Ipv4Addr, Holders>,
+    /// When this node last took each VIP it owns (`Vip::owned_since_ns`).
+    owned_since: BTreeMap<Ipv4Addr, Instant>,
+    /// When each entry last carried a packet (`Conn::last_seen_ns`).
+    last_seen: BTreeMap<ConnId, Instant>,
 }
 
 impl DataPath {
@@ -99,18 +106,36 @@ impl DataPath {
             me,
             conns: BTreeMap::new(),
             holders: BTreeMap::new(),
+            owned_since: BTreeMap::new(),
+            last_seen: BTreeMap::new(),
         }
     }
 
-    /// The table as the daemon's worker reads it (for a copy diff or a take-over).
+    /// The table as the daemon's worker reads it (for a copy diff or a take-over): a
+    /// forwarding entry names only its home (`conntrack::copies`).
     pub fn table(&self) -> Vec<ConnCopy> {
-        self.conns.values().copied().collect()
+        self.conns
+            .values()
+            .map(|c| match c.home {
+                None => *c,
+                Some(_) => forwarding(c.id, c.home),
+            })
+            .collect()
     }
 
-    /// Carries out a take-over's changes, `holder` serving the dead node's block.
-    pub fn apply(&mut self, changes: TableChanges, holder: NodeId) {
+    /// Sets the VIPs this node owns, stamping the ones it takes now (`Maps::set_owned`).
+    pub fn set_owned(&mut self, now: Instant, owned: &BTreeSet<Ipv4Addr>) {
+        self.owned_since.retain(|vip, _| owned.contains(vip));
+        for vip in owned {
+            self.owned_since.entry(*vip).or_insert(now);
+        }
+    }
+
+    /// Carries out a take-over's changes at `now`, `holder` serving the dead node's block.
+    pub fn apply(&mut self, now: Instant, changes: TableChanges, holder: NodeId) {
         for id in &changes.removed {
             self.conns.remove(id);
+            self.last_seen.remove(id);
         }
         for id in &changes.rehomed {
             if let Some(c) = self.conns.get_mut(id) {
@@ -119,13 +144,16 @@ impl DataPath {
         }
         for c in changes.installed {
             self.conns.insert(c.id, c);
+            self.last_seen.insert(c.id, now);
         }
     }
 
-    /// What the program does with `packet`, which came from node `came_from` (or from the
-    /// client), on a node that owns its VIP (`owned`) and whose lease is `lease_valid`.
+    /// What the program does at `now` with `packet`, which came from node `came_from` (or
+    /// from the client), on a node that owns its VIP (`owned`) and whose lease is
+    /// `lease_valid`.
     pub fn handle(
         &mut self,
+        now: Instant,
         packet: &Packet,
         came_from: Option<NodeId>,
         owned: bool,
@@ -134,23 +162,46 @@ impl DataPath {
         let id = packet.id;
         let tcp = id.proto == TCP;
         let onward = |node: Option<NodeId>| node.filter(|&n| n != self.me && Some(n) != came_from);
+        let holders = self.holders.get(id.vip.ip()).copied().unwrap_or_default();
         let mut existing = self.conns.get(&id).copied();
+        let mut reclaimed = false;
         if let Some(home) = existing.and_then(|c| c.home) {
             if let Some(to) = onward(Some(home)) {
+                self.last_seen.insert(id, now);
                 return Step::HandedTo(to);
             }
-            existing = None;
+            // Sent back to the owner: an entry that kept this node's translation is its own
+            // again (`conntrack::reclaim`).
+            reclaimed = owned && existing.is_some_and(|c| c.nat_port != 0);
+            if !reclaimed {
+                existing = None;
+            }
         }
         match existing {
             Some(c) if !(packet.opening && tcp && c.state != OPEN) => {
+                let stale = self
+                    .owned_since
+                    .get(id.vip.ip())
+                    .zip(self.last_seen.get(&id))
+                    .is_some_and(|(since, seen)| seen < since)
+                    && tcp
+                    && c.state != OPEN;
+                let entry = self.conns.get_mut(&id).expect("the entry");
+                self.last_seen.insert(id, now);
+                if owned && stale && !reclaimed {
+                    if let Some(previous) = onward(holders.previous) {
+                        entry.home = Some(previous);
+                        return Step::HandedTo(previous);
+                    }
+                }
+                entry.home = None;
                 if tcp && packet.fin {
-                    self.conns.get_mut(&id).expect("the entry").state = CLOSING;
+                    entry.state = CLOSING;
                 }
                 return Step::Translated(c.nat_port);
             }
             _ => {}
         }
-        let holders = self.holders.get(id.vip.ip()).copied().unwrap_or_default();
         let rebuilds_for = holders
             .rebuilds_for
             .filter(|_| holders.previous == Some(self.me));
@@ -159,15 +210,11 @@ impl DataPath {
             if !lease_valid {
                 return Step::Dropped("lease expired");
             }
-            return self.open(id, dead);
+            return self.open(now, id, dead);
         }
         if !owned {
-            // A datagram the owner offered may go back to it (the answer to its offer).
-            let to = if tcp {
-                onward(holders.owner)
-            } else {
-                holders.owner.filter(|&n| n != self.me)
-            };
+            // What the owner offered goes back to it (the answer to its offer).
+            let to = holders.owner.filter(|&n| n != self.me);
             return to.map_or(Step::Dropped("not owner"), Step::HandedTo);
         }
         let offer = if tcp {
@@ -176,16 +223,8 @@ impl DataPath {
             holders.previous_live
         };
         if let (true, Some(previous)) = (offer, onward(holders.previous)) {
-            let forward = ConnCopy {
-                id,
-                state: OPEN,
-                backend: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
-                nat_port: 0,
-                backend_index: 0,
-                service_index: 0,
-                home: Some(previous),
-            };
-            self.conns.insert(id, forward);
+            self.conns.insert(id, forwarding(id, Some(previous)));
+            self.last_seen.insert(id, now);
             return Step::HandedTo(previous);
         }
         if !packet.opening {
@@ -194,15 +233,16 @@ impl DataPath {
         if !lease_valid {
             return Step::Dropped("lease expired");
         }
-        self.open(id, self.me)
+        self.open(now, id, self.me)
     }
 
     /// Opens connection `id` with a NAT port of `block`'s node: this node's, or a dead node's
     /// whose connection it rebuilds.
-    fn open(&mut self, id: ConnId, block: NodeId) -> Step {
+    fn open(&mut self, now: Instant, id: ConnId, block: NodeId) -> Step {
         let Some(nat_port) = self.free_port(&id, block) else {
             return Step::Dropped("NAT exhausted");
         };
+        self.last_seen.insert(id, now);
         self.conns.insert(
             id,
             ConnCopy {
@@ -226,6 +266,19 @@ impl DataPath {
         (0..BLOCK)
             .map(|probe| block_first(block) + (start - block_first(block) + probe) % BLOCK)
             .find(|port| !used.contains(port))
+    }
+}
+
+/// A forwarding entry of connection `id` to `home`, with no translation.
+fn forwarding(id: ConnId, home: Option<NodeId>) -> ConnCopy {
+    ConnCopy {
+        id,
+        state: OPEN,
+        backend: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        nat_port: 0,
+        backend_index: 0,
+        service_index: 0,
+        home,
     }
 }
 
