@@ -291,7 +291,15 @@ unsafe fn to_vip(
         }
         _ => {
             if !owned {
-                return not_owner(&handoff(vip.owner), len);
+                // The previous holder sends back the TCP packets the owner asks it of; any
+                // other node sending one back where it came from would bounce it between two
+                // nodes that each take the other for the owner, up to its TTL.
+                let asked = vip.previous != 0
+                    && SETTINGS
+                        .get(0)
+                        .is_some_and(|s| u32::from(s.node) == vip.previous);
+                let back = l4_proto == proto::UDP || asked;
+                return not_owner(&handoff(vip.owner), back, len);
             }
             // A packet no connection here knows may be one of the previous holder's: TCP
             // unless it opens one, a datagram while that node is alive to send it back.
@@ -379,12 +387,13 @@ fn service_of(key: &FlowKey) -> Option<&'static Service> {
 /// A client packet for a VIP another node owns, of no connection of this node: it goes to the
 /// owner, whether its sender's ARP entry is stale (it still names this node for the VIP) or
 /// the owner offered it to this node (its previous holder), which has no connection of it:
-/// sent back, the owner opens the datagram's flow, takes back a connection of its own whose
-/// entry it had offered here, or drops the TCP packet (a hop limit ends a loop of nodes that
-/// disagree about the owner).
+/// sent back (`back`), the owner opens the datagram's flow, takes back a connection of its own
+/// whose entry it had offered here, or drops the TCP packet. What is not to go back and came
+/// from the owner is dropped.
 #[inline(always)]
-fn not_owner(owner: &Handoff, len: u64) -> u32 {
-    match owner.hop() {
+fn not_owner(owner: &Handoff, back: bool, len: u64) -> u32 {
+    let hop = if back { owner.hop() } else { owner.onward() };
+    match hop {
         Some(hop) if owner.node != 0 => owner.send(hop, Path::ToOwner),
         _ => drop(Reason::NotOwner, len),
     }

@@ -3,7 +3,7 @@
 use anyhow::{ensure, Context, Result};
 use aya::maps::HashMap;
 use gateway_common::{
-    maps, programs, proto, tcp_state, Action, Conn, FlowKey, Path, Reason, Reply,
+    maps, programs, proto, tcp_state, Action, Conn, FlowKey, Path, Reason, Reply, Settings,
 };
 
 use crate::{
@@ -334,4 +334,13 @@ pub fn udp_served(name: &str, input: Vec<u8>, path: Path, flow: Flow) -> Row {
             let macs = Some((INT_MAC, BACKEND_MACS[1]));
             Ok(udp(&translated(bed, &flow, proto::UDP, 1, macs)?, true))
         })
+}
+
+/// The VIP moved on to node `owner`, this node (node 1) its previous holder.
+pub fn the_previous_holder(bed: &mut Testbed, owner: u32) -> Result<()> {
+    bed.set_settings(Settings {
+        node: 1,
+        ..settings()
+    })?;
+    bed.set_vip(0, owner, 1)
 }

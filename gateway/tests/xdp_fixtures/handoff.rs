@@ -111,12 +111,18 @@ pub fn rows() -> Vec<Row> {
             Path::ToOwner,
             udp_to_node2(new_flow),
         ),
+        drop_row(
+            "tcp the owner sends that is no connection here is dropped",
+            tcp(&from_node2(offered), ACK),
+            Reason::NotOwner,
+        ),
         handed(
-            "tcp the owner offers that is no connection here goes back to it too",
+            "unless this node is the previous holder: the owner asked, it goes back",
             tcp(&from_node2(offered), ACK),
             Path::ToOwner,
             tcp_with(&to_node2(offered), ACK, ttl(63)),
-        ),
+        )
+        .before(|bed| the_previous_holder(bed, NODE2)),
         handed(
             "so does a syn",
             tcp(&syn, SYN),

@@ -139,7 +139,7 @@ pub fn rows() -> Vec<Row> {
             Path::ToOwner,
             tcp_to_node2(followed),
         )
-        .before(|bed| bed.set_vip(0, NODE2, 0))
+        .before(|bed| the_previous_holder(bed, NODE2))
         .after(kept(followed, proto::TCP, NODE2)),
     ]);
     rows

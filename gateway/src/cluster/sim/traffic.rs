@@ -213,8 +213,13 @@ impl DataPath {
             return self.open(now, id, dead);
         }
         if !owned {
-            // What the owner offered goes back to it (the answer to its offer).
-            let to = holders.owner.filter(|&n| n != self.me);
+            // What the owner offered its previous holder goes back to it (the answer to its
+            // offer), and any datagram; other TCP never back where it came from.
+            let to = if tcp && holders.previous != Some(self.me) {
+                onward(holders.owner)
+            } else {
+                holders.owner.filter(|&n| n != self.me)
+            };
             return to.map_or(Step::Dropped("not owner"), Step::HandedTo);
         }
         let offer = if tcp {
